@@ -1,0 +1,47 @@
+"""echo_connhandler: HTTP connection handlers for Bazefield, CCEE and ONS, sync and async.
+
+Framework-free (httpx, tenacity, pendulum): importing it never imports Airflow.
+The public surface is this module's ``__all__``; the ``_modules`` are private.
+"""
+
+from echo_connhandler._auth import BearerAuth, SessionAuth
+from echo_connhandler._exceptions import (
+    ApiError,
+    AuthenticationError,
+    EchoHttpError,
+    HttpResponseError,
+    HttpStatusError,
+    HttpTransportError,
+    ProfileSelectionError,
+    UnexpectedContentError,
+    WafBlockedError,
+)
+from echo_connhandler._handler import HttpHandler, expect_json
+from echo_connhandler._properties import HttpConnProperties, OnsHttpConnProperties
+from echo_connhandler._retry import RetryPolicy
+from echo_connhandler._secrets import add_secret_hook, redact, register_secret, remove_secret_hook
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ApiError",
+    "AuthenticationError",
+    "BearerAuth",
+    "EchoHttpError",
+    "HttpConnProperties",
+    "HttpHandler",
+    "HttpResponseError",
+    "HttpStatusError",
+    "HttpTransportError",
+    "OnsHttpConnProperties",
+    "ProfileSelectionError",
+    "RetryPolicy",
+    "SessionAuth",
+    "UnexpectedContentError",
+    "WafBlockedError",
+    "add_secret_hook",
+    "expect_json",
+    "redact",
+    "register_secret",
+    "remove_secret_hook",
+]

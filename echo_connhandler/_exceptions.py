@@ -1,0 +1,114 @@
+"""One exception tree for every handler, on the sync and the async path alike.
+
+```
+EchoHttpError                       base of everything the handlers raise
+├── HttpTransportError              no usable response (connect/read/write/pool errors, timeouts)
+├── HttpResponseError (RuntimeError) a response arrived and is wrong; carries request + response
+│   ├── HttpStatusError             status code not in ``response_ok``
+│   ├── ApiError                    the service reported an error inside the body (often HTTP 200)
+│   ├── UnexpectedContentError      HTML (a login, WAF or maintenance page) where JSON was expected
+│   │   └── WafBlockedError         CCEE's WAF answered "Acesso bloqueado" even after a re-warm
+│   └── AuthenticationError         a login was refused: bad credentials, never retried
+└── ProfileSelectionError (ValueError)  SINAPSE profile cannot be chosen without user input
+```
+
+Messages carry a short excerpt of the response body with every registered secret removed
+(see :mod:`echo_connhandler._secrets`); the full response stays available as ``.response``.
+Transport errors keep the original httpx exception as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from echo_connhandler._secrets import redact, redact_url
+
+__all__ = [
+    "ApiError",
+    "AuthenticationError",
+    "EchoHttpError",
+    "HttpResponseError",
+    "HttpStatusError",
+    "HttpTransportError",
+    "ProfileSelectionError",
+    "UnexpectedContentError",
+    "WafBlockedError",
+    "body_excerpt",
+]
+
+#: How many characters of a response body an exception message shows.
+EXCERPT_CHARS = 300
+
+
+def body_excerpt(response: httpx.Response, limit: int = EXCERPT_CHARS) -> str:
+    """A short, single-line, redacted excerpt of the response body (``""`` when unread)."""
+    try:
+        text = response.text
+    except httpx.ResponseNotRead:
+        return ""
+    except (UnicodeDecodeError, LookupError):
+        return f"<{len(response.content)} bytes of binary content>"
+    text = " ".join(redact(text).split())
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    return text
+
+
+class EchoHttpError(Exception):
+    """Base class of every error raised by :mod:`echo_connhandler`."""
+
+
+class HttpTransportError(EchoHttpError):
+    """The request got no usable response (connection refused, reset, timeout, protocol error).
+
+    The original ``httpx`` exception is chained as ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, request: httpx.Request | None = None) -> None:
+        super().__init__(redact(message))
+        self.request = request
+
+
+class HttpResponseError(EchoHttpError, RuntimeError):
+    """A response arrived but cannot be used. Carries ``status_code``, ``request``, ``response``."""
+
+    def __init__(self, message: str, *, response: httpx.Response) -> None:
+        self.response = response
+        self.request: httpx.Request | None = response._request  # noqa: SLF001 - may be unset
+        self.status_code = response.status_code
+        super().__init__(redact(message))
+
+    @classmethod
+    def from_response(cls, response: httpx.Response, reason: str) -> HttpResponseError:
+        """Build the error with a standard message: method, URL, status, reason and excerpt."""
+        request = response._request  # noqa: SLF001
+        where = f"{request.method} {redact_url(str(request.url))}" if request else "response"
+        excerpt = body_excerpt(response)
+        message = f"{where} -> HTTP {response.status_code}: {reason}"
+        if excerpt:
+            message += f" | body: {excerpt}"
+        return cls(message, response=response)
+
+
+class HttpStatusError(HttpResponseError):
+    """The status code is not one of the accepted ones (``response_ok``)."""
+
+
+class ApiError(HttpResponseError):
+    """The service reported an error in the body, often with HTTP 200 (never retried)."""
+
+
+class UnexpectedContentError(HttpResponseError):
+    """The body is not what the endpoint serves (an HTML page where JSON was expected)."""
+
+
+class WafBlockedError(UnexpectedContentError):
+    """CCEE's web application firewall blocked the client even after a fresh warm-up."""
+
+
+class AuthenticationError(HttpResponseError):
+    """The service refused the credentials. Bad credentials are never retried."""
+
+
+class ProfileSelectionError(EchoHttpError, ValueError):
+    """The SINAPSE ``Perfil-Selecionado`` value cannot be determined without the user's choice."""

@@ -1,0 +1,552 @@
+"""``HttpHandler``: one object, a sync and an async API over httpx, one retry policy.
+
+Every decision that does no I/O (URL, payload merge, idempotency, status check) lives in shared
+helpers; the sync and ``async_`` methods are the thin I/O spine around them (the layout of
+httpx's ``BaseClient``/``Client``/``AsyncClient``).
+
+Clients
+    The sync ``httpx.Client`` is opened by the constructor (unless ``skip_connect=True``) or on
+    first sync use; the ``httpx.AsyncClient`` on first async use. Both share the handler's auth
+    flow, default headers, timeouts and one SSL context (built once per process and per TLS
+    setting: building one costs ~26 ms, see reference/anchors.md). Many coroutines may call
+    ``async_*`` at once: the async client is created once, under a lock.
+
+Retries
+    Every request runs under :class:`echo_connhandler.RetryPolicy`. Between attempts the handler
+    swaps in a fresh client (new connection pool, same cookies, same SSL context); the client
+    that failed is closed as soon as no other request is still using it, so concurrent callers
+    are never cut off. Authentication state lives in the auth flow and survives the swap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import ssl
+import threading
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, ClassVar, Generic, Self, TypeVar
+
+import certifi
+import httpx
+
+from echo_connhandler._auth import BearerAuth, SessionAuth
+from echo_connhandler._exceptions import (
+    HttpStatusError,
+    HttpTransportError,
+    UnexpectedContentError,
+)
+from echo_connhandler._properties import HttpConnProperties
+from echo_connhandler._retry import DEFAULT_RETRY_AFTER_CAP, IDEMPOTENT_METHODS, RetryPolicy
+from echo_connhandler._secrets import redact_url
+
+__all__ = ["HttpHandler", "ResponseOk", "expect_json", "ssl_context"]
+
+logger = logging.getLogger("echo_connhandler")
+
+ResponseOk = int | Collection[int] | None
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+ClientT = TypeVar("ClientT", httpx.Client, httpx.AsyncClient)
+
+
+@functools.cache
+def ssl_context(verify: bool, legacy_renegotiation: bool = False) -> ssl.SSLContext:
+    """The SSL context for a TLS setting, built once per process and shared by every client."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if legacy_renegotiation:
+        # integra.ons.org.br needs it under OpenSSL 3 (UNSAFE_LEGACY_RENEGOTIATION_DISABLED),
+        # services.md "ONS / TLS". Opt-in only: it weakens TLS.
+        context.options |= getattr(ssl, "OP_LEGACY_SERVER_CONNECT", 0x4)
+    return context
+
+
+def expect_json(response: httpx.Response) -> Any:
+    """``response.json()``, or :class:`UnexpectedContentError` for HTML and non-JSON bodies.
+
+    All three services can answer an HTML page (WAF block, login, maintenance, preview) where
+    JSON was expected (services.md, "Cross-cutting"): never call ``.json()`` blindly.
+    """
+    content_type = response.headers.get("content-type", "").lower()
+    if "html" in content_type:
+        raise UnexpectedContentError.from_response(
+            response, f"expected JSON, got an HTML page ({content_type})"
+        )
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise UnexpectedContentError.from_response(
+            response, f"expected JSON, got undecodable content ({content_type or 'no type'})"
+        ) from exc
+
+
+def _accepted_statuses(response_ok: ResponseOk) -> frozenset[int] | None:
+    if response_ok is None:
+        return None
+    if isinstance(response_ok, int) and not isinstance(response_ok, bool):
+        return frozenset((response_ok,))
+    if isinstance(response_ok, Collection) and all(
+        isinstance(s, int) and not isinstance(s, bool) for s in response_ok
+    ):
+        return frozenset(response_ok)
+    raise TypeError(f"response_ok must be an int, a collection of ints or None, got {response_ok!r}")
+
+
+@dataclass(slots=True)
+class _Call:
+    """One request, prepared without I/O, replayed as is by every attempt."""
+
+    method: str
+    url: str
+    kwargs: dict[str, Any]
+    accepted: frozenset[int] | None
+    idempotent: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} {redact_url(self.url)}"
+
+
+class _Slot(Generic[ClientT]):
+    """A client and the requests in flight on it, so that a retired client closes when idle."""
+
+    __slots__ = ("client", "in_flight", "loop", "retired")
+
+    def __init__(self, client: ClientT, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.client = client
+        self.loop = loop
+        self.in_flight = 0
+        self.retired = False
+
+
+class HttpHandler:
+    """HTTP handler for any REST API: sync and async verbs, retries, typed errors.
+
+    Args:
+        props: where and how to connect (an :class:`HttpConnProperties`).
+        skip_connect: open nothing and send nothing in the constructor.
+        max_retries: attempts after the first for each request (``0``: exactly one request).
+        max_conn_retries: attempts after the first to open the connection (login, warm-up).
+        retry_wait_time: longest backoff wait, seconds.
+        exponential_min_retry_wait_time: shortest backoff wait, seconds.
+        exponential_multiplier: backoff multiplier (``multiplier * 2**(attempt-1)``).
+        retry_after_cap: longest ``Retry-After`` honoured, seconds (default 300).
+    """
+
+    #: The properties class this handler accepts.
+    properties_type: ClassVar[type[HttpConnProperties]] = HttpConnProperties
+    #: Headers sent by default (the connection's ``headers`` are applied over them).
+    default_headers: ClassVar[Mapping[str, str]] = {}
+
+    def __init__(
+        self,
+        props: HttpConnProperties,
+        *,
+        skip_connect: bool = False,
+        max_retries: int = 8,
+        max_conn_retries: int = 3,
+        retry_wait_time: float = 30,
+        exponential_min_retry_wait_time: float = 0.1,
+        exponential_multiplier: float = 1,
+        retry_after_cap: float = DEFAULT_RETRY_AFTER_CAP,
+    ) -> None:
+        if not isinstance(props, self.properties_type):
+            raise TypeError(
+                f"{type(self).__name__} needs {self.properties_type.__name__}, "
+                f"got {type(props).__name__}"
+            )
+        if isinstance(max_conn_retries, bool) or not isinstance(max_conn_retries, int):
+            raise ValueError(f"max_conn_retries must be an integer, got {max_conn_retries!r}")
+        if max_conn_retries < 0:
+            raise ValueError(f"max_conn_retries must be >= 0, got {max_conn_retries!r}")
+        self.props = props
+        self.retry_policy = RetryPolicy(
+            max_retries=max_retries,
+            max_wait=retry_wait_time,
+            min_wait=exponential_min_retry_wait_time,
+            multiplier=exponential_multiplier,
+            retry_after_cap=retry_after_cap,
+        )
+        self.max_conn_retries = max_conn_retries
+        self._auth = self._build_auth()
+        self._sync_slot: _Slot[httpx.Client] | None = None
+        self._async_slot: _Slot[httpx.AsyncClient] | None = None
+        self._sync_lock = threading.RLock()
+        self._async_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+        if not skip_connect:
+            self.reconnect()
+
+    # -- what subclasses customise (no I/O) ---------------------------------------------------
+    def _build_auth(self) -> httpx.Auth | None:
+        """The auth flow shared by both clients; the base handler knows only the API key."""
+        return BearerAuth(self.props.api_key) if self.props.api_key else None
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        return ssl_context(self.props.verify_ssl)
+
+    def _is_idempotent(self, method: str, url: str) -> bool:
+        """Whether a request may be replayed after it may have reached the server."""
+        return method in IDEMPOTENT_METHODS
+
+    def _check_response(self, response: httpx.Response) -> None:
+        """Raise for errors a service reports inside an accepted response (none here)."""
+
+    # -- shared, no I/O ------------------------------------------------------------------------
+    def _client_settings(self) -> dict[str, Any]:
+        headers = dict(self.default_headers)
+        headers.update(self.props.headers or {})
+        return {
+            "base_url": self.props.host + "/",
+            "headers": headers,
+            "timeout": httpx.Timeout(self.props.request_timeout, connect=self.props.conn_timeout),
+            "verify": self._ssl_context(),
+            "auth": self._auth,
+            "follow_redirects": True,
+        }
+
+    def _url(self, endpoint: str) -> str:
+        if endpoint.startswith(("http://", "https://")):
+            return endpoint
+        return f"{self.props.host}/{endpoint.lstrip('/')}"
+
+    def _merge_payload(self, method: str, kwargs: dict[str, Any]) -> None:
+        payload = self.props.payload_kwargs
+        if not payload:
+            return
+        key = self.props.payload_kwargs_key
+        given = kwargs.get(key)
+        # json/data go into bodies; a GET/DELETE gets them only if the call itself passes one.
+        if key != "params" and given is None and method not in _BODY_METHODS:
+            return
+        if given is None:
+            kwargs[key] = dict(payload)
+        elif isinstance(given, Mapping):
+            kwargs[key] = {**payload, **given}
+        else:
+            raise ValueError(
+                f"cannot merge payload_kwargs into {key}= of type {type(given).__name__}: "
+                f"pass {key}= as a mapping, or set payload_kwargs_key to another place"
+            )
+
+    def _prepare(
+        self, method: str, endpoint: str, response_ok: ResponseOk, idempotent: bool | None,
+        kwargs: dict[str, Any],
+    ) -> _Call:
+        method = method.upper()
+        url = self._url(endpoint)
+        self._merge_payload(method, kwargs)
+        if idempotent is None:
+            idempotent = self._is_idempotent(method, url)
+        return _Call(method, url, kwargs, _accepted_statuses(response_ok), idempotent)
+
+    def _check(self, response: httpx.Response, call: _Call) -> httpx.Response:
+        if call.accepted is not None and response.status_code not in call.accepted:
+            expected = ", ".join(str(s) for s in sorted(call.accepted))
+            raise HttpStatusError.from_response(response, f"expected status {expected}")
+        self._check_response(response)
+        return response
+
+    @staticmethod
+    def _transport_error(call: _Call, exc: httpx.TransportError) -> HttpTransportError:
+        cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        try:
+            request: httpx.Request | None = exc.request
+        except RuntimeError:
+            request = None
+        return HttpTransportError(f"{call.label} failed: {cause}", request=request)
+
+    # -- sync client lifecycle -------------------------------------------------------------------
+    def _new_sync_client(self, cookies: httpx.Cookies | None = None) -> httpx.Client:
+        return httpx.Client(cookies=cookies, **self._client_settings())
+
+    def _connect(self) -> None:
+        """Open the sync client and run the service's connect step (login, warm-up)."""
+        slot = _Slot(self._new_sync_client())
+        old, self._sync_slot = self._sync_slot, slot
+        if old is not None:
+            self._retire_sync(old)
+        if isinstance(self._auth, SessionAuth):
+            auth = self._auth
+            for attempt in self.retry_policy.sync_attempts(
+                idempotent=True, label=f"connect to {self.props.host}", retries=self.max_conn_retries
+            ):
+                with attempt:
+                    try:
+                        auth.sync_connect(slot.client)
+                    except httpx.TransportError as exc:
+                        raise self._transport_error(
+                            _Call("CONNECT", self.props.host, {}, None, True), exc
+                        ) from exc
+
+    def reconnect(self) -> None:
+        """Close the sync client, if any, and open a new one (with the connect step)."""
+        with self._sync_lock:
+            self._connect()
+
+    def close(self) -> None:
+        """Close the sync client. The async one, if any, needs :meth:`async_close`."""
+        with self._sync_lock:
+            slot, self._sync_slot = self._sync_slot, None
+        if slot is not None:
+            self._retire_sync(slot)
+
+    @staticmethod
+    def _retire_sync(slot: _Slot[httpx.Client]) -> None:
+        slot.retired = True
+        if slot.in_flight == 0:
+            slot.client.close()
+
+    @property
+    def connection(self) -> httpx.Client:
+        """The live ``httpx.Client`` (opened now if it is not open yet)."""
+        return self._sync_client_slot().client
+
+    def _sync_client_slot(self, failed: _Slot[httpx.Client] | None = None) -> _Slot[httpx.Client]:
+        slot = self._sync_slot
+        if slot is not None and slot is not failed:
+            return slot
+        with self._sync_lock:
+            slot = self._sync_slot
+            if slot is None:
+                self._connect()
+            elif slot is failed:
+                # Fresh pool for the next attempt; cookies kept, auth state kept in the flow.
+                self._sync_slot = _Slot(self._new_sync_client(slot.client.cookies))
+                self._retire_sync(slot)
+            assert self._sync_slot is not None
+            return self._sync_slot
+
+    def _send_sync(self, call: _Call, failed: _Slot[httpx.Client] | None) -> tuple[
+        _Slot[httpx.Client], httpx.Response
+    ]:
+        slot = self._sync_client_slot(failed)
+        with self._sync_lock:
+            slot.in_flight += 1
+        try:
+            return slot, slot.client.request(call.method, call.url, **call.kwargs)
+        except httpx.TransportError as exc:
+            raise self._transport_error(call, exc) from exc
+        finally:
+            with self._sync_lock:
+                slot.in_flight -= 1
+                close_now = slot.retired and slot.in_flight == 0
+            if close_now:
+                slot.client.close()
+
+    def request(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        response_ok: ResponseOk = 200,
+        idempotent: bool | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """Send a request with retries; return the response once its status is accepted.
+
+        ``kwargs`` go to ``httpx.Client.request`` (``json``, ``data``, ``params``, ``headers``,
+        ``content``, ``files``, ``timeout``, ...). ``idempotent`` overrides the method's default
+        for retry decisions (POST/PATCH are not replayed after they may have reached the server).
+        """
+        call = self._prepare(method, endpoint, response_ok, idempotent, kwargs)
+        failed: _Slot[httpx.Client] | None = None
+        for attempt in self.retry_policy.sync_attempts(idempotent=call.idempotent, label=call.label):
+            with attempt:
+                slot: _Slot[httpx.Client] | None = None
+                try:
+                    slot, response = self._send_sync(call, failed)
+                    return self._check(response, call)
+                finally:
+                    failed = self._sync_slot if slot is None else slot
+        raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover
+
+    def get(self, endpoint: str, *, response_ok: ResponseOk = 200, **kwargs: Any) -> httpx.Response:
+        """``GET endpoint``; see :meth:`request`."""
+        return self.request("GET", endpoint, response_ok=response_ok, **kwargs)
+
+    def post(self, endpoint: str, *, response_ok: ResponseOk = 200, **kwargs: Any) -> httpx.Response:
+        """``POST endpoint``; see :meth:`request` (not replayed after it may have been acted on)."""
+        return self.request("POST", endpoint, response_ok=response_ok, **kwargs)
+
+    def put(self, endpoint: str, *, response_ok: ResponseOk = 200, **kwargs: Any) -> httpx.Response:
+        """``PUT endpoint``; see :meth:`request`."""
+        return self.request("PUT", endpoint, response_ok=response_ok, **kwargs)
+
+    def patch(self, endpoint: str, *, response_ok: ResponseOk = 200, **kwargs: Any) -> httpx.Response:
+        """``PATCH endpoint``; see :meth:`request` (not replayed after it may have been acted on)."""
+        return self.request("PATCH", endpoint, response_ok=response_ok, **kwargs)
+
+    def delete(self, endpoint: str, *, response_ok: ResponseOk = 200, **kwargs: Any) -> httpx.Response:
+        """``DELETE endpoint``; see :meth:`request`."""
+        return self.request("DELETE", endpoint, response_ok=response_ok, **kwargs)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- async client lifecycle ------------------------------------------------------------------
+    def _async_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        lock = self._async_locks.get(loop)
+        if lock is None:
+            # Forget locks of closed loops (a handler reused across asyncio.run() calls).
+            self._async_locks = {lp: lk for lp, lk in self._async_locks.items() if not lp.is_closed()}
+            lock = self._async_locks[loop] = asyncio.Lock()
+        return lock
+
+    def _new_async_client(self, cookies: httpx.Cookies | None = None) -> httpx.AsyncClient:
+        return httpx.AsyncClient(cookies=cookies, **self._client_settings())
+
+    async def _async_connect(self) -> None:
+        slot = _Slot(self._new_async_client(), asyncio.get_running_loop())
+        old, self._async_slot = self._async_slot, slot
+        if old is not None:
+            await self._retire_async(old)
+        if isinstance(self._auth, SessionAuth):
+            auth = self._auth
+            async for attempt in self.retry_policy.async_attempts(
+                idempotent=True, label=f"connect to {self.props.host}", retries=self.max_conn_retries
+            ):
+                with attempt:
+                    try:
+                        await auth.async_connect(slot.client)
+                    except httpx.TransportError as exc:
+                        raise self._transport_error(
+                            _Call("CONNECT", self.props.host, {}, None, True), exc
+                        ) from exc
+
+    async def async_reconnect(self) -> None:
+        """Close the async client, if any, and open a new one (with the connect step)."""
+        async with self._async_lock():
+            await self._async_connect()
+
+    async def async_close(self) -> None:
+        """Close the async client (the sync one, if any, stays open)."""
+        slot, self._async_slot = self._async_slot, None
+        if slot is not None:
+            await self._retire_async(slot)
+
+    @staticmethod
+    async def _retire_async(slot: _Slot[httpx.AsyncClient]) -> None:
+        slot.retired = True
+        if slot.in_flight == 0 and slot.loop is not None and not slot.loop.is_closed():
+            await slot.client.aclose()
+
+    @property
+    def async_connection(self) -> httpx.AsyncClient | None:
+        """The live ``httpx.AsyncClient``; ``None`` before the first async use."""
+        return self._async_slot.client if self._async_slot is not None else None
+
+    async def _async_client_slot(
+        self, failed: _Slot[httpx.AsyncClient] | None = None
+    ) -> _Slot[httpx.AsyncClient]:
+        loop = asyncio.get_running_loop()
+        slot = self._async_slot
+        if slot is not None and slot is not failed and slot.loop is loop:
+            return slot
+        async with self._async_lock():
+            slot = self._async_slot
+            if slot is None or slot.loop is not loop:
+                # First async use, or a new event loop: a client cannot outlive its loop.
+                await self._async_connect()
+            elif slot is failed:
+                self._async_slot = _Slot(self._new_async_client(slot.client.cookies), loop)
+                await self._retire_async(slot)
+            assert self._async_slot is not None
+            return self._async_slot
+
+    async def _send_async(
+        self, call: _Call, failed: _Slot[httpx.AsyncClient] | None
+    ) -> tuple[_Slot[httpx.AsyncClient], httpx.Response]:
+        slot = await self._async_client_slot(failed)
+        slot.in_flight += 1
+        try:
+            return slot, await slot.client.request(call.method, call.url, **call.kwargs)
+        except httpx.TransportError as exc:
+            raise self._transport_error(call, exc) from exc
+        finally:
+            slot.in_flight -= 1
+            if slot.retired and slot.in_flight == 0:
+                await slot.client.aclose()
+
+    async def async_request(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        response_ok: ResponseOk = 200,
+        idempotent: bool | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """The async :meth:`request`."""
+        call = self._prepare(method, endpoint, response_ok, idempotent, kwargs)
+        failed: _Slot[httpx.AsyncClient] | None = None
+        async for attempt in self.retry_policy.async_attempts(
+            idempotent=call.idempotent, label=call.label
+        ):
+            with attempt:
+                slot: _Slot[httpx.AsyncClient] | None = None
+                try:
+                    slot, response = await self._send_async(call, failed)
+                    return self._check(response, call)
+                finally:
+                    failed = self._async_slot if slot is None else slot
+        raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover
+
+    async def async_get(
+        self, endpoint: str, *, response_ok: ResponseOk = 200, **kwargs: Any
+    ) -> httpx.Response:
+        """The async :meth:`get`."""
+        return await self.async_request("GET", endpoint, response_ok=response_ok, **kwargs)
+
+    async def async_post(
+        self, endpoint: str, *, response_ok: ResponseOk = 200, **kwargs: Any
+    ) -> httpx.Response:
+        """The async :meth:`post`."""
+        return await self.async_request("POST", endpoint, response_ok=response_ok, **kwargs)
+
+    async def async_put(
+        self, endpoint: str, *, response_ok: ResponseOk = 200, **kwargs: Any
+    ) -> httpx.Response:
+        """The async :meth:`put`."""
+        return await self.async_request("PUT", endpoint, response_ok=response_ok, **kwargs)
+
+    async def async_patch(
+        self, endpoint: str, *, response_ok: ResponseOk = 200, **kwargs: Any
+    ) -> httpx.Response:
+        """The async :meth:`patch`."""
+        return await self.async_request("PATCH", endpoint, response_ok=response_ok, **kwargs)
+
+    async def async_delete(
+        self, endpoint: str, *, response_ok: ResponseOk = 200, **kwargs: Any
+    ) -> httpx.Response:
+        """The async :meth:`delete`."""
+        return await self.async_request("DELETE", endpoint, response_ok=response_ok, **kwargs)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.async_close()
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.props!r})"

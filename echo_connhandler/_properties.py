@@ -1,0 +1,239 @@
+"""Connection properties: what a handler needs to know to reach and authenticate to a service.
+
+Validated on construction: a bad value raises ``ValueError`` naming the field, before anything
+is sent. ``repr()``/``str()`` never show a password, an API key or a sensitive header/payload value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from echo_connhandler._secrets import MASK, register_secret
+
+__all__ = [
+    "DEFAULT_ONS_AUTH_URL",
+    "DEFAULT_SINAPSE_PROFILE_URL",
+    "ONS_DEFAULT_ORIGINS",
+    "HttpConnProperties",
+    "OnsHttpConnProperties",
+    "PayloadKwargsKey",
+    "is_sensitive_name",
+]
+
+PayloadKwargsKey = Literal["json", "data", "params"]
+PAYLOAD_KWARGS_KEYS: tuple[str, ...] = ("json", "data", "params")
+
+#: ONS POP identity provider (services.md, ONS 1: HIGH). Token endpoint: ``{auth_url}/oauth2/token``.
+DEFAULT_ONS_AUTH_URL = "https://pops.ons.org.br/ons.pop.federation"
+#: SINAPSE profile list. ASSUMPTION (services.md, ONS 1 step 4: the endpoint is not public);
+#: override it with ``profile_url`` or skip the call with ``selected_profile``.
+DEFAULT_SINAPSE_PROFILE_URL = "https://api.sinapse.ons.org.br/api/usuario/perfis"
+#: ``Origin`` sent on the token request by every public client (services.md, ONS 1 step 2).
+ONS_DEFAULT_ORIGINS = {"SAGER": "https://apps18.ons.org.br", "SINAPSE": "https://pops.ons.org.br"}
+
+_SENSITIVE_WORDS = ("password", "passwd", "secret", "token", "key", "auth", "cookie", "session")
+
+
+def is_sensitive_name(name: str) -> bool:
+    """Whether a header or payload field name looks like it carries a credential."""
+    lowered = name.lower().replace("-", "_")
+    return any(word in lowered for word in _SENSITIVE_WORDS)
+
+
+def _masked(mapping: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if mapping is None:
+        return None
+    return {k: (MASK if is_sensitive_name(k) else v) for k, v in mapping.items()}
+
+
+def _check_absolute_url(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be an absolute http(s) URL, got {value!r}")
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"{name} must be an absolute http(s) URL such as 'https://api.example.com', got {value!r}"
+        )
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a non-numeric port
+    except ValueError as exc:
+        raise ValueError(f"{name} has an invalid port: {value!r}") from exc
+    return value.strip().rstrip("/")
+
+
+def _check_timeout(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _check_str_mapping(name: str, value: object) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name} must be a mapping of header names to values, got {value!r}")
+    checked: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise ValueError(f"{name} keys and values must be strings, got {key!r}: {item!r}")
+        checked[key] = item
+    return checked
+
+
+@dataclass(frozen=True, repr=False)
+class HttpConnProperties:
+    """How to reach a service: base URL, credentials, timeouts, default headers and payload.
+
+    ``api_key`` (sent as ``Authorization: Bearer <key>``) and ``user``/``password`` are mutually
+    exclusive. ``payload_kwargs`` are merged into every request under ``payload_kwargs_key``
+    (``"json"``, ``"data"`` or ``"params"``); values given on a call win.
+    """
+
+    host: str
+    user: str | None = None
+    password: str | None = None
+    api_key: str | None = None
+    conn_timeout: float = 30
+    request_timeout: float = 300
+    verify_ssl: bool = True
+    headers: dict[str, str] | None = None
+    payload_kwargs: dict[str, Any] | None = None
+    payload_kwargs_key: PayloadKwargsKey = "json"
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalise through the back door, once
+        set_(self, "host", _check_absolute_url("host", self.host))
+        if self.api_key is not None and (self.user is not None or self.password is not None):
+            raise ValueError(
+                "api_key and user/password cannot use both: give either api_key or user+password"
+            )
+        if (self.user is None) != (self.password is None):
+            given, missing = ("user", "password") if self.password is None else ("password", "user")
+            raise ValueError(f"{missing} is required when {given} is set")
+        for name in ("user", "password", "api_key"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(f"{name} must be a non-empty string")
+        set_(self, "conn_timeout", _check_timeout("conn_timeout", self.conn_timeout))
+        set_(self, "request_timeout", _check_timeout("request_timeout", self.request_timeout))
+        if not isinstance(self.verify_ssl, bool):
+            raise ValueError(f"verify_ssl must be True or False, got {self.verify_ssl!r}")
+        set_(self, "headers", _check_str_mapping("headers", self.headers))
+        if self.payload_kwargs is not None and not isinstance(self.payload_kwargs, Mapping):
+            raise ValueError(f"payload_kwargs must be a mapping, got {self.payload_kwargs!r}")
+        if self.payload_kwargs is not None:
+            set_(self, "payload_kwargs", dict(self.payload_kwargs))
+        if self.payload_kwargs_key not in PAYLOAD_KWARGS_KEYS:
+            raise ValueError(
+                f"payload_kwargs_key must be one of {', '.join(PAYLOAD_KWARGS_KEYS)}, "
+                f"got {self.payload_kwargs_key!r}"
+            )
+        self._register_secrets()
+
+    def _register_secrets(self) -> None:
+        register_secret(self.password)
+        register_secret(self.api_key)
+        for mapping in (self.headers, self.payload_kwargs):
+            for key, value in (mapping or {}).items():
+                if is_sensitive_name(key) and isinstance(value, str):
+                    register_secret(value)
+
+    def _repr_fields(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "user": self.user,
+            "password": MASK if self.password is not None else None,
+            "api_key": MASK if self.api_key is not None else None,
+            "conn_timeout": self.conn_timeout,
+            "request_timeout": self.request_timeout,
+            "verify_ssl": self.verify_ssl,
+            "headers": _masked(self.headers),
+            "payload_kwargs": _masked(self.payload_kwargs),
+            "payload_kwargs_key": self.payload_kwargs_key,
+        }
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self._repr_fields().items())
+        return f"{type(self).__name__}({inner})"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, repr=False, kw_only=True)
+class OnsHttpConnProperties(HttpConnProperties):
+    """Properties for ONS SAGER / SINAPSE: adds the login target and the identity provider.
+
+    - ``login_target``: ``"SAGER"`` or ``"SINAPSE"``; it is also the OAuth2 ``client_id``.
+    - ``auth_url``: the POP identity provider; the token endpoint is ``{auth_url}/oauth2/token``.
+    - ``origin``: ``Origin`` header of the token request; default per target (services.md says
+      every public client sends it; whether ONS checks it is an ASSUMPTION, so it is configurable).
+    - ``profile_url`` (SINAPSE): where the user's profiles are listed. ASSUMPTION, see
+      :data:`DEFAULT_SINAPSE_PROFILE_URL`.
+    - ``selected_profile`` (SINAPSE): the ``Perfil-Selecionado`` value
+      (``"<perfil>/<tipo escopo>/<id escopo>/<nome escopo>"``, plain or already URL-encoded);
+      skips the profile call.
+    - ``legacy_tls_renegotiation``: opt-in ``ssl.OP_LEGACY_SERVER_CONNECT``, needed by several
+      clients to reach ``integra.ons.org.br`` under OpenSSL 3 (services.md, ONS "TLS").
+    """
+
+    login_target: Literal["SAGER", "SINAPSE"]
+    auth_url: str = DEFAULT_ONS_AUTH_URL
+    profile_url: str | None = None
+    selected_profile: str | None = None
+    origin: str | None = None
+    legacy_tls_renegotiation: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.login_target not in ONS_DEFAULT_ORIGINS:
+            raise ValueError(
+                f"login_target must be 'SAGER' or 'SINAPSE', got {self.login_target!r}"
+            )
+        if self.api_key is not None:
+            raise ValueError("api_key is not used by ONS: give user and password (OAuth2 login)")
+        if self.user is None:
+            raise ValueError("user and password are required for ONS (OAuth2 password grant)")
+        set_ = object.__setattr__
+        set_(self, "auth_url", _check_absolute_url("auth_url", self.auth_url))
+        if self.profile_url is not None:
+            set_(self, "profile_url", _check_absolute_url("profile_url", self.profile_url))
+        if self.origin is not None:
+            set_(self, "origin", _check_absolute_url("origin", self.origin))
+        if self.selected_profile is not None and not self.selected_profile.strip():
+            raise ValueError("selected_profile must not be empty when given")
+        if not isinstance(self.legacy_tls_renegotiation, bool):
+            raise ValueError("legacy_tls_renegotiation must be True or False")
+
+    @property
+    def token_url(self) -> str:
+        """The OAuth2 token endpoint."""
+        return f"{self.auth_url}/oauth2/token"
+
+    @property
+    def effective_origin(self) -> str:
+        """The ``Origin`` header sent with the token request."""
+        return self.origin or ONS_DEFAULT_ORIGINS[self.login_target]
+
+    @property
+    def effective_profile_url(self) -> str:
+        """Where SINAPSE profiles are listed."""
+        return self.profile_url or DEFAULT_SINAPSE_PROFILE_URL
+
+    def _repr_fields(self) -> dict[str, Any]:
+        fields = super()._repr_fields()
+        fields.update(
+            login_target=self.login_target,
+            auth_url=self.auth_url,
+            profile_url=self.profile_url,
+            selected_profile=self.selected_profile,
+            origin=self.origin,
+            legacy_tls_renegotiation=self.legacy_tls_renegotiation,
+        )
+        return fields
+

@@ -1,0 +1,209 @@
+"""The retry policy: one object, built once per handler, driving tenacity on both paths.
+
+What is retried (contract, "Retries"):
+
+- transport failures: connect errors and timeouts, read/write errors and timeouts, pool timeouts,
+  connection resets, protocol errors from the server; TLS certificate failures are *not* retried
+  (they will not fix themselves);
+- the statuses in :data:`TRANSIENT_STATUSES`, when they fail the ``response_ok`` check.
+
+Non-idempotent requests (POST, PATCH) are replayed only where the server cannot have acted on
+them: connect-phase failures and the statuses in :data:`NOT_ACTED_STATUSES`; the call may say
+``idempotent=True`` to lift that (the service handlers do it for known read-only POST queries).
+
+Waits: full-jitter exponential backoff, ``uniform(min_wait, min(max_wait, multiplier * 2**(n-1)))``;
+a ``Retry-After`` header (seconds or HTTP date) replaces it, capped at ``retry_after_cap``
+(default :data:`DEFAULT_RETRY_AFTER_CAP`, 300 s) so that a server cannot park a task for hours.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import tenacity
+
+from echo_connhandler._exceptions import HttpResponseError, HttpStatusError, HttpTransportError
+
+__all__ = [
+    "DEFAULT_RETRY_AFTER_CAP",
+    "IDEMPOTENT_METHODS",
+    "NOT_ACTED_STATUSES",
+    "TRANSIENT_STATUSES",
+    "RetryPolicy",
+    "parse_retry_after",
+]
+
+logger = logging.getLogger("echo_connhandler.retry")
+
+#: Statuses worth another attempt (contract): timeouts, rate limits and gateway/server hiccups.
+TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: Statuses that say the server did not act on the request, so even a POST may be replayed.
+NOT_ACTED_STATUSES = frozenset({408, 425, 429, 503})
+#: Methods that RFC 9110 defines as idempotent.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+#: The longest ``Retry-After`` honoured, in seconds; a longer one is cut to this.
+DEFAULT_RETRY_AFTER_CAP = 300.0
+
+# Failures before the request left the client: the server cannot have acted.
+_CONNECT_PHASE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Failures after it may have left: safe to replay only for idempotent requests.
+_IN_FLIGHT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+
+
+def parse_retry_after(response: httpx.Response, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), else ``None``."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _is_tls_verification_failure(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A short cause for log lines: ``HTTP 503`` or ``ReadTimeout: ...``, never a body."""
+    if isinstance(exc, HttpResponseError):
+        return f"HTTP {exc.status_code}"
+    cause = exc.__cause__ if isinstance(exc, HttpTransportError) and exc.__cause__ else exc
+    text = str(cause).strip()
+    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Which failures to retry, how long to wait, how many times. Shared by sync and async.
+
+    ``max_retries`` counts the attempts *after* the first: ``0`` sends exactly one request.
+    """
+
+    max_retries: int = 8
+    max_wait: float = 30.0
+    min_wait: float = 0.1
+    multiplier: float = 1.0
+    retry_after_cap: float = DEFAULT_RETRY_AFTER_CAP
+
+    def __post_init__(self) -> None:
+        for name in ("max_retries", "max_wait", "min_wait", "multiplier", "retry_after_cap"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+        if not isinstance(self.max_retries, int):
+            raise ValueError(f"max_retries must be an integer, got {self.max_retries!r}")
+
+    # -- decisions (no I/O) ------------------------------------------------------------------
+    def is_retryable(self, exc: BaseException, *, idempotent: bool) -> bool:
+        """Whether ``exc`` is worth another attempt of a request that is (not) idempotent."""
+        if isinstance(exc, HttpTransportError):
+            cause = exc.__cause__
+            if cause is None or _is_tls_verification_failure(cause):
+                return False
+            if isinstance(cause, _CONNECT_PHASE):
+                return True
+            return idempotent and isinstance(cause, _IN_FLIGHT)
+        if isinstance(exc, HttpStatusError):
+            if exc.status_code in NOT_ACTED_STATUSES:
+                return True
+            return idempotent and exc.status_code in TRANSIENT_STATUSES
+        return False
+
+    def backoff(self, attempt_number: int) -> float:
+        """Full-jitter exponential wait before attempt ``attempt_number + 1``."""
+        ceiling = min(self.max_wait, self.multiplier * 2 ** (attempt_number - 1))
+        return min(self.max_wait, random.uniform(self.min_wait, max(self.min_wait, ceiling)))
+
+    def wait_for(self, exc: BaseException | None, attempt_number: int) -> float:
+        """The wait after a failure: ``Retry-After`` (capped) when the server sent one."""
+        if isinstance(exc, HttpResponseError):
+            retry_after = parse_retry_after(exc.response)
+            if retry_after is not None:
+                return min(retry_after, self.retry_after_cap)
+        return self.backoff(attempt_number)
+
+    # -- tenacity ----------------------------------------------------------------------------
+    def _settings(
+        self, *, idempotent: bool, label: str, retries: int | None
+    ) -> dict[str, Any]:
+        def wait(state: tenacity.RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            return self.wait_for(exc, state.attempt_number)
+
+        def retry(state: tenacity.RetryCallState) -> bool:
+            exc = state.outcome.exception() if state.outcome else None
+            return exc is not None and self.is_retryable(exc, idempotent=idempotent)
+
+        total = (self.max_retries if retries is None else retries) + 1
+
+        def log(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            logger.warning(
+                "Retrying %s in %.2f s (attempt %d of %d failed): %s",
+                label,
+                state.upcoming_sleep,
+                state.attempt_number,
+                total,
+                describe_failure(exc) if exc else "unknown",
+            )
+
+        return {
+            "stop": tenacity.stop_after_attempt(total),
+            "wait": wait,
+            "retry": retry,
+            "before_sleep": log,
+            "reraise": True,
+        }
+
+    def sync_attempts(
+        self, *, idempotent: bool, label: str, retries: int | None = None
+    ) -> tenacity.Retrying:
+        """``for attempt in policy.sync_attempts(...): with attempt: ...``.
+
+        ``label`` names the operation in log lines (method and redacted URL); ``retries``
+        overrides ``max_retries`` (the handler's connect step uses ``max_conn_retries``).
+        """
+        return tenacity.Retrying(**self._settings(idempotent=idempotent, label=label, retries=retries))
+
+    def async_attempts(
+        self, *, idempotent: bool, label: str, retries: int | None = None
+    ) -> tenacity.AsyncRetrying:
+        """``async for attempt in policy.async_attempts(...): with attempt: ...``."""
+        return tenacity.AsyncRetrying(
+            **self._settings(idempotent=idempotent, label=label, retries=retries)
+        )
+
+
+def on_retry(callback: Callable[[], None]) -> Callable[[tenacity.RetryCallState], None]:
+    """Adapt a no-argument callback to tenacity's ``before`` hook signature."""
+
+    def hook(state: tenacity.RetryCallState) -> None:
+        if state.attempt_number > 1:
+            callback()
+
+    return hook

@@ -1,0 +1,1 @@
+"""echo_connhandler_provider: the Apache Airflow 3 provider."""
