@@ -5,9 +5,12 @@ The public surface is this module's ``__all__``; the ``_modules`` are private.
 """
 
 from echo_connhandler._auth import BearerAuth, SessionAuth
+from echo_connhandler._bazefield import BazefieldLoginAuth, BazeHttpHandler
+from echo_connhandler._ccee import CceeHttpHandler, CceeWafAuth, CkanResource, DatastorePage
 from echo_connhandler._exceptions import (
     ApiError,
     AuthenticationError,
+    DataConsistencyError,
     EchoHttpError,
     HttpResponseError,
     HttpStatusError,
@@ -17,6 +20,7 @@ from echo_connhandler._exceptions import (
     WafBlockedError,
 )
 from echo_connhandler._handler import HttpHandler, expect_json
+from echo_connhandler._ons import OnsHttpHandler, OnsOAuth2, profile_header_value
 from echo_connhandler._properties import HttpConnProperties, OnsHttpConnProperties
 from echo_connhandler._retry import RetryPolicy
 from echo_connhandler._secrets import add_secret_hook, redact, register_secret, remove_secret_hook
@@ -26,7 +30,14 @@ __version__ = "0.1.0"
 __all__ = [
     "ApiError",
     "AuthenticationError",
+    "BazeHttpHandler",
+    "BazefieldLoginAuth",
     "BearerAuth",
+    "CceeHttpHandler",
+    "CceeWafAuth",
+    "CkanResource",
+    "DataConsistencyError",
+    "DatastorePage",
     "EchoHttpError",
     "HttpConnProperties",
     "HttpHandler",
@@ -34,6 +45,8 @@ __all__ = [
     "HttpStatusError",
     "HttpTransportError",
     "OnsHttpConnProperties",
+    "OnsHttpHandler",
+    "OnsOAuth2",
     "ProfileSelectionError",
     "RetryPolicy",
     "SessionAuth",
@@ -41,6 +54,7 @@ __all__ = [
     "WafBlockedError",
     "add_secret_hook",
     "expect_json",
+    "profile_header_value",
     "redact",
     "register_secret",
     "remove_secret_hook",

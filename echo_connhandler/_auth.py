@@ -108,7 +108,7 @@ class SessionAuth(httpx.Auth):
         """Forget the held credential so that the next login starts afresh."""
         raise NotImplementedError
 
-    def on_still_rejected(self, response: httpx.Response) -> None:  # noqa: B027 - optional hook
+    def on_still_rejected(self, response: httpx.Response) -> None:
         """Called (with the body read) when the request is rejected again after a re-login."""
 
     # -- shared machinery ---------------------------------------------------------------------
@@ -144,7 +144,9 @@ class SessionAuth(httpx.Auth):
         self.generation += 1
 
     # sync ------------------------------------------------------------------------------------
-    def _sync_login(self, template: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+    def _sync_login(
+        self, template: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
         flow = self.login_flow(template)
         try:
             request = next(flow)
@@ -161,7 +163,9 @@ class SessionAuth(httpx.Auth):
         if self.cookies:
             self.cookies.set_cookie_header(request)
 
-    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
         if self.needs_login():
             with self._thread_lock:
                 if self.needs_login():

@@ -9,7 +9,8 @@ EchoHttpError                       base of everything the handlers raise
 │   ├── UnexpectedContentError      HTML (a login, WAF or maintenance page) where JSON was expected
 │   │   └── WafBlockedError         CCEE's WAF answered "Acesso bloqueado" even after a re-warm
 │   └── AuthenticationError         a login was refused: bad credentials, never retried
-└── ProfileSelectionError (ValueError)  SINAPSE profile cannot be chosen without user input
+├── ProfileSelectionError (ValueError)  SINAPSE profile cannot be chosen without user input
+└── DataConsistencyError            a paged pull would lose or duplicate rows
 ```
 
 Messages carry a short excerpt of the response body with every registered secret removed
@@ -26,6 +27,7 @@ from echo_connhandler._secrets import redact, redact_url
 __all__ = [
     "ApiError",
     "AuthenticationError",
+    "DataConsistencyError",
     "EchoHttpError",
     "HttpResponseError",
     "HttpStatusError",
@@ -74,14 +76,14 @@ class HttpResponseError(EchoHttpError, RuntimeError):
 
     def __init__(self, message: str, *, response: httpx.Response) -> None:
         self.response = response
-        self.request: httpx.Request | None = response._request  # noqa: SLF001 - may be unset
+        self.request: httpx.Request | None = response._request
         self.status_code = response.status_code
         super().__init__(redact(message))
 
     @classmethod
     def from_response(cls, response: httpx.Response, reason: str) -> HttpResponseError:
         """Build the error with a standard message: method, URL, status, reason and excerpt."""
-        request = response._request  # noqa: SLF001
+        request = response._request
         where = f"{request.method} {redact_url(str(request.url))}" if request else "response"
         excerpt = body_excerpt(response)
         message = f"{where} -> HTTP {response.status_code}: {reason}"
@@ -112,3 +114,7 @@ class AuthenticationError(HttpResponseError):
 
 class ProfileSelectionError(EchoHttpError, ValueError):
     """The SINAPSE ``Perfil-Selecionado`` value cannot be determined without the user's choice."""
+
+
+class DataConsistencyError(EchoHttpError):
+    """A paged pull cannot be completed without losing or duplicating rows (never retried)."""

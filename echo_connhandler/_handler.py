@@ -95,7 +95,9 @@ def _accepted_statuses(response_ok: ResponseOk) -> frozenset[int] | None:
         isinstance(s, int) and not isinstance(s, bool) for s in response_ok
     ):
         return frozenset(response_ok)
-    raise TypeError(f"response_ok must be an int, a collection of ints or None, got {response_ok!r}")
+    raise TypeError(
+        f"response_ok must be an int, a collection of ints or None, got {response_ok!r}"
+    )
 
 
 @dataclass(slots=True)
@@ -117,6 +119,10 @@ class _Slot(Generic[ClientT]):
     """A client and the requests in flight on it, so that a retired client closes when idle."""
 
     __slots__ = ("client", "in_flight", "loop", "retired")
+    client: ClientT
+    loop: asyncio.AbstractEventLoop | None
+    in_flight: int
+    retired: bool
 
     def __init__(self, client: ClientT, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.client = client
@@ -195,7 +201,10 @@ class HttpHandler:
         return method in IDEMPOTENT_METHODS
 
     def _check_response(self, response: httpx.Response) -> None:
-        """Raise for errors a service reports inside an accepted response (none here)."""
+        """Raise for errors a service reports in a response body (none here).
+
+        Called before the status check, for every checked response (not with response_ok=None).
+        """
 
     # -- shared, no I/O ------------------------------------------------------------------------
     def _client_settings(self) -> dict[str, Any]:
@@ -235,7 +244,11 @@ class HttpHandler:
             )
 
     def _prepare(
-        self, method: str, endpoint: str, response_ok: ResponseOk, idempotent: bool | None,
+        self,
+        method: str,
+        endpoint: str,
+        response_ok: ResponseOk,
+        idempotent: bool | None,
         kwargs: dict[str, Any],
     ) -> _Call:
         method = method.upper()
@@ -246,10 +259,13 @@ class HttpHandler:
         return _Call(method, url, kwargs, _accepted_statuses(response_ok), idempotent)
 
     def _check(self, response: httpx.Response, call: _Call) -> httpx.Response:
-        if call.accepted is not None and response.status_code not in call.accepted:
+        if call.accepted is None:  # response_ok=None: no check at all, as the guide says
+            return response
+        # Service errors first: CKAN reports them with 404/409 and a body worth more than a status.
+        self._check_response(response)
+        if response.status_code not in call.accepted:
             expected = ", ".join(str(s) for s in sorted(call.accepted))
             raise HttpStatusError.from_response(response, f"expected status {expected}")
-        self._check_response(response)
         return response
 
     @staticmethod
@@ -274,7 +290,9 @@ class HttpHandler:
         if isinstance(self._auth, SessionAuth):
             auth = self._auth
             for attempt in self.retry_policy.sync_attempts(
-                idempotent=True, label=f"connect to {self.props.host}", retries=self.max_conn_retries
+                idempotent=True,
+                label=f"connect to {self.props.host}",
+                retries=self.max_conn_retries,
             ):
                 with attempt:
                     try:
@@ -322,9 +340,9 @@ class HttpHandler:
             assert self._sync_slot is not None
             return self._sync_slot
 
-    def _send_sync(self, call: _Call, failed: _Slot[httpx.Client] | None) -> tuple[
-        _Slot[httpx.Client], httpx.Response
-    ]:
+    def _send_sync(
+        self, call: _Call, failed: _Slot[httpx.Client] | None
+    ) -> tuple[_Slot[httpx.Client], httpx.Response]:
         slot = self._sync_client_slot(failed)
         with self._sync_lock:
             slot.in_flight += 1
@@ -356,7 +374,9 @@ class HttpHandler:
         """
         call = self._prepare(method, endpoint, response_ok, idempotent, kwargs)
         failed: _Slot[httpx.Client] | None = None
-        for attempt in self.retry_policy.sync_attempts(idempotent=call.idempotent, label=call.label):
+        for attempt in self.retry_policy.sync_attempts(
+            idempotent=call.idempotent, label=call.label
+        ):
             with attempt:
                 slot: _Slot[httpx.Client] | None = None
                 try:
@@ -370,7 +390,9 @@ class HttpHandler:
         """``GET endpoint``; see :meth:`request`."""
         return self.request("GET", endpoint, response_ok=response_ok, **kwargs)
 
-    def post(self, endpoint: str, *, response_ok: ResponseOk = 200, **kwargs: Any) -> httpx.Response:
+    def post(
+        self, endpoint: str, *, response_ok: ResponseOk = 200, **kwargs: Any
+    ) -> httpx.Response:
         """``POST endpoint``; see :meth:`request` (not replayed after it may have been acted on)."""
         return self.request("POST", endpoint, response_ok=response_ok, **kwargs)
 
@@ -378,11 +400,15 @@ class HttpHandler:
         """``PUT endpoint``; see :meth:`request`."""
         return self.request("PUT", endpoint, response_ok=response_ok, **kwargs)
 
-    def patch(self, endpoint: str, *, response_ok: ResponseOk = 200, **kwargs: Any) -> httpx.Response:
-        """``PATCH endpoint``; see :meth:`request` (not replayed after it may have been acted on)."""
+    def patch(
+        self, endpoint: str, *, response_ok: ResponseOk = 200, **kwargs: Any
+    ) -> httpx.Response:
+        """``PATCH endpoint``; see :meth:`request` (replayed only where not acted on)."""
         return self.request("PATCH", endpoint, response_ok=response_ok, **kwargs)
 
-    def delete(self, endpoint: str, *, response_ok: ResponseOk = 200, **kwargs: Any) -> httpx.Response:
+    def delete(
+        self, endpoint: str, *, response_ok: ResponseOk = 200, **kwargs: Any
+    ) -> httpx.Response:
         """``DELETE endpoint``; see :meth:`request`."""
         return self.request("DELETE", endpoint, response_ok=response_ok, **kwargs)
 
@@ -403,7 +429,9 @@ class HttpHandler:
         lock = self._async_locks.get(loop)
         if lock is None:
             # Forget locks of closed loops (a handler reused across asyncio.run() calls).
-            self._async_locks = {lp: lk for lp, lk in self._async_locks.items() if not lp.is_closed()}
+            self._async_locks = {
+                lp: lk for lp, lk in self._async_locks.items() if not lp.is_closed()
+            }
             lock = self._async_locks[loop] = asyncio.Lock()
         return lock
 
@@ -418,7 +446,9 @@ class HttpHandler:
         if isinstance(self._auth, SessionAuth):
             auth = self._auth
             async for attempt in self.retry_policy.async_attempts(
-                idempotent=True, label=f"connect to {self.props.host}", retries=self.max_conn_retries
+                idempotent=True,
+                label=f"connect to {self.props.host}",
+                retries=self.max_conn_retries,
             ):
                 with attempt:
                     try:

@@ -27,7 +27,7 @@ __all__ = [
 PayloadKwargsKey = Literal["json", "data", "params"]
 PAYLOAD_KWARGS_KEYS: tuple[str, ...] = ("json", "data", "params")
 
-#: ONS POP identity provider (services.md, ONS 1: HIGH). Token endpoint: ``{auth_url}/oauth2/token``.
+#: ONS POP identity provider (services.md, ONS 1: HIGH); token at ``{auth_url}/oauth2/token``.
 DEFAULT_ONS_AUTH_URL = "https://pops.ons.org.br/ons.pop.federation"
 #: SINAPSE profile list. ASSUMPTION (services.md, ONS 1 step 4: the endpoint is not public);
 #: override it with ``profile_url`` or skip the call with ``selected_profile``.
@@ -56,7 +56,8 @@ def _check_absolute_url(name: str, value: object) -> str:
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(
-            f"{name} must be an absolute http(s) URL such as 'https://api.example.com', got {value!r}"
+            f"{name} must be an absolute http(s) URL such as 'https://api.example.com', "
+            f"got {value!r}"
         )
     try:
         parts.port  # noqa: B018 - raises ValueError on a non-numeric port
@@ -236,4 +237,3 @@ class OnsHttpConnProperties(HttpConnProperties):
             legacy_tls_renegotiation=self.legacy_tls_renegotiation,
         )
         return fields
-

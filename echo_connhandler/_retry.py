@@ -148,9 +148,7 @@ class RetryPolicy:
         return self.backoff(attempt_number)
 
     # -- tenacity ----------------------------------------------------------------------------
-    def _settings(
-        self, *, idempotent: bool, label: str, retries: int | None
-    ) -> dict[str, Any]:
+    def _settings(self, *, idempotent: bool, label: str, retries: int | None) -> dict[str, Any]:
         def wait(state: tenacity.RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             return self.wait_for(exc, state.attempt_number)
@@ -188,7 +186,9 @@ class RetryPolicy:
         ``label`` names the operation in log lines (method and redacted URL); ``retries``
         overrides ``max_retries`` (the handler's connect step uses ``max_conn_retries``).
         """
-        return tenacity.Retrying(**self._settings(idempotent=idempotent, label=label, retries=retries))
+        return tenacity.Retrying(
+            **self._settings(idempotent=idempotent, label=label, retries=retries)
+        )
 
     def async_attempts(
         self, *, idempotent: bool, label: str, retries: int | None = None

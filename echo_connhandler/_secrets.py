@@ -49,7 +49,7 @@ def register_secret(value: str | None) -> None:
 
 
 def add_secret_hook(hook: Callable[[str], object]) -> None:
-    """Call ``hook(secret)`` for every secret registered from now on, and for those known already."""
+    """Call ``hook(secret)`` for every secret registered from now on and every one known."""
     with _lock:
         if hook in _hooks:
             return

@@ -1,0 +1,418 @@
+"""ONS SAGER / SINAPSE: the POP OAuth2 login, refresh, SINAPSE profile, report exports.
+
+The flow, from reference/services.md "ONS" (1. POP identity provider, HIGH unless noted):
+
+1. ``GET {auth_url}/?ReturnUrl=...``: the federation page; sets cookies. A bad password also
+   gets HTML 200 here, so this step is never the credential check; a non-200 is tolerated.
+2. ``POST {auth_url}/oauth2/token`` (form): ``grant_type=password``, ``client_id`` =
+   ``login_target``, ``username``, ``password``, with an ``Origin`` header (ASSUMPTION that it is
+   checked; configurable). Errors (``invalid_grant``, ``invalid_client``, ...) are bad
+   credentials: :class:`AuthenticationError`, never retried.
+3. ``Authorization: Bearer <access_token>``. The token lives ``expires_in`` seconds (~20 min):
+   refreshed proactively (``grant_type=refresh_token``) shortly before expiry, at most one refresh
+   at a time; a failed refresh falls back to a full login; a 401 causes one refresh and one resend.
+4. SINAPSE only: the ``Perfil-Selecionado`` header, URL-encoded
+   ``<perfil>/<tipo escopo>/<id escopo>/<nome escopo>`` (MED), from ``selected_profile`` or from
+   ``GET {profile_url}`` (ASSUMPTION: a JSON list of profiles).
+
+Exports return raw bytes: SAGER's report is an .xlsx (an empty body means no data), SINAPSE's a
+``;``-separated UTF-8 CSV. Both are read-only POST queries, marked idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Generator, Mapping, Sequence
+from datetime import date, datetime
+from typing import Any, ClassVar
+from urllib.parse import quote, unquote
+
+import httpx
+import pendulum
+
+from echo_connhandler._auth import LoginFlow, SessionAuth, derive_request
+from echo_connhandler._exceptions import (
+    AuthenticationError,
+    HttpStatusError,
+    ProfileSelectionError,
+    UnexpectedContentError,
+)
+from echo_connhandler._handler import HttpHandler, expect_json, ssl_context
+from echo_connhandler._properties import OnsHttpConnProperties
+from echo_connhandler._secrets import register_secret
+
+__all__ = [
+    "SAGER_REPORT_ENDPOINT",
+    "SINAPSE_EXPORT_ENDPOINT",
+    "OnsHttpHandler",
+    "OnsOAuth2",
+    "format_ons_datetime",
+    "profile_header_value",
+]
+
+logger = logging.getLogger("echo_connhandler.ons")
+
+SAGER_REPORT_ENDPOINT = "RelatorioApuracaoUsinasRenovaveis/exportarRelatorio"
+SINAPSE_EXPORT_ENDPOINT = "solicitacao/pesquisa/exportar"
+#: Refresh this long before ``expires_in`` runs out (services.md: "about 60 s"); for short-lived
+#: tokens, a quarter of their life.
+REFRESH_MARGIN_S = 60.0
+#: OAuth2 error codes that mean the credentials (or the client id) are wrong.
+_CREDENTIAL_ERRORS = frozenset(
+    {
+        "invalid_grant",
+        "invalid_client",
+        "invalid_credentials",
+        "unauthorized_client",
+        "invalid_request",
+        "access_denied",
+    }
+)
+_PROFILE_KEYS = ("perfil", "tipoEscopo", "idEscopo", "nomeEscopo")
+
+
+def profile_header_value(profile: str | Mapping[str, Any]) -> str:
+    """The URL-encoded ``Perfil-Selecionado`` value for a profile.
+
+    Accepts ``"Apurador Agente/AGENTES/189/ECHO"`` (encoded here), an already encoded value (kept),
+    or a profile object with ``perfil``, ``tipoEscopo``, ``idEscopo``, ``nomeEscopo``.
+    """
+    if isinstance(profile, Mapping):
+        missing = [k for k in _PROFILE_KEYS if profile.get(k) in (None, "")]
+        if missing:
+            raise ProfileSelectionError(f"profile {dict(profile)!r} lacks {', '.join(missing)}")
+        profile = "/".join(str(profile[k]) for k in _PROFILE_KEYS)
+    if "%" in profile and unquote(profile) != profile:
+        return profile  # already encoded
+    return quote(profile, safe="")
+
+
+def format_ons_datetime(value: datetime | date | str) -> str:
+    """ISO-8601 UTC with milliseconds and ``Z``, as SAGER expects (``2024-01-01T00:00:00.000Z``)."""
+    if isinstance(value, str):
+        moment = pendulum.parse(value, tz="UTC")
+        if not isinstance(moment, datetime):
+            raise ValueError(f"not a date or date-time: {value!r}")
+    elif isinstance(value, datetime):
+        moment = pendulum.instance(value, tz="UTC")
+    else:
+        moment = pendulum.datetime(value.year, value.month, value.day, tz="UTC")
+    utc = pendulum.instance(moment).in_timezone("UTC")
+    return utc.format("YYYY-MM-DDTHH:mm:ss.SSS") + "Z"
+
+
+class OnsOAuth2(SessionAuth):
+    """The POP password grant, refresh and (SINAPSE) profile selection, as one auth flow."""
+
+    def __init__(self, props: OnsHttpConnProperties) -> None:
+        super().__init__()
+        self._props = props
+        self._access_token: str | None = None
+        self._refresh_token: str | None = None
+        self._expires_at = 0.0
+        self._profile: str | None = (
+            profile_header_value(props.selected_profile) if props.selected_profile else None
+        )
+
+    @property
+    def profile(self) -> str | None:
+        """The ``Perfil-Selecionado`` value in use (SINAPSE), URL-encoded."""
+        return self._profile
+
+    def needs_login(self) -> bool:
+        if self._access_token is None:
+            return True
+        return time.monotonic() >= self._expires_at
+
+    def _token_request(self, template: httpx.Request, data: dict[str, str]) -> httpx.Request:
+        return derive_request(
+            template,
+            "POST",
+            self._props.token_url,
+            headers={"Origin": self._props.effective_origin, "Accept": "application/json"},
+            data={**data, "client_id": self._props.login_target},
+        )
+
+    def _store(self, response: httpx.Response) -> None:
+        payload = expect_json(response)
+        token = payload.get("access_token") if isinstance(payload, dict) else None
+        if not token:
+            raise UnexpectedContentError.from_response(
+                response, "token answer without access_token"
+            )
+        expires_in = float(payload.get("expires_in") or 1199)
+        register_secret(token)
+        register_secret(payload.get("refresh_token"))
+        self._access_token = token
+        self._refresh_token = payload.get("refresh_token") or None
+        margin = min(REFRESH_MARGIN_S, expires_in / 4)
+        self._expires_at = time.monotonic() + expires_in - margin
+
+    def login_flow(self, template: httpx.Request) -> LoginFlow:
+        refreshed = False
+        if self._refresh_token:
+            refreshed = yield from self._refresh(template)
+        if not refreshed:
+            yield from self._password_login(template)
+        if self._props.login_target == "SINAPSE" and self._profile is None:
+            yield from self._select_profile(template)
+
+    def _refresh(self, template: httpx.Request) -> Generator[httpx.Request, httpx.Response, bool]:
+        token, self._refresh_token = (
+            self._refresh_token or "",
+            None,
+        )  # a refresh token is single-use
+        response = yield self._token_request(
+            template, {"grant_type": "refresh_token", "refresh_token": token}
+        )
+        if response.status_code == 200:
+            self._store(response)
+            return True
+        logger.info("ONS token refresh answered HTTP %s; logging in again", response.status_code)
+        return False
+
+    def _password_login(self, template: httpx.Request) -> LoginFlow:
+        # Step 1: the federation page sets cookies; any answer is fine (services.md, ONS 1).
+        federation = derive_request(
+            template,
+            "GET",
+            f"{self._props.auth_url}/",
+            params={"ReturnUrl": self._props.effective_origin + "/"},
+            headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"},
+        )
+        response = yield federation
+        if response.status_code != 200:
+            logger.info("ONS federation page answered HTTP %s; continuing", response.status_code)
+        response = yield self._token_request(
+            template,
+            {
+                "grant_type": "password",
+                "username": self._props.user or "",
+                "password": self._props.password or "",
+            },
+        )
+        if response.status_code == 200:
+            self._store(response)
+            return
+        error = _oauth_error(response)
+        if response.status_code in (400, 401, 403) and (
+            error is None or error in _CREDENTIAL_ERRORS
+        ):
+            raise AuthenticationError.from_response(
+                response,
+                f"ONS refused the login for {self._props.login_target} "
+                f"({error or 'bad credentials'}); check user, password and login_target",
+            )
+        raise HttpStatusError.from_response(response, "ONS token endpoint failed")
+
+    def _select_profile(self, template: httpx.Request) -> LoginFlow:
+        url = self._props.effective_profile_url
+        hint = (
+            "set selected_profile (the Perfil-Selecionado value, e.g. "
+            "'Apurador Agente/AGENTES/189/<AGENTE>') or profile_url"
+        )
+        request = derive_request(template, "GET", url, headers={"Accept": "application/json"})
+        request.headers["Authorization"] = f"Bearer {self._access_token}"
+        response = yield request
+        if response.status_code != 200:
+            raise ProfileSelectionError(
+                f"the SINAPSE profile list at {url} answered HTTP {response.status_code}; {hint}"
+            )
+        try:
+            profiles = expect_json(response)
+        except UnexpectedContentError as exc:
+            raise ProfileSelectionError(f"the SINAPSE profile list is not JSON; {hint}") from exc
+        if isinstance(profiles, dict):  # tolerate {"perfis": [...]} / {"result": [...]}
+            profiles = next((v for v in profiles.values() if isinstance(v, list)), None)
+        if not isinstance(profiles, list) or not profiles:
+            raise ProfileSelectionError(f"the SINAPSE profile list has no profiles; {hint}")
+        values = [profile_header_value(p) for p in profiles]
+        if len(values) > 1:
+            listed = "; ".join(unquote(v) for v in values)
+            raise ProfileSelectionError(
+                f"this user has {len(values)} SINAPSE profiles and none is selected: {listed}. "
+                "Set selected_profile to one of them"
+            )
+        self._profile = values[0]
+
+    def apply(self, request: httpx.Request) -> None:
+        request.headers["Authorization"] = f"Bearer {self._access_token}"
+        if self._profile is not None:
+            request.headers.setdefault("Perfil-Selecionado", self._profile)
+
+    def invalidate(self) -> None:
+        # Keep the refresh token: a 401 first tries a refresh (services.md, ONS 1 step 3).
+        self._access_token = None
+        self._expires_at = 0.0
+
+
+def _oauth_error(response: httpx.Response) -> str | None:
+    try:
+        payload = response.json()
+    except ValueError:
+        return None
+    error = payload.get("error") if isinstance(payload, dict) else None
+    return str(error) if error else None
+
+
+class OnsHttpHandler(HttpHandler):
+    """ONS SAGER / SINAPSE: OAuth2 login on connect, refresh, profile header, report exports."""
+
+    properties_type: ClassVar[type[OnsHttpConnProperties]] = OnsHttpConnProperties
+    props: OnsHttpConnProperties
+
+    def _build_auth(self) -> httpx.Auth | None:
+        return OnsOAuth2(self.props)
+
+    def _ssl_context(self) -> Any:
+        return ssl_context(self.props.verify_ssl, self.props.legacy_tls_renegotiation)
+
+    @staticmethod
+    def _binary(response: httpx.Response, what: str) -> bytes:
+        if "html" in response.headers.get("content-type", "").lower():
+            # ONS maintenance pages arrive as HTML with 200 (services.md, ONS "Failures seen").
+            raise UnexpectedContentError.from_response(response, f"HTML page instead of the {what}")
+        return response.content
+
+    @staticmethod
+    def _sager_body(
+        data_inicio: datetime | date | str,
+        data_fim: datetime | date | str,
+        tipo_relatorio: int,
+        ids_conjuntos: Sequence[int],
+        ids_usinas: Sequence[int],
+        ids_agentes: Sequence[int],
+        ids_fontes: Sequence[int],
+        apenas_agentes_favoritos: bool,
+        periodo_base: str | None,
+    ) -> dict[str, Any]:
+        if tipo_relatorio not in (1, 2):
+            raise ValueError(
+                f"tipo_relatorio must be 1 (geral) or 2 (geração de referência), "
+                f"got {tipo_relatorio!r}"
+            )
+        return {
+            "dataInicio": format_ons_datetime(data_inicio),
+            "dataFim": format_ons_datetime(data_fim),
+            "tipoRelatorio": tipo_relatorio,
+            "idsConjuntos": list(ids_conjuntos),
+            "idsUsinas": list(ids_usinas),
+            "idsAgentes": list(ids_agentes),
+            "idsFontes": list(ids_fontes),
+            "apenasAgentesFavoritos": apenas_agentes_favoritos,
+            "periodoBase": periodo_base,
+        }
+
+    def export_sager_report(
+        self,
+        data_inicio: datetime | date | str,
+        data_fim: datetime | date | str,
+        *,
+        tipo_relatorio: int = 1,
+        ids_conjuntos: Sequence[int] = (),
+        ids_usinas: Sequence[int] = (),
+        ids_agentes: Sequence[int] = (),
+        ids_fontes: Sequence[int] = (),
+        apenas_agentes_favoritos: bool = False,
+        periodo_base: str | None = None,
+        endpoint: str = SAGER_REPORT_ENDPOINT,
+    ) -> bytes:
+        """The SAGER renewables report as .xlsx bytes (``b""`` when the period has no data)."""
+        body = self._sager_body(
+            data_inicio,
+            data_fim,
+            tipo_relatorio,
+            ids_conjuntos,
+            ids_usinas,
+            ids_agentes,
+            ids_fontes,
+            apenas_agentes_favoritos,
+            periodo_base,
+        )
+        response = self.post(endpoint, json=body, idempotent=True)
+        return self._binary(response, "SAGER report")
+
+    async def async_export_sager_report(
+        self,
+        data_inicio: datetime | date | str,
+        data_fim: datetime | date | str,
+        *,
+        tipo_relatorio: int = 1,
+        ids_conjuntos: Sequence[int] = (),
+        ids_usinas: Sequence[int] = (),
+        ids_agentes: Sequence[int] = (),
+        ids_fontes: Sequence[int] = (),
+        apenas_agentes_favoritos: bool = False,
+        periodo_base: str | None = None,
+        endpoint: str = SAGER_REPORT_ENDPOINT,
+    ) -> bytes:
+        """The async :meth:`export_sager_report`."""
+        body = self._sager_body(
+            data_inicio,
+            data_fim,
+            tipo_relatorio,
+            ids_conjuntos,
+            ids_usinas,
+            ids_agentes,
+            ids_fontes,
+            apenas_agentes_favoritos,
+            periodo_base,
+        )
+        response = await self.async_post(endpoint, json=body, idempotent=True)
+        return self._binary(response, "SAGER report")
+
+    @staticmethod
+    def _sinapse_body(
+        periodo_inicial: datetime | date | str,
+        periodo_final: datetime | date | str,
+        filters: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "periodoInicial": format_ons_datetime(periodo_inicial),
+            "periodoFinal": format_ons_datetime(periodo_final),
+        }
+        body.update({k: v for k, v in filters.items() if v is not None})
+        return body
+
+    def export_sinapse(
+        self,
+        periodo_inicial: datetime | date | str,
+        periodo_final: datetime | date | str,
+        *,
+        origem: str | None = None,
+        destino: str | None = None,
+        status: str | None = None,
+        mensagem: str | None = None,
+        analitico: bool = False,
+    ) -> bytes:
+        """SINAPSE ``solicitacao/pesquisa/exportar[-analitico]``: ``;``-separated CSV bytes."""
+        body = self._sinapse_body(
+            periodo_inicial,
+            periodo_final,
+            {"origem": origem, "destino": destino, "status": status, "mensagem": mensagem},
+        )
+        endpoint = SINAPSE_EXPORT_ENDPOINT + ("-analitico" if analitico else "")
+        response = self.post(endpoint, json=body, idempotent=True)
+        return self._binary(response, "SINAPSE export")
+
+    async def async_export_sinapse(
+        self,
+        periodo_inicial: datetime | date | str,
+        periodo_final: datetime | date | str,
+        *,
+        origem: str | None = None,
+        destino: str | None = None,
+        status: str | None = None,
+        mensagem: str | None = None,
+        analitico: bool = False,
+    ) -> bytes:
+        """The async :meth:`export_sinapse`."""
+        body = self._sinapse_body(
+            periodo_inicial,
+            periodo_final,
+            {"origem": origem, "destino": destino, "status": status, "mensagem": mensagem},
+        )
+        endpoint = SINAPSE_EXPORT_ENDPOINT + ("-analitico" if analitico else "")
+        response = await self.async_post(endpoint, json=body, idempotent=True)
+        return self._binary(response, "SINAPSE export")
