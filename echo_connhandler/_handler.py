@@ -224,7 +224,7 @@ class HttpHandler:
             return endpoint
         return f"{self.props.host}/{endpoint.lstrip('/')}"
 
-    def _merge_payload(self, method: str, kwargs: dict[str, Any]) -> None:
+    def _merge_payload(self, method: str, kwargs: dict[str, Any], url: str = "") -> None:
         payload = self.props.payload_kwargs
         if not payload:
             return
@@ -233,15 +233,17 @@ class HttpHandler:
         # json/data go into bodies; a GET/DELETE gets them only if the call itself passes one.
         if key != "params" and given is None and method not in _BODY_METHODS:
             return
-        if given is None:
-            kwargs[key] = dict(payload)
-        elif isinstance(given, Mapping):
-            kwargs[key] = {**payload, **given}
-        else:
+        if given is not None and not isinstance(given, Mapping):
             raise ValueError(
                 f"cannot merge payload_kwargs into {key}= of type {type(given).__name__}: "
                 f"pass {key}= as a mapping, or set payload_kwargs_key to another place"
             )
+        if key == "params" and "?" in url:
+            # httpx's params= replaces the URL's query: keep a query written in the endpoint.
+            merged = httpx.QueryParams(payload).merge(httpx.URL(url).params)
+            kwargs[key] = merged.merge(given) if given else merged
+        else:
+            kwargs[key] = {**payload, **(given or {})}
 
     def _prepare(
         self,
@@ -253,7 +255,7 @@ class HttpHandler:
     ) -> _Call:
         method = method.upper()
         url = self._url(endpoint)
-        self._merge_payload(method, kwargs)
+        self._merge_payload(method, kwargs, url)
         if idempotent is None:
             idempotent = self._is_idempotent(method, url)
         return _Call(method, url, kwargs, _accepted_statuses(response_ok), idempotent)
@@ -319,6 +321,11 @@ class HttpHandler:
         slot.retired = True
         if slot.in_flight == 0:
             slot.client.close()
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the sync client is open (``connection`` would not open one)."""
+        return self._sync_slot is not None
 
     @property
     def connection(self) -> httpx.Client:

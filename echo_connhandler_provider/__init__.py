@@ -1,1 +1,43 @@
-"""echo_connhandler_provider: the Apache Airflow 3 provider."""
+"""echo_connhandler_provider: the Apache Airflow 3 provider of echo-connhandler-provider.
+
+``get_provider_info()`` is read by Airflow's providers manager through the
+``apache_airflow_provider`` entry point. It imports only the field table
+(:mod:`echo_connhandler_provider._fields`), never the hooks or the handlers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["get_provider_info"]
+
+DISTRIBUTION = "echo-connhandler-provider"
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Provider metadata: hooks, connection types and their forms (Airflow 3.2+ React UI)."""
+    from echo_connhandler_provider._fields import CONNECTION_TYPES
+
+    types = list(CONNECTION_TYPES.values())
+    return {
+        "package-name": DISTRIBUTION,
+        "name": "Echo connection handlers",
+        "description": (
+            "Hooks for Bazefield, CCEE Dados Abertos (CKAN behind a WAF), ONS SAGER/SINAPSE "
+            "(OAuth2) and any REST API, built on httpx with one sync+async handler, retries "
+            "with backoff and typed errors."
+        ),
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": t.hook_name,
+                "external-doc-url": t.placeholders["host"],
+                "tags": ["service"],
+            }
+            for t in types
+        ],
+        "hooks": [{"integration-name": t.hook_name, "python-modules": [t.module]} for t in types],
+        "connection-types": [t.provider_entry() for t in types],
+    }

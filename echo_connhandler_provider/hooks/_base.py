@@ -1,0 +1,200 @@
+"""The one hook shape every connection type shares: Connection -> properties -> handler.
+
+A hook reads its Airflow Connection, validates it against the connection type's field table
+(:mod:`echo_connhandler_provider._fields`), builds the handler's properties and keeps one
+handler: ``get_conn()`` connects its sync client, ``await aget_conn()`` its async client (no
+sync connection opened). Both return the same handler, so a login happens once per hook.
+``close()`` / ``await aclose()`` close it.
+
+Secrets: every secret the handler library registers (passwords, API keys, and the tokens and
+session ids obtained at run time) is passed to Airflow's secrets masker (``mask_secret``), so
+task logs never show them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar, Generic, TypeVar
+
+from airflow.sdk import BaseHook
+from airflow.sdk.log import amask_secret, mask_secret
+
+from echo_connhandler import (
+    AuthenticationError,
+    EchoHttpError,
+    HttpConnProperties,
+    HttpHandler,
+    HttpResponseError,
+    HttpStatusError,
+    HttpTransportError,
+    ProfileSelectionError,
+    WafBlockedError,
+    add_secret_hook,
+)
+from echo_connhandler_provider._fields import ConnectionSettings, build_settings
+
+__all__ = ["HandlerHook", "describe_failure"]
+
+HandlerT = TypeVar("HandlerT", bound=HttpHandler)
+
+_pending_masks: set[asyncio.Task[None]] = set()
+
+
+def _mask_for_airflow(secret: str) -> None:
+    """Register ``secret`` with Airflow's masker without ever blocking an event loop."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        mask_secret(secret)
+        return
+    # In a trigger (or any coroutine) the sync variant may talk to the supervisor with a
+    # blocking call; the async variant is the one made for the event loop (airflow.md).
+    task = loop.create_task(amask_secret(secret))
+    _pending_masks.add(task)
+    task.add_done_callback(_pending_masks.discard)
+
+
+add_secret_hook(_mask_for_airflow)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """The cause of a failed connection test in plain words."""
+    if isinstance(exc, AuthenticationError):
+        return f"Login refused: bad user or password ({exc})"
+    if isinstance(exc, WafBlockedError):
+        return f"Blocked by the CCEE web application firewall (Acesso bloqueado): {exc}"
+    if isinstance(exc, ProfileSelectionError):
+        return f"SINAPSE profile: {exc}"
+    if isinstance(exc, HttpTransportError):
+        cause = exc.__cause__
+        text = str(cause or exc)
+        if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text:
+            return f"TLS error (certificate or handshake): {text}"
+        if "refused" in text.lower() or "connecterror" in type(cause).__name__.lower():
+            return f"Host unreachable (connection refused or no route): {text}"
+        if "timeout" in type(cause).__name__.lower():
+            return f"Timed out: {exc}"
+        return f"Network error: {exc}"
+    if isinstance(exc, HttpStatusError) and exc.status_code in (401, 403):
+        return f"Credentials rejected (HTTP {exc.status_code}): {exc}"
+    if isinstance(exc, HttpResponseError):
+        return f"Unexpected answer (HTTP {exc.status_code}): {exc}"
+    if isinstance(exc, EchoHttpError | ValueError | TypeError):
+        return f"Invalid connection settings: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class HandlerHook(BaseHook, Generic[HandlerT]):
+    """Base of the provider's hooks: one cached handler built from the Connection."""
+
+    conn_name_attr = "conn_id"
+    default_conn_name = "echo_http_default"
+    conn_type = "echo_http"
+    hook_name = "Echo HTTP"
+
+    #: The handler and properties classes this hook builds.
+    handler_class: ClassVar[type[HttpHandler]] = HttpHandler
+    properties_class: ClassVar[type[HttpConnProperties]] = HttpConnProperties
+    #: Timeouts of ``test_connection()`` (seconds): quick, and no retries.
+    test_timeouts: ClassVar[tuple[float, float]] = (5.0, 15.0)
+
+    def __init__(self, conn_id: str | None = None, **handler_kwargs: Any) -> None:
+        """``handler_kwargs`` override the connection's retry settings for this hook."""
+        super().__init__()
+        self.conn_id = conn_id or self.default_conn_name
+        self._handler_overrides = handler_kwargs
+        self._handler: HandlerT | None = None
+        self._settings: ConnectionSettings | None = None
+
+    # -- Connection -> settings -------------------------------------------------------------------
+    def _settings_from(self, conn: Any, extra: dict[str, Any]) -> ConnectionSettings:
+        return build_settings(
+            self.conn_type,
+            conn_id=self.conn_id,
+            host=conn.host,
+            schema=conn.schema,
+            port=conn.port,
+            login=conn.login,
+            password=conn.password,
+            extra=extra,
+        )
+
+    def _load_settings(self) -> ConnectionSettings:
+        if self._settings is None:
+            conn = self.get_connection(self.conn_id)
+            self._settings = self._settings_from(conn, conn.extra_dejson)
+        return self._settings
+
+    async def _aload_settings(self) -> ConnectionSettings:
+        if self._settings is None:
+            conn = await self.aget_connection(self.conn_id)
+            extra = await conn.aextra_dejson() if hasattr(conn, "aextra_dejson") else {}
+            self._settings = self._settings_from(conn, extra)
+        return self._settings
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Hook-level options of the connection (e.g. ``concurrency``), once loaded."""
+        return dict(self._settings.hook_options) if self._settings else {}
+
+    def _make_handler(self, settings: ConnectionSettings, **overrides: Any) -> HandlerT:
+        props = self.properties_class(**settings.properties)
+        kwargs = {**settings.handler_kwargs, **self._handler_overrides, **overrides}
+        return self.handler_class(props, **kwargs)  # type: ignore[return-value]
+
+    # -- handlers -------------------------------------------------------------------------------
+    def get_conn(self) -> HandlerT:
+        """The handler, with its sync client connected (login / warm-up done)."""
+        if self._handler is None:
+            self._handler = self._make_handler(self._load_settings(), skip_connect=True)
+        if not self._handler.is_connected:
+            self._handler.reconnect()
+        return self._handler
+
+    async def aget_conn(self) -> HandlerT:
+        """The handler, with its async client connected; no sync connection is opened."""
+        if self._handler is None:
+            self._handler = self._make_handler(await self._aload_settings(), skip_connect=True)
+        if self._handler.async_connection is None:
+            await self._handler.async_reconnect()
+        return self._handler
+
+    def close(self) -> None:
+        """Close the handler's sync client (call :meth:`aclose` on the async path)."""
+        if self._handler is not None:
+            self._handler.close()
+
+    async def aclose(self) -> None:
+        """Close the handler's clients."""
+        if self._handler is not None:
+            await self._handler.async_close()
+            self._handler.close()
+
+    # -- test connection -------------------------------------------------------------------------
+    def _probe(self, handler: HandlerT) -> str:
+        """One quick read-only request after the connect step; returns what it saw."""
+        endpoint = str(self.options.get("health_endpoint") or "")
+        response = handler.get(endpoint, response_ok=range(200, 400))
+        return f"GET {endpoint or '/'} answered HTTP {response.status_code}"
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Log in (where the service has a login) and make one quick read-only request.
+
+        Short timeouts, no retries; on failure the message says the cause in plain words.
+        """
+        handler: HandlerT | None = None
+        try:
+            settings = self._load_settings()
+            connect, read = self.test_timeouts
+            props = dict(settings.properties)
+            props["conn_timeout"] = min(float(props.get("conn_timeout", connect)), connect)
+            props["request_timeout"] = min(float(props.get("request_timeout", read)), read)
+            quick = ConnectionSettings(props, settings.handler_kwargs, settings.hook_options)
+            handler = self._make_handler(quick, max_retries=0, max_conn_retries=0)
+            seen = self._probe(handler)
+        except Exception as exc:
+            return False, describe_failure(exc)
+        finally:
+            if handler is not None:
+                handler.close()
+        return True, f"Connection to {settings.properties['host']} works: {seen}"

@@ -1,0 +1,26 @@
+"""``BazefieldHook``: Bazefield through :class:`echo_connhandler.BazeHttpHandler`."""
+
+from __future__ import annotations
+
+from echo_connhandler import BazeHttpHandler
+from echo_connhandler._bazefield import API_ROOT
+from echo_connhandler_provider.hooks._base import HandlerHook
+
+__all__ = ["BazefieldHook"]
+
+
+class BazefieldHook(HandlerHook[BazeHttpHandler]):
+    """Connection type ``bazefield``: API key, or user/password (login on connect).
+
+    ``test_connection()`` logs in (user/password) and reads ``allocationTypes``.
+    """
+
+    conn_name_attr = "conn_id"
+    default_conn_name = "bazefield_default"
+    conn_type = "bazefield"
+    hook_name = "Bazefield"
+    handler_class = BazeHttpHandler
+
+    def _probe(self, handler: BazeHttpHandler) -> str:
+        response = handler.get(f"{API_ROOT}/allocationTypes")
+        return f"login and allocationTypes read (HTTP {response.status_code})"
