@@ -283,26 +283,34 @@ class HttpHandler:
     def _new_sync_client(self, cookies: httpx.Cookies | None = None) -> httpx.Client:
         return httpx.Client(cookies=cookies, **self._client_settings())
 
+    @property
+    def _connect_call(self) -> _Call:
+        """What log lines and errors call the connect step (login, warm-up)."""
+        return _Call("CONNECT", self.props.host, {}, None, True)
+
     def _connect(self) -> None:
         """Open the sync client and run the service's connect step (login, warm-up)."""
         slot = _Slot(self._new_sync_client())
         old, self._sync_slot = self._sync_slot, slot
         if old is not None:
             self._retire_sync(old)
-        if isinstance(self._auth, SessionAuth):
-            auth = self._auth
+        if not isinstance(self._auth, SessionAuth):
+            return
+        auth = self._auth
+        try:
             for attempt in self.retry_policy.sync_attempts(
-                idempotent=True,
-                label=f"connect to {self.props.host}",
-                retries=self.max_conn_retries,
+                idempotent=True, label=self._connect_call.label, retries=self.max_conn_retries
             ):
                 with attempt:
                     try:
                         auth.sync_connect(slot.client)
                     except httpx.TransportError as exc:
-                        raise self._transport_error(
-                            _Call("CONNECT", self.props.host, {}, None, True), exc
-                        ) from exc
+                        raise self._transport_error(self._connect_call, exc) from exc
+        except BaseException:
+            # A failed login or warm-up leaves no half-open client behind.
+            self._sync_slot = None
+            slot.client.close()
+            raise
 
     def reconnect(self) -> None:
         """Close the sync client, if any, and open a new one (with the connect step)."""
@@ -313,8 +321,8 @@ class HttpHandler:
         """Close the sync client. The async one, if any, needs :meth:`async_close`."""
         with self._sync_lock:
             slot, self._sync_slot = self._sync_slot, None
-        if slot is not None:
-            self._retire_sync(slot)
+            if slot is not None:
+                self._retire_sync(slot)
 
     @staticmethod
     def _retire_sync(slot: _Slot[httpx.Client]) -> None:
@@ -350,8 +358,8 @@ class HttpHandler:
     def _send_sync(
         self, call: _Call, failed: _Slot[httpx.Client] | None
     ) -> tuple[_Slot[httpx.Client], httpx.Response]:
-        slot = self._sync_client_slot(failed)
-        with self._sync_lock:
+        with self._sync_lock:  # take and count at once: a swap cannot close it in between
+            slot = self._sync_client_slot(failed)
             slot.in_flight += 1
         try:
             return slot, slot.client.request(call.method, call.url, **call.kwargs)
@@ -450,20 +458,22 @@ class HttpHandler:
         old, self._async_slot = self._async_slot, slot
         if old is not None:
             await self._retire_async(old)
-        if isinstance(self._auth, SessionAuth):
-            auth = self._auth
+        if not isinstance(self._auth, SessionAuth):
+            return
+        auth = self._auth
+        try:
             async for attempt in self.retry_policy.async_attempts(
-                idempotent=True,
-                label=f"connect to {self.props.host}",
-                retries=self.max_conn_retries,
+                idempotent=True, label=self._connect_call.label, retries=self.max_conn_retries
             ):
                 with attempt:
                     try:
                         await auth.async_connect(slot.client)
                     except httpx.TransportError as exc:
-                        raise self._transport_error(
-                            _Call("CONNECT", self.props.host, {}, None, True), exc
-                        ) from exc
+                        raise self._transport_error(self._connect_call, exc) from exc
+        except BaseException:
+            self._async_slot = None
+            await slot.client.aclose()
+            raise
 
     async def async_reconnect(self) -> None:
         """Close the async client, if any, and open a new one (with the connect step)."""

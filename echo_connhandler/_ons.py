@@ -123,6 +123,9 @@ class OnsOAuth2(SessionAuth):
     def needs_login(self) -> bool:
         if self._access_token is None:
             return True
+        if self._props.login_target == "SINAPSE" and self._profile is None:
+            # The profile selection failed: no SINAPSE request may go out without the header.
+            return True
         return time.monotonic() >= self._expires_at
 
     def _token_request(self, template: httpx.Request, data: dict[str, str]) -> httpx.Request:
@@ -184,6 +187,8 @@ class OnsOAuth2(SessionAuth):
         response = yield federation
         if response.status_code != 200:
             logger.info("ONS federation page answered HTTP %s; continuing", response.status_code)
+        for cookie in self.cookies.jar:  # the identity provider's session cookies
+            register_secret(cookie.value)
         response = yield self._token_request(
             template,
             {

@@ -144,6 +144,10 @@ class HttpConnProperties:
             for key, value in (mapping or {}).items():
                 if is_sensitive_name(key) and isinstance(value, str):
                     register_secret(value)
+                    # "Bearer <token>", "Basic <creds>": the credential alone is a secret too.
+                    scheme, space, credential = value.partition(" ")
+                    if space and scheme.isalpha():
+                        register_secret(credential.strip())
 
     def _repr_fields(self) -> dict[str, Any]:
         return {

@@ -445,6 +445,13 @@ def build_settings(
             f"{', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}. "
             "HTTP headers go in the 'headers' field"
         )
+    given = {**props, **handler, **hook}
+    missing = [repr(f.name) for f in spec.fields if f.required and f.name not in given]
+    if missing:
+        raise ValueError(
+            f"connection {conn_id!r} ({conn_type}): required extra field(s) missing: "
+            f"{', '.join(missing)}"
+        )
     if login:
         props["user"] = login
     if password:

@@ -27,7 +27,8 @@ class SandboxConfig:
             size (one row per hour, or day, and submarket of the resource's year: 8760 or 8784
             hours x 4 submarkets for the hourly tables, i.e. more than the 32 000 row cap).
         ccee_years: one CCEE resource per year and dataset.
-        ccee_max_limit: the ``datastore_search`` limit cap (CKAN's ``ckan.datastore.search.rows_max``).
+        ccee_max_limit: the ``datastore_search`` limit cap (CKAN's
+            ``ckan.datastore.search.rows_max``).
         ons_expires_in: lifetime in seconds of ONS access tokens (``expires_in``).
         baze_issue_bearer_token: Bazefield login returns a ``bearerToken`` besides ``sessionId``.
         ons_require_origin: the ONS token endpoint rejects requests without an ``Origin`` header.

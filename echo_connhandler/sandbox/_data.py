@@ -87,7 +87,7 @@ def html_page(title: str, body: str, *, escape_body: bool = True) -> str:
     """A small complete HTML document (``body`` is escaped unless ``escape_body=False``)."""
     content = html.escape(body) if escape_body else body
     return (
-        "<!DOCTYPE html>\n<html lang=\"pt-BR\">\n<head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="pt-BR">\n<head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title></head>\n<body>\n<h1>{html.escape(title)}</h1>\n"
         f"{content}\n<!-- echo_connhandler sandbox emulator -->\n</body>\n</html>\n"
     )

@@ -56,7 +56,7 @@ ADMIN_PREFIX = "/_sandbox/"
 ErrorBody = Callable[[int], object]
 
 
-class InjectedDrop(Exception):  # noqa: N818 - it is a signal, not an error condition
+class InjectedDrop(Exception):
     """Raised inside a started response to make uvicorn drop the connection."""
 
 

@@ -1,0 +1,553 @@
+"""Emulator of CCEE Dados Abertos: a CKAN portal behind a WAF, see services.md "CCEE".
+
+What is emulated, and the quirks reproduced on purpose:
+
+* **the WAF** (services.md: "automated clients get 403 with an HTML page 'Acesso bloqueado'"; the
+  real cookie names are not public, ``ak_bmsc`` here is made up):
+
+  - any request (except the ``/_sandbox/`` admin endpoints) whose ``User-Agent`` is missing, empty
+    or bot-like (contains ``python-httpx``, ``python-requests``, ``curl``, ``wget``, ``bot``,
+    ``scrapy``, case-insensitive) gets **403 text/html** "Acesso bloqueado";
+  - requests under ``/api/``, ``/datastore/`` and ``/dataset/<id>/resource/...`` (downloads)
+    also need a valid ``ak_bmsc`` cookie, else the same 403;
+  - the HTML pages ``/``, ``/dataset`` and ``/dataset/<id>`` are the **warm-up**: with a
+    browser-like ``User-Agent`` they are served and set a fresh valid cookie (``Set-Cookie:
+    ak_bmsc=...; Path=/; HttpOnly``), counted in ``stats["warmups"]``;
+  - ``FaultInjector.block_waf()`` or ``configure(waf_block_rate=...)`` invalidates every cookie
+    issued so far (a block in the middle of a pull): the next API call gets 403, a new warm-up
+    fixes it. ``script(..., html=True)`` serves the block page with any status (200 by default),
+    as real WAFs sometimes do.
+
+* **CKAN** actions under ``/api/3/action/`` (and ``/api/action/``), GET query string or POST JSON
+  body: ``package_list``, ``package_show``, ``package_search``, ``resource_show``,
+  ``datastore_search``. Replies are ``{"help", "success": true, "result"}``; errors are
+  ``{"success": false, "error": {"__type": "Not Found Error" | "Validation Error", "message"}}``
+  with 404 / 409 (unknown action: 400 ``Bad Request``).
+
+  - datasets: ``pld_horario``, ``pld_media_diaria``, ``geracao_horaria_submercado``, one
+    resource per year of ``SandboxConfig.ccee_years`` (``PLD_HORARIO_2023``...), stable ids;
+  - ``datastore_search`` caps ``limit`` at ``SandboxConfig.ccee_max_limit`` (default 32 000, as
+    CKAN) and echoes the applied limit; default limit 100; ``_links.start`` / ``_links.next``;
+    ``filters`` is a JSON object (equality, a list means "any of"); ``q`` full-text (string or
+    per-column object); ``sort`` ``"COL asc|desc, ..."``; ``fields`` comma-separated. See
+    ``_ccee_data`` for how this stays fast without materialising tables.
+
+* ``GET /datastore/dump/<resource_id>`` (``?bom=True`` prepends a UTF-8 BOM; ``q``, ``filters``,
+  ``sort``, ``fields``, ``limit``, ``offset`` as in ``datastore_search``) and the resource file
+  URL ``/dataset/<dataset>/resource/<id>/download/<NAME>.csv`` stream the whole ``;``-separated
+  CSV, generated lazily.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import csv
+import html
+import io
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ._ccee_data import (
+    DATASETS,
+    CceeValidationError,
+    Dataset,
+    Query,
+    RowIndex,
+    Table,
+    parse_fields,
+    parse_filters,
+    parse_q,
+    parse_sort,
+)
+from ._config import SandboxConfig
+from ._data import html_page, random_token
+from ._faults import ADMIN_PREFIX, FaultInjector, FaultMiddleware, admin_routes
+
+__all__ = ["BOT_USER_AGENT_MARKERS", "WAF_COOKIE", "ccee_app"]
+
+#: Name of the (made-up) WAF cookie set by the warm-up pages.
+WAF_COOKIE = "ak_bmsc"
+
+#: A User-Agent containing any of these (case-insensitive) is blocked by the WAF.
+BOT_USER_AGENT_MARKERS: tuple[str, ...] = (
+    "python-httpx",
+    "python-requests",
+    "curl",
+    "wget",
+    "bot",
+    "scrapy",
+)
+
+_DEFAULT_LIMIT = 100
+_DUMP_CHUNK_ROWS = 2000
+_COOKIE_MAX_AGE = 7200
+
+BLOCK_PAGE = html_page(
+    "Acesso bloqueado",
+    "<p>Acesso bloqueado.</p>\n<p>You don't have permission to access this resource on this "
+    "server.</p>\n<p>Reference&#32;#18.sandbox.0000000000.0000000</p>",
+    escape_body=False,
+)
+
+
+def is_bot_user_agent(user_agent: str | None) -> bool:
+    """True for a missing, empty or bot-like ``User-Agent``."""
+    if not user_agent or not user_agent.strip():
+        return True
+    lowered = user_agent.lower()
+    return any(marker in lowered for marker in BOT_USER_AGENT_MARKERS)
+
+
+def _is_warmup_page(path: str) -> bool:
+    parts = [part for part in path.split("/") if part]
+    return not parts or (parts[0] == "dataset" and len(parts) <= 2)
+
+
+def _needs_cookie(path: str) -> bool:
+    if _is_warmup_page(path):
+        return False
+    return path.startswith(("/api/", "/datastore/", "/dataset/"))
+
+
+@dataclass
+class _CceeState:
+    config: SandboxConfig
+    faults: FaultInjector
+    tables: dict[str, Table]
+    cookies: dict[str, int]
+
+    def issue_cookie(self, response: Response) -> None:
+        token = random_token(24)
+        self.cookies[token] = self.faults.waf_generation
+        response.set_cookie(WAF_COOKIE, token, max_age=_COOKIE_MAX_AGE, path="/", httponly=True)
+        self.faults.record_warmup()
+
+    def cookie_is_valid(self, token: str | None) -> bool:
+        return token is not None and self.cookies.get(token) == self.faults.waf_generation
+
+
+class _WafMiddleware:
+    """403 "Acesso bloqueado" for bots, and for protected paths without a valid cookie."""
+
+    def __init__(self, app: ASGIApp, *, state: _CceeState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] == "http" and not path.startswith(ADMIN_PREFIX):
+            user_agent = Headers(scope=scope).get("user-agent")
+            blocked = is_bot_user_agent(user_agent)
+            if not blocked and _needs_cookie(path):
+                cookie = HTTPConnection(scope).cookies.get(WAF_COOKIE)
+                blocked = not self.state.cookie_is_valid(cookie)
+            if blocked:
+                self.state.faults.record_waf_block()
+                await HTMLResponse(BLOCK_PAGE, status_code=403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+# ---------------------------------------------------------------------- CKAN helpers
+
+
+class _CkanError(Exception):
+    def __init__(self, status: int, kind: str, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.message = message
+        self.details = details
+
+
+def _not_found(message: str = "Not found") -> _CkanError:
+    return _CkanError(404, "Not Found Error", message)
+
+
+def _validation(message: str, **details: object) -> _CkanError:
+    return _CkanError(409, "Validation Error", message, **details)
+
+
+def _error_body(status: int) -> object:
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    return {
+        "success": False,
+        "error": {"__type": phrase, "message": f"Sandbox injected HTTP {status}"},
+    }
+
+
+def _base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def _int_param(params: dict[str, Any], name: str, default: int) -> int:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(str(raw))
+    except ValueError:
+        raise _validation(f"{name}: Invalid integer", **{name: ["Invalid integer"]}) from None
+    if value < 0:
+        raise _validation(
+            f"{name}: Must be a natural number", **{name: ["Must be a natural number"]}
+        )
+    return value
+
+
+def _parse_query(params: dict[str, Any]) -> Query:
+    try:
+        return Query(
+            filters=parse_filters(params.get("filters")),
+            q=parse_q(params.get("q")),
+            sort=parse_sort(params.get("sort")),
+            fields=parse_fields(params.get("fields")),
+        )
+    except CceeValidationError as exc:
+        raise _validation(str(exc)) from exc
+
+
+def _select(table: Table, query: Query) -> RowIndex:
+    try:
+        return table.select(query)
+    except CceeValidationError as exc:
+        raise _validation(str(exc)) from exc
+
+
+def ccee_app(config: SandboxConfig | None = None, faults: FaultInjector | None = None) -> Starlette:
+    """Build the CCEE Dados Abertos emulator (CKAN behind a WAF).
+
+    Args:
+        config: sandbox settings (seed, ``ccee_rows_per_resource``, ``ccee_years``,
+            ``ccee_max_limit``, ``latency_ms``); defaults to ``SandboxConfig()``.
+        faults: the injector to use; a new one (named ``"ccee"``) when omitted. It is also
+            reachable as ``app.state.faults``.
+    """
+    config = config or SandboxConfig()
+    faults = faults or FaultInjector("ccee", config.seed, base_latency_ms=config.latency_ms)
+    tables: dict[str, Table] = {}
+    for dataset in DATASETS.values():
+        for year in config.ccee_years:
+            table = Table.natural(dataset, year, config.seed, config.ccee_rows_per_resource)
+            tables[table.resource_id] = table
+    state = _CceeState(config=config, faults=faults, tables=tables, cookies={})
+
+    def find_dataset(key: object) -> Dataset:
+        text = str(key or "")
+        for dataset in DATASETS.values():
+            if text in (dataset.name, dataset.package_id):
+                return dataset
+        raise _not_found()
+
+    def find_table(key: object) -> Table:
+        table = tables.get(str(key or ""))
+        if table is None:
+            raise _not_found(f'Resource "{key}" was not found.')
+        return table
+
+    def resource_json(base: str, dataset: Dataset, year: int, position: int) -> dict[str, Any]:
+        name = dataset.resource_name(year)
+        resource_id = dataset.resource_id(year)
+        modified = f"{min(year + 1, 2026)}-01-15T03:{position:02d}:00.000000"
+        return {
+            "id": resource_id,
+            "package_id": dataset.package_id,
+            "name": name,
+            "description": f"{dataset.title} {year} (sandbox)",
+            "format": "CSV",
+            "mimetype": "text/csv",
+            "datastore_active": True,
+            "created": f"{year}-01-02T03:00:00.000000",
+            "last_modified": modified,
+            "metadata_modified": modified,
+            "position": position,
+            "size": None,
+            "state": "active",
+            "url_type": "upload",
+            "url": f"{base}/dataset/{dataset.name}/resource/{resource_id}/download/{name}.csv",
+        }
+
+    def package_json(base: str, dataset: Dataset) -> dict[str, Any]:
+        resources = [
+            resource_json(base, dataset, year, position)
+            for position, year in enumerate(config.ccee_years)
+        ]
+        return {
+            "id": dataset.package_id,
+            "name": dataset.name,
+            "title": dataset.title,
+            "notes": dataset.notes,
+            "type": "dataset",
+            "state": "active",
+            "private": False,
+            "license_id": "cc-by",
+            "organization": {"name": "ccee", "title": "CCEE (sandbox)"},
+            "metadata_created": "2021-01-04T12:00:00.000000",
+            "metadata_modified": resources[-1]["last_modified"],
+            "num_resources": len(resources),
+            "resources": resources,
+        }
+
+    # ------------------------------------------------------------------ actions
+
+    async def package_list(request: Request, params: dict[str, Any]) -> object:
+        return sorted(DATASETS)
+
+    async def package_show(request: Request, params: dict[str, Any]) -> object:
+        if not params.get("id"):
+            raise _validation("id: Missing value", id=["Missing value"])
+        return package_json(_base_url(request), find_dataset(params.get("id")))
+
+    async def package_search(request: Request, params: dict[str, Any]) -> object:
+        text = str(params.get("q") or "").lower().strip()
+        rows = _int_param(params, "rows", 10)
+        start = _int_param(params, "start", 0)
+        base = _base_url(request)
+        matches = [
+            package_json(base, dataset)
+            for dataset in DATASETS.values()
+            if not text
+            or text in ("*:*", "*")
+            or text in dataset.name.lower()
+            or text in dataset.title.lower()
+        ]
+        return {
+            "count": len(matches),
+            "results": matches[start : start + rows],
+            "sort": "score desc, metadata_modified desc",
+            "facets": {},
+            "search_facets": {},
+        }
+
+    async def resource_show(request: Request, params: dict[str, Any]) -> object:
+        if not params.get("id"):
+            raise _validation("id: Missing value", id=["Missing value"])
+        table = find_table(params.get("id"))
+        position = config.ccee_years.index(table.year)
+        return resource_json(_base_url(request), table.dataset, table.year, position)
+
+    async def datastore_search(request: Request, params: dict[str, Any]) -> object:
+        resource_id = params.get("resource_id") or params.get("id")
+        if not resource_id:
+            raise _validation("resource_id: Missing value", resource_id=["Missing value"])
+        table = find_table(resource_id)
+        requested = _int_param(params, "limit", _DEFAULT_LIMIT)
+        limit = min(requested, config.ccee_max_limit)
+        offset = _int_param(params, "offset", 0)
+        query = _parse_query(params)
+
+        def compute() -> tuple[int, list[dict[str, Any]]]:
+            rows = _select(table, query)
+            end = min(len(rows), offset + limit)
+            records = [
+                table.record(rows.at(position), query.fields) for position in range(offset, end)
+            ]
+            return len(rows), records
+
+        total, records = await asyncio.to_thread(compute)
+        columns = dict(table.dataset.columns)
+        field_ids = query.fields or table.column_ids
+        link_params = {
+            key: value if isinstance(value, str) else json.dumps(value)
+            for key, value in params.items()
+            if key not in ("offset",) and value is not None
+        }
+        path = request.url.path
+        start_link = f"{path}?{urlencode(link_params)}"
+        next_link = f"{path}?{urlencode({**link_params, 'offset': offset + limit})}"
+        return {
+            "include_total": True,
+            "resource_id": table.resource_id,
+            "fields": [{"id": field, "type": columns[field]} for field in field_ids],
+            "records_format": "objects",
+            "records": records,
+            "total": total,
+            "total_was_estimated": False,
+            "limit": limit,
+            "offset": offset,
+            "_links": {"start": start_link, "next": next_link},
+        }
+
+    actions: dict[str, Callable[[Request, dict[str, Any]], Awaitable[object]]] = {
+        "package_list": package_list,
+        "package_show": package_show,
+        "package_search": package_search,
+        "resource_show": resource_show,
+        "datastore_search": datastore_search,
+    }
+
+    async def action(request: Request) -> Response:
+        name = str(request.path_params["name"])
+        help_url = f"{_base_url(request)}/api/3/action/help_show?name={name}"
+        handler = actions.get(name)
+        try:
+            if handler is None:
+                raise _CkanError(400, "Bad Request", f"Action name not known: {name}")
+            params: dict[str, Any] = dict(request.query_params)
+            if request.method == "POST":
+                raw = await request.body()
+                if raw.strip():
+                    try:
+                        body = json.loads(raw)
+                    except ValueError:
+                        raise _CkanError(400, "Bad Request", "Bad request - JSON Error") from None
+                    if not isinstance(body, dict):
+                        raise _CkanError(400, "Bad Request", "Bad request - JSON Error")
+                    params.update(body)
+            result = await handler(request, params)
+        except _CkanError as exc:
+            error = {"__type": exc.kind, "message": exc.message, **exc.details}
+            return JSONResponse(
+                {"help": help_url, "success": False, "error": error}, status_code=exc.status
+            )
+        return JSONResponse({"help": help_url, "success": True, "result": result})
+
+    # ------------------------------------------------------------------ CSV
+
+    async def csv_stream(
+        table: Table, rows: RowIndex, fields: tuple[str, ...], bom: bool, start: int, end: int
+    ) -> AsyncIterator[bytes]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
+        writer.writerow(fields)
+        header = buffer.getvalue().encode("utf-8")
+        yield (codecs.BOM_UTF8 + header) if bom else header
+        for chunk_start in range(start, end, _DUMP_CHUNK_ROWS):
+            buffer.seek(0)
+            buffer.truncate()
+            for position in range(chunk_start, min(end, chunk_start + _DUMP_CHUNK_ROWS)):
+                record = table.record(rows.at(position), fields)
+                writer.writerow([record[field] for field in fields])
+            yield buffer.getvalue().encode("utf-8")
+            await asyncio.sleep(0)
+
+    async def csv_response(request: Request, table: Table) -> Response:
+        params: dict[str, Any] = dict(request.query_params)
+        try:
+            query = _parse_query(params)
+            offset = _int_param(params, "offset", 0)
+            limit = _int_param(params, "limit", -1) if params.get("limit") else None
+            rows = await asyncio.to_thread(_select, table, query)
+        except _CkanError as exc:
+            return JSONResponse(
+                {"success": False, "error": {"__type": exc.kind, "message": exc.message}},
+                status_code=exc.status,
+            )
+        end = len(rows) if limit is None else min(len(rows), offset + limit)
+        bom = str(params.get("bom", "")).lower() in ("true", "1", "yes")
+        fields = query.fields or table.column_ids
+        filename = f"{table.dataset.resource_name(table.year)}.csv"
+        return StreamingResponse(
+            csv_stream(table, rows, fields, bom, offset, end),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+
+    async def dump(request: Request) -> Response:
+        table = tables.get(str(request.path_params["resource_id"]))
+        if table is None:
+            return JSONResponse(
+                {
+                    "success": False,
+                    "error": {"__type": "Not Found Error", "message": "Resource not found"},
+                },
+                status_code=404,
+            )
+        return await csv_response(request, table)
+
+    async def download(request: Request) -> Response:
+        table = tables.get(str(request.path_params["resource_id"]))
+        if table is None or table.dataset.name != request.path_params["dataset"]:
+            return HTMLResponse(html_page("Não encontrado", "Recurso não encontrado."), 404)
+        return await csv_response(request, table)
+
+    # ------------------------------------------------------------------ HTML pages
+
+    async def home(request: Request) -> Response:
+        links = "\n".join(
+            f'<li><a href="/dataset/{html.escape(name)}">{html.escape(dataset.title)}</a></li>'
+            for name, dataset in sorted(DATASETS.items())
+        )
+        body = (
+            "<p>Portal de Dados Abertos da CCEE &mdash; emulador local (sandbox).</p>\n"
+            f"<ul>\n{links}\n</ul>"
+        )
+        response = HTMLResponse(html_page("Dados Abertos CCEE", body, escape_body=False))
+        state.issue_cookie(response)
+        return response
+
+    async def dataset_page(request: Request) -> Response:
+        name = str(request.path_params["dataset"])
+        dataset = DATASETS.get(name)
+        if dataset is None:
+            return HTMLResponse(
+                html_page("Não encontrado", "Conjunto de dados não encontrado."), status_code=404
+            )
+        base = _base_url(request)
+        items = "\n".join(
+            f'<li><a href="{html.escape(str(resource["url"]))}">'
+            f"{html.escape(str(resource['name']))}</a></li>"
+            for resource in package_json(base, dataset)["resources"]
+        )
+        body = f"<p>{html.escape(dataset.notes)}</p>\n<ul>\n{items}\n</ul>"
+        response = HTMLResponse(html_page(dataset.title, body, escape_body=False))
+        state.issue_cookie(response)
+        return response
+
+    async def dataset_index(request: Request) -> Response:
+        return await home(request)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 404
+        if request.url.path.startswith("/api/"):
+            return JSONResponse(
+                {"success": False, "error": {"__type": "Not Found Error", "message": "Not found"}},
+                status_code=status,
+            )
+        return HTMLResponse(html_page("Não encontrado", "Página não encontrada."), status)
+
+    routes = [
+        *admin_routes(faults),
+        Route("/", home, methods=["GET"]),
+        Route("/dataset", dataset_index, methods=["GET"]),
+        Route("/dataset/", dataset_index, methods=["GET"]),
+        Route("/dataset/{dataset}", dataset_page, methods=["GET"]),
+        Route(
+            "/dataset/{dataset}/resource/{resource_id}/download/{filename}",
+            download,
+            methods=["GET"],
+        ),
+        Route("/api/3/action/{name}", action, methods=["GET", "POST"]),
+        Route("/api/action/{name}", action, methods=["GET", "POST"]),
+        Route("/datastore/dump/{resource_id}", dump, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(
+                FaultMiddleware, faults=faults, html_page=BLOCK_PAGE, error_body=_error_body
+            ),
+            Middleware(_WafMiddleware, state=state),
+        ],
+        exception_handlers={404: not_found, 405: not_found},
+    )
+    app.state.faults = faults
+    app.state.config = config
+    return app

@@ -1,0 +1,698 @@
+"""Retries: RetryPolicy decisions and waits (unit), then both handler paths over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import tenacity
+
+from echo_connhandler import (
+    ApiError,
+    HttpHandler,
+    HttpStatusError,
+    HttpTransportError,
+    RetryPolicy,
+    SessionAuth,
+)
+from echo_connhandler._auth import LoginFlow, derive_request
+from echo_connhandler._retry import (
+    DEFAULT_RETRY_AFTER_CAP,
+    NOT_ACTED_STATUSES,
+    TRANSIENT_STATUSES,
+    parse_retry_after,
+)
+
+TRANSIENT = [408, 425, 429, 500, 502, 503, 504]
+NOT_ACTED = [408, 425, 429, 503]
+ACTED = [500, 502, 504]
+PERMANENT = [400, 401, 403, 404, 409, 422]
+NOW = 1_700_000_000.0
+
+
+def response_with(status: int = 503, **headers: str) -> httpx.Response:
+    request = httpx.Request("GET", "https://api.example.com/x")
+    return httpx.Response(status, headers=headers, request=request)
+
+
+def status_error(status: int, **headers: str) -> HttpStatusError:
+    return HttpStatusError("failed", response=response_with(status, **headers))
+
+
+def transport_error(cause: BaseException | None) -> HttpTransportError:
+    error = HttpTransportError("failed")
+    error.__cause__ = cause
+    return error
+
+
+def http_date(offset: float) -> str:
+    return email.utils.formatdate(NOW + offset, usegmt=True)
+
+
+# -- the status sets ------------------------------------------------------------------------------
+def test_status_sets_match_the_contract() -> None:
+    """Transient statuses are the contract's; those safe for any method are a subset."""
+    assert frozenset(TRANSIENT) == TRANSIENT_STATUSES
+    assert frozenset(NOT_ACTED) == NOT_ACTED_STATUSES
+    assert NOT_ACTED_STATUSES <= TRANSIENT_STATUSES
+
+
+# -- parse_retry_after ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("120", 120.0),
+        (" 7 ", 7.0),
+        ("0", 0.0),
+        ("1.5", 1.5),
+        ("-5", 0.0),
+        (http_date(90), 90.0),
+        (http_date(-30), 0.0),
+        ("", None),
+        ("soon", None),
+        ("Wed, 21 Oct 2015 07:28:00", None),  # no time zone: not an HTTP date
+    ],
+)
+def test_parse_retry_after(value: str, expected: float | None) -> None:
+    """Delta-seconds and HTTP dates are understood; anything else is None."""
+    headers = {"Retry-After": value} if value else {}
+    assert parse_retry_after(response_with(429, **headers), now=NOW) == expected
+
+
+def test_parse_retry_after_without_header() -> None:
+    """No Retry-After header: None."""
+    assert parse_retry_after(response_with(503)) is None
+
+
+def test_parse_retry_after_uses_the_clock_by_default() -> None:
+    """Without now=, an HTTP date is measured against the current time."""
+    value = email.utils.formatdate(time.time() + 60, usegmt=True)
+    wait = parse_retry_after(response_with(429, **{"Retry-After": value}))
+    assert wait is not None
+    assert 55 <= wait <= 60
+
+
+# -- wait_for / backoff ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("retry_after", "cap", "expected"),
+    [("3", 300.0, 3.0), ("3", 2.0, 2.0), ("100000", DEFAULT_RETRY_AFTER_CAP, 300.0), ("0", 5, 0)],
+)
+def test_wait_for_honours_retry_after_seconds_with_cap(
+    retry_after: str, cap: float, expected: float
+) -> None:
+    """Retry-After seconds replace the backoff, cut at retry_after_cap."""
+    policy = RetryPolicy(min_wait=10, max_wait=20, retry_after_cap=cap)
+    error = status_error(429, **{"Retry-After": retry_after})
+    assert policy.wait_for(error, 1) == expected
+
+
+def test_wait_for_honours_retry_after_http_date(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Retry-After HTTP date becomes the seconds until then, capped."""
+    monkeypatch.setattr(time, "time", lambda: NOW)
+    error = status_error(503, **{"Retry-After": http_date(42)})
+    assert RetryPolicy(min_wait=0, max_wait=0).wait_for(error, 1) == 42
+    assert RetryPolicy(retry_after_cap=10).wait_for(error, 1) == 10
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        status_error(503),
+        status_error(503, **{"Retry-After": "garbage"}),
+        transport_error(httpx.ConnectError("refused")),
+        None,
+    ],
+)
+def test_wait_for_falls_back_to_backoff(error: BaseException | None) -> None:
+    """Without a usable Retry-After, the wait is the jittered backoff."""
+    policy = RetryPolicy(min_wait=1, max_wait=1)
+    assert policy.wait_for(error, 3) == 1
+
+
+@pytest.mark.parametrize("attempt", range(1, 11))
+@pytest.mark.parametrize(
+    ("min_wait", "max_wait", "multiplier"), [(0.1, 30, 1), (0, 5, 0.5), (1, 60, 2), (0.5, 4, 3)]
+)
+def test_backoff_stays_within_bounds(
+    attempt: int, min_wait: float, max_wait: float, multiplier: float
+) -> None:
+    """Full jitter: uniform between min_wait and min(max_wait, multiplier * 2**(n-1))."""
+    policy = RetryPolicy(min_wait=min_wait, max_wait=max_wait, multiplier=multiplier)
+    ceiling = max(min_wait, min(max_wait, multiplier * 2 ** (attempt - 1)))
+    waits = [policy.backoff(attempt) for _ in range(300)]
+    assert all(min_wait <= w <= ceiling for w in waits)
+    if ceiling - min_wait > 0.5:
+        assert max(waits) - min(waits) > (ceiling - min_wait) / 4  # it really jitters
+
+
+def test_backoff_never_exceeds_max_wait() -> None:
+    """Even with min_wait above max_wait, the wait is at most max_wait."""
+    policy = RetryPolicy(min_wait=5, max_wait=2)
+    assert {policy.backoff(n) for n in range(1, 6)} == {2}
+
+
+def test_backoff_zero_waits() -> None:
+    """retry_wait_time=0 and a zero minimum make retries instant."""
+    policy = RetryPolicy(min_wait=0, max_wait=0)
+    assert {policy.backoff(n) for n in range(1, 20)} == {0}
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_retries": -1},
+        {"max_retries": 1.5},
+        {"max_retries": True},
+        {"max_wait": -1},
+        {"min_wait": -0.1},
+        {"multiplier": "2"},
+        {"retry_after_cap": -1},
+    ],
+)
+def test_policy_validation(kwargs: dict[str, Any]) -> None:
+    """Negative or non-numeric settings are a ValueError naming the setting."""
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        RetryPolicy(**kwargs)
+
+
+# -- is_retryable ---------------------------------------------------------------------------------
+CONNECT_PHASE = [
+    httpx.ConnectError("refused"),
+    httpx.ConnectTimeout("slow connect"),
+    httpx.PoolTimeout("pool full"),
+]
+IN_FLIGHT = [
+    httpx.ReadTimeout("slow read"),
+    httpx.WriteTimeout("slow write"),
+    httpx.ReadError("reset by peer"),
+    httpx.WriteError("broken pipe"),
+    httpx.RemoteProtocolError("peer closed connection"),
+]
+NEVER = [
+    httpx.LocalProtocolError("bad request line"),
+    httpx.UnsupportedProtocol("gopher"),
+    httpx.ProxyError("proxy said no"),
+    None,
+]
+
+
+@pytest.mark.parametrize("idempotent", [True, False])
+@pytest.mark.parametrize("cause", CONNECT_PHASE, ids=lambda e: type(e).__name__)
+def test_connect_phase_errors_are_always_retried(cause: Exception, idempotent: bool) -> None:
+    """The server cannot have acted: any method is retried."""
+    assert RetryPolicy().is_retryable(transport_error(cause), idempotent=idempotent)
+
+
+@pytest.mark.parametrize("cause", IN_FLIGHT, ids=lambda e: type(e).__name__)
+def test_in_flight_errors_are_retried_only_when_idempotent(cause: Exception) -> None:
+    """Read/write failures may follow a request that was acted on."""
+    policy = RetryPolicy()
+    assert policy.is_retryable(transport_error(cause), idempotent=True)
+    assert not policy.is_retryable(transport_error(cause), idempotent=False)
+
+
+@pytest.mark.parametrize("idempotent", [True, False])
+@pytest.mark.parametrize("cause", NEVER, ids=lambda e: type(e).__name__)
+def test_other_transport_errors_are_not_retried(cause: Exception | None, idempotent: bool) -> None:
+    """Local mistakes (and a transport error without a cause) do not fix themselves."""
+    assert not RetryPolicy().is_retryable(transport_error(cause), idempotent=idempotent)
+
+
+@pytest.mark.parametrize("idempotent", [True, False])
+@pytest.mark.parametrize("chained", ["cause", "context", "message"])
+def test_tls_verification_failures_are_not_retried(idempotent: bool, chained: str) -> None:
+    """A certificate failure is a ConnectError, yet never retried."""
+    cert_error = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] self-signed")
+    connect_error = httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+    if chained == "cause":
+        connect_error.__cause__ = cert_error
+    elif chained == "context":
+        connect_error.__context__ = cert_error
+    assert not RetryPolicy().is_retryable(transport_error(connect_error), idempotent=idempotent)
+
+
+def test_tls_failure_deep_in_the_chain_is_found() -> None:
+    """The certificate error is found through httpcore's wrapping."""
+    cert_error = ssl.SSLCertVerificationError(1, "verify failed")
+    inner = httpx.ConnectError("wrapped")
+    inner.__cause__ = cert_error
+    outer = httpx.ConnectError("outer")
+    outer.__cause__ = inner
+    assert not RetryPolicy().is_retryable(transport_error(outer), idempotent=True)
+
+
+@pytest.mark.parametrize("idempotent", [True, False])
+@pytest.mark.parametrize("status", NOT_ACTED)
+def test_not_acted_statuses_are_always_retried(status: int, idempotent: bool) -> None:
+    """408/425/429/503: the server did not act, any method is retried."""
+    assert RetryPolicy().is_retryable(status_error(status), idempotent=idempotent)
+
+
+@pytest.mark.parametrize("status", ACTED)
+def test_server_errors_are_retried_only_when_idempotent(status: int) -> None:
+    """500/502/504 may follow a request that was acted on."""
+    policy = RetryPolicy()
+    assert policy.is_retryable(status_error(status), idempotent=True)
+    assert not policy.is_retryable(status_error(status), idempotent=False)
+
+
+@pytest.mark.parametrize("idempotent", [True, False])
+@pytest.mark.parametrize("status", [*PERMANENT, 200, 301, 501])
+def test_other_statuses_are_not_retried(status: int, idempotent: bool) -> None:
+    """Client errors and the rest are raised at once."""
+    assert not RetryPolicy().is_retryable(status_error(status), idempotent=idempotent)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ApiError("service error", response=response_with(503)),
+        ValueError("bug"),
+        RuntimeError("bug"),
+        tenacity.TryAgain(),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_other_exceptions_are_not_retried(error: BaseException) -> None:
+    """Only transport and status errors are retried (an ApiError is not, even with a 503)."""
+    assert not RetryPolicy().is_retryable(error, idempotent=True)
+
+
+# -- both handler paths over loopback -------------------------------------------------------------
+@dataclass
+class Mode:
+    """Runs a request on the sync or the async path, so that each test covers both."""
+
+    name: str
+
+    async def send(self, handler: HttpHandler, method: str, endpoint: str, **kw: Any) -> Any:
+        if self.name == "sync":
+            return handler.request(method, endpoint, **kw)
+        return await handler.async_request(method, endpoint, **kw)
+
+    def client(self, handler: HttpHandler) -> httpx.Client | httpx.AsyncClient | None:
+        return handler.connection if self.name == "sync" else handler.async_connection
+
+
+@pytest.fixture(params=["sync", "async"])
+def mode(request: pytest.FixtureRequest) -> Mode:
+    """The sync and the async path."""
+    return Mode(request.param)
+
+
+def retry_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage().startswith("Retrying ")]
+
+
+@pytest.mark.parametrize("status", TRANSIENT)
+async def test_get_retries_transient_statuses(
+    mode: Mode, make_async_handler: Any, server: Any, key: str, status: int
+) -> None:
+    """A GET answered twice with a transient status succeeds on the third attempt."""
+    handler = make_async_handler(max_retries=3)
+    response = await mode.send(handler, "GET", f"flaky/{key}/2?status={status}")
+    assert response.json()["attempt"] == 3
+    assert server.hits(key) == 3
+
+
+@pytest.mark.parametrize("status", PERMANENT)
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE"])
+async def test_permanent_statuses_raise_at_once(
+    mode: Mode, make_async_handler: Any, server: Any, key: str, status: int, method: str
+) -> None:
+    """A 4xx that is not transient raises HttpStatusError after one request."""
+    handler = make_async_handler(max_retries=5)
+    with pytest.raises(HttpStatusError) as info:
+        await mode.send(handler, method, f"flaky/{key}/1?status={status}")
+    assert info.value.status_code == status
+    assert server.hits(key) == 1
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+@pytest.mark.parametrize("status", ACTED)
+async def test_non_idempotent_not_retried_on_server_errors(
+    mode: Mode, make_async_handler: Any, server: Any, key: str, status: int, method: str
+) -> None:
+    """POST/PATCH on 500/502/504 may have been acted on: one request, then the error."""
+    handler = make_async_handler(max_retries=5)
+    with pytest.raises(HttpStatusError) as info:
+        await mode.send(handler, method, f"flaky/{key}/1?status={status}")
+    assert info.value.status_code == status
+    assert server.hits(key) == 1
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+@pytest.mark.parametrize("status", NOT_ACTED)
+async def test_non_idempotent_retried_when_not_acted_on(
+    mode: Mode, make_async_handler: Any, server: Any, key: str, status: int, method: str
+) -> None:
+    """POST/PATCH on 408/425/429/503 are replayed: the server did not act."""
+    handler = make_async_handler(max_retries=2)
+    response = await mode.send(handler, method, f"flaky/{key}/1?status={status}", json={"a": 1})
+    assert response.json()["json"] == {"a": 1}
+    assert server.hits(key) == 2
+
+
+@pytest.mark.parametrize("status", ACTED)
+async def test_idempotent_true_lifts_the_post_restriction(
+    mode: Mode, make_async_handler: Any, server: Any, key: str, status: int
+) -> None:
+    """idempotent=True: a read-only POST is retried like a GET."""
+    handler = make_async_handler(max_retries=2)
+    response = await mode.send(
+        handler, "POST", f"flaky/{key}/1?status={status}", idempotent=True, json={"q": 1}
+    )
+    assert response.json()["attempt"] == 2
+    assert server.hits(key) == 2
+
+
+@pytest.mark.parametrize("verb", ["post", "patch"])
+async def test_verbs_pass_idempotent_through(
+    mode: Mode, make_async_handler: Any, server: Any, key: str, verb: str
+) -> None:
+    """post/patch (and async_post/async_patch) accept idempotent=True."""
+    handler = make_async_handler(max_retries=2)
+    method = getattr(handler, verb if mode.name == "sync" else f"async_{verb}")
+    result = method(f"flaky/{key}/1?status=502", idempotent=True)
+    response = result if mode.name == "sync" else await result
+    assert response.json()["attempt"] == 2
+    assert server.hits(key) == 2
+
+
+async def test_idempotent_false_stops_retrying_a_get(
+    mode: Mode, make_async_handler: Any, server: Any, key: str
+) -> None:
+    """idempotent=False: a GET with side effects is not replayed after a 500."""
+    handler = make_async_handler(max_retries=2)
+    with pytest.raises(HttpStatusError):
+        await mode.send(handler, "GET", f"flaky/{key}/1?status=500", idempotent=False)
+    assert server.hits(key) == 1
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+async def test_dropped_connection_retried_for_idempotent_methods(
+    mode: Mode, make_async_handler: Any, server: Any, key: str, method: str
+) -> None:
+    """A connection dropped mid-response is replayed for idempotent methods."""
+    handler = make_async_handler(max_retries=2)
+    response = await mode.send(handler, method, f"drop/{key}/1")
+    assert response.json()["method"] == method
+    assert server.hits(key) == 2
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+async def test_dropped_connection_not_retried_for_post(
+    mode: Mode, make_async_handler: Any, server: Any, key: str, method: str
+) -> None:
+    """A POST whose connection dropped mid-response may have been acted on: not replayed."""
+    handler = make_async_handler(max_retries=5)
+    with pytest.raises(HttpTransportError) as info:
+        await mode.send(handler, method, f"drop/{key}/1")
+    assert isinstance(info.value.__cause__, httpx.RemoteProtocolError)
+    assert server.hits(key) == 1
+    response = await mode.send(handler, method, f"drop/{key}/1", idempotent=True)
+    assert response.status_code == 200
+    assert server.hits(key) == 2
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_read_timeout_retried_only_when_idempotent(
+    mode: Mode, make_async_handler: Any, server: Any, key: str, method: str
+) -> None:
+    """A read timeout is replayed for a GET, not for a POST."""
+    handler = make_async_handler(max_retries=1, request_timeout=0.1)
+    with pytest.raises(HttpTransportError) as info:
+        await mode.send(handler, method, f"sleep/0.4?k={key}")
+    assert isinstance(info.value.__cause__, httpx.ReadTimeout)
+    assert server.hits(key) == (2 if method == "GET" else 1)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PATCH"])
+async def test_connection_refused_is_retried_for_every_method(
+    mode: Mode,
+    make_async_handler: Any,
+    closed_port: int,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+) -> None:
+    """Connect errors are replayed even for POST; exhaustion re-raises HttpTransportError."""
+    handler = make_async_handler(f"http://127.0.0.1:{closed_port}", max_retries=2)
+    with (
+        caplog.at_level(logging.WARNING, "echo_connhandler"),
+        pytest.raises(HttpTransportError) as info,
+    ):
+        await mode.send(handler, method, "x")
+    assert isinstance(info.value.__cause__, httpx.ConnectError)
+    assert len(retry_records(caplog)) == 2
+    assert all("ConnectError" in r.getMessage() for r in retry_records(caplog))
+
+
+@pytest.mark.parametrize("endpoint", ["flaky/{key}/5?status=503", "drop/{key}/5"])
+async def test_max_retries_zero_sends_exactly_one_request(
+    mode: Mode, make_async_handler: Any, server: Any, key: str, endpoint: str
+) -> None:
+    """max_retries=0: one request, then the typed error."""
+    handler = make_async_handler(max_retries=0)
+    with pytest.raises((HttpStatusError, HttpTransportError)):
+        await mode.send(handler, "GET", endpoint.format(key=key))
+    assert server.hits(key) == 1
+
+
+@pytest.mark.parametrize("max_retries", [1, 3])
+async def test_exhaustion_reraises_the_last_status_error(
+    mode: Mode, make_async_handler: Any, server: Any, key: str, max_retries: int
+) -> None:
+    """After max_retries + 1 attempts the last HttpStatusError is raised, not a RetryError."""
+    handler = make_async_handler(max_retries=max_retries)
+    with pytest.raises(HttpStatusError) as info:
+        await mode.send(handler, "GET", f"flaky/{key}/99?status=503")
+    assert not isinstance(info.value, tenacity.RetryError)
+    assert info.value.status_code == 503
+    assert info.value.response.json() == {"attempt": max_retries + 1}
+    assert server.hits(key) == max_retries + 1
+
+
+async def test_exhaustion_reraises_the_last_transport_error(
+    mode: Mode, make_async_handler: Any, server: Any, key: str
+) -> None:
+    """A transport failure on every attempt ends in HttpTransportError, not a RetryError."""
+    handler = make_async_handler(max_retries=2)
+    with pytest.raises(HttpTransportError) as info:
+        await mode.send(handler, "GET", f"drop/{key}/99")
+    assert isinstance(info.value.__cause__, httpx.RemoteProtocolError)
+    assert server.hits(key) == 3
+
+
+@pytest.mark.parametrize(
+    "retry_after", ["100", email.utils.formatdate(time.time() + 3600, usegmt=True)]
+)
+async def test_retry_after_is_honoured_and_capped(
+    mode: Mode,
+    make_async_handler: Any,
+    key: str,
+    caplog: pytest.LogCaptureFixture,
+    retry_after: str,
+) -> None:
+    """A 429 with Retry-After (seconds or HTTP date) waits that long, cut at retry_after_cap."""
+    handler = make_async_handler(max_retries=1, retry_after_cap=0.2)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, "echo_connhandler"):
+        response = await mode.send(
+            handler, "POST", f"flaky/{key}/1?status=429", params={"retry_after": retry_after}
+        )
+    assert response.status_code == 200
+    assert time.monotonic() - started >= 0.2
+    [record] = retry_records(caplog)
+    assert "in 0.20 s" in record.getMessage()
+
+
+async def test_retries_are_logged_without_secrets(
+    mode: Mode,
+    make_async_handler: Any,
+    server: Any,
+    key: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each retry is a WARNING with method, redacted URL, cause and wait; no secret appears."""
+    query_secret, header_secret = f"query-secret-{key}", f"header-secret-{key}"
+    handler = make_async_handler(max_retries=3, headers={"X-Auth-Token": header_secret})
+    endpoint = f"flaky/{key}/2?status=503&api_key={query_secret}"
+    with caplog.at_level(logging.DEBUG, "echo_connhandler"):
+        await mode.send(handler, "GET", endpoint)
+    records = retry_records(caplog)
+    assert [r.levelno for r in records] == [logging.WARNING] * 2
+    assert {r.name for r in records} == {"echo_connhandler.retry"}
+    first, second = (r.getMessage() for r in records)
+    url = f"{server.url}/flaky/{key}/2?status=503&api_key=***"
+    assert first == f"Retrying GET {url} in 0.00 s (attempt 1 of 4 failed): HTTP 503"
+    assert second == f"Retrying GET {url} in 0.00 s (attempt 2 of 4 failed): HTTP 503"
+    assert query_secret not in caplog.text
+    assert header_secret not in caplog.text
+
+
+async def test_transport_retry_log_names_the_cause(
+    mode: Mode, make_async_handler: Any, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A retried transport failure is logged with the httpx exception's name."""
+    handler = make_async_handler(max_retries=1)
+    with caplog.at_level(logging.WARNING, "echo_connhandler"):
+        await mode.send(handler, "GET", f"drop/{key}/1")
+    [record] = retry_records(caplog)
+    assert "(attempt 1 of 2 failed): RemoteProtocolError: " in record.getMessage()
+
+
+@pytest.mark.parametrize("endpoint", ["drop/{key}/1", "flaky/{key}/1?status=503"])
+async def test_retry_uses_a_fresh_client_and_keeps_cookies(
+    mode: Mode, make_async_handler: Any, key: str, endpoint: str
+) -> None:
+    """After a failure the next attempt runs on a new client that still has the cookies."""
+    handler = make_async_handler(skip_connect=False, max_retries=2)
+    await mode.send(handler, "GET", "cookie/sid/keep-me")
+    before = mode.client(handler)
+    response = await mode.send(handler, "GET", endpoint.format(key=key))
+    after = mode.client(handler)
+    assert after is not before
+    assert before is not None
+    assert before.is_closed
+    assert after.cookies["sid"] == "keep-me"
+    assert "sid=keep-me" in response.json()["headers"]["cookie"]
+
+
+async def test_success_keeps_the_client(mode: Mode, make_async_handler: Any) -> None:
+    """Without failures the same client (and connection pool) serves every request."""
+    handler = make_async_handler(skip_connect=False)
+    await mode.send(handler, "GET", "x")
+    before = mode.client(handler)
+    for _ in range(3):
+        await mode.send(handler, "GET", "x")
+    assert mode.client(handler) is before
+
+
+class FlakyLoginAuth(SessionAuth):
+    """Logs in at a URL; a non-200 answer is a (retryable) HttpStatusError."""
+
+    def __init__(self, login_url: str) -> None:
+        super().__init__()
+        self.login_url = login_url
+        self.token: str | None = None
+
+    def needs_login(self) -> bool:
+        return self.token is None
+
+    def login_flow(self, template: httpx.Request) -> LoginFlow:
+        response = yield derive_request(template, "POST", self.login_url)
+        if response.status_code != 200:
+            raise HttpStatusError.from_response(response, "login failed")
+        self.token = f"token-{response.json()['attempt']}"
+
+    def apply(self, request: httpx.Request) -> None:
+        request.headers["X-Session"] = self.token or ""
+
+    def invalidate(self) -> None:
+        self.token = None
+
+
+def flaky_login_handler(key: str, failures: int) -> type[HttpHandler]:
+    class Handler(HttpHandler):
+        def _build_auth(self) -> httpx.Auth | None:
+            return FlakyLoginAuth(f"{self.props.host}/flaky/login-{key}/{failures}")
+
+    return Handler
+
+
+async def connect(mode: Mode, handler: HttpHandler) -> None:
+    if mode.name == "sync":
+        handler.reconnect()
+    else:
+        await handler.async_reconnect()
+
+
+@pytest.mark.parametrize(("failures", "max_conn_retries"), [(0, 0), (2, 2), (3, 5)])
+async def test_connect_step_retries_up_to_max_conn_retries(
+    mode: Mode,
+    make_async_handler: Any,
+    server: Any,
+    key: str,
+    failures: int,
+    max_conn_retries: int,
+) -> None:
+    """A login answered 503 is retried max_conn_retries times; the token is then used."""
+    handler = make_async_handler(
+        handler_cls=flaky_login_handler(key, failures), max_conn_retries=max_conn_retries
+    )
+    await connect(mode, handler)
+    assert server.hits(f"login-{key}") == failures + 1
+    response = await mode.send(handler, "GET", "x")
+    assert response.json()["headers"]["x-session"] == f"token-{failures + 1}"
+
+
+async def test_connect_step_gives_up_after_max_conn_retries(
+    mode: Mode, make_async_handler: Any, server: Any, key: str
+) -> None:
+    """More login failures than max_conn_retries: the last HttpStatusError is raised."""
+    handler = make_async_handler(handler_cls=flaky_login_handler(key, 5), max_conn_retries=1)
+    with pytest.raises(HttpStatusError, match="login failed"):
+        await connect(mode, handler)
+    assert server.hits(f"login-{key}") == 2
+
+
+async def test_request_retry_does_not_log_in_again(
+    mode: Mode, make_async_handler: Any, server: Any, key: str
+) -> None:
+    """A transient failure swaps the client but keeps the session: no second login."""
+    handler = make_async_handler(handler_cls=flaky_login_handler(key, 0), max_retries=2)
+    response = await mode.send(handler, "GET", f"drop/{key}/1")
+    assert response.json()["headers"]["x-session"] == "token-1"
+    assert server.hits(f"login-{key}") == 1
+
+
+async def test_concurrent_requests_survive_each_others_retries(
+    make_async_handler: Any, server: Any, key: str
+) -> None:
+    """Coroutines failing and retrying at once never see a client closed under them."""
+    handler = make_async_handler(max_retries=3)
+    endpoints = [f"drop/{key}-{i}/1" if i % 2 else f"x/{key}-{i}" for i in range(40)]
+    responses = await asyncio.gather(*(handler.async_get(e) for e in endpoints))
+    assert all(r.status_code == 200 for r in responses)
+    assert server.hits(key) == 40 + 20
+
+
+async def test_simultaneous_failures_swap_the_client_once(
+    make_async_handler: Any, monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    """100 coroutines failing on one client cause one fresh client, not one per coroutine."""
+    built: list[httpx.AsyncClient] = []
+    original = HttpHandler._new_async_client
+
+    def counting(self: HttpHandler, cookies: httpx.Cookies | None = None) -> httpx.AsyncClient:
+        built.append(original(self, cookies))
+        return built[-1]
+
+    monkeypatch.setattr(HttpHandler, "_new_async_client", counting)
+    handler = make_async_handler(max_retries=2)
+    responses = await asyncio.gather(
+        *(handler.async_get(f"flaky/{key}-{i}/1?status=503") for i in range(100))
+    )
+    assert {r.json()["attempt"] for r in responses} == {2}
+    assert len(built) == 2
+    assert built[0].is_closed
+    assert handler.async_connection is built[1]
+
+
+def test_sync_threads_survive_each_others_retries(make_handler: Any, server: Any, key: str) -> None:
+    """Threads failing and retrying on one handler never see a client closed under them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    handler = make_handler(max_retries=3)
+    endpoints = [f"drop/{key}-{i}/1" if i % 2 else f"x/{key}-{i}" for i in range(40)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(handler.get, endpoints))
+    assert all(r.status_code == 200 for r in responses)
+    assert server.hits(key) == 40 + 20

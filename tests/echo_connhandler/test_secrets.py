@@ -1,0 +1,218 @@
+"""The secret registry: register_secret, redact, redact_url and secret hooks."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from echo_connhandler import (
+    HttpConnProperties,
+    add_secret_hook,
+    redact,
+    register_secret,
+    remove_secret_hook,
+)
+from echo_connhandler import _secrets as registry
+from echo_connhandler._secrets import MASK, MIN_SECRET_LENGTH, redact_url
+
+
+def unique(prefix: str = "secret") -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def received() -> Iterator[list[str]]:
+    """A secret hook that records what it is given from now on; removed afterwards."""
+    seen: list[str] = []
+    hook = seen.append
+    add_secret_hook(hook)
+    seen.clear()  # forget the replay of the secrets registered by earlier tests
+    yield seen
+    remove_secret_hook(hook)
+
+
+def test_registered_secret_is_redacted() -> None:
+    """A registered value is replaced by *** wherever it appears."""
+    secret = unique()
+    assert redact(f"a {secret} b {secret}") == f"a {secret} b {secret}"
+    register_secret(secret)
+    assert redact(f"a {secret} b {secret}") == "a *** b ***"
+    assert MASK == "***"
+
+
+@pytest.mark.parametrize("value", [None, "", "a", "abcd"])
+def test_short_values_are_ignored(value: str | None, received: list[str]) -> None:
+    """None, empty and values shorter than MIN_SECRET_LENGTH are not secrets."""
+    register_secret(value)
+    assert received == []
+    if value:
+        assert redact(f"x {value} y") == f"x {value} y"
+
+
+def test_min_length_value_is_registered() -> None:
+    """A value of exactly MIN_SECRET_LENGTH characters is a secret."""
+    value = "Zq#k~"  # nothing else in the suite contains it
+    assert len(value) == MIN_SECRET_LENGTH
+    register_secret(value)
+    assert redact(value) == MASK
+
+
+def test_longest_secret_is_masked_whole() -> None:
+    """A secret that contains another is masked as one piece."""
+    short = unique("tok")
+    long = f"{short}-extended"
+    register_secret(short)
+    register_secret(long)
+    assert redact(f"[{long}] [{short}]") == "[***] [***]"
+
+
+def test_regex_characters_are_literal() -> None:
+    """Secrets with regex metacharacters are matched literally."""
+    secret = f"p@ss.w*rd+(1)|{uuid.uuid4().hex[:6]}"
+    register_secret(secret)
+    assert redact(f"x{secret}y") == "x***y"
+    assert redact("p@ssXw*rd") == "p@ssXw*rd"
+
+
+def test_registration_is_thread_safe() -> None:
+    """Secrets registered from many threads at once are all redacted."""
+    values = [unique(f"thread{i}") for i in range(64)]
+    threads = [threading.Thread(target=register_secret, args=(v,)) for v in values]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert redact(" ".join(values)) == " ".join([MASK] * len(values))
+
+
+def test_oldest_secrets_are_forgotten_past_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry keeps at most MAX_SECRETS values, forgetting the oldest."""
+    monkeypatch.setattr(registry, "_secrets", {})
+    monkeypatch.setattr(registry, "_pattern", None)
+    monkeypatch.setattr(registry, "MAX_SECRETS", 3)
+    values = [unique(f"evict{i}") for i in range(5)]
+    for value in values:
+        register_secret(value)
+    assert list(registry._secrets) == values[2:]
+    assert redact(values[0]) == values[0]
+    assert redact(values[4]) == MASK
+
+
+# -- redact_url -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://api.example.com/x?page=2", "https://api.example.com/x?page=2"),
+        ("https://u:p4ss@api.example.com/x", "https://api.example.com/x"),
+        ("https://user@api.example.com:8443/x", "https://api.example.com:8443/x"),
+        ("https://h/x?api_key=abc&page=2", "https://h/x?api_key=***&page=2"),
+        ("https://h/x?API_KEY=abc", "https://h/x?API_KEY=***"),
+        ("https://h/x?apikey=abc", "https://h/x?apikey=***"),
+        ("https://h/x?accessToken=abc", "https://h/x?accessToken=***"),
+        ("https://h/x?password=abc&passwd=def", "https://h/x?password=***&passwd=***"),
+        ("https://h/x?client_secret=abc", "https://h/x?client_secret=***"),
+        ("https://h/x?Authorization=abc", "https://h/x?Authorization=***"),
+        ("https://h/x?token=", "https://h/x?token=***"),
+        ("https://h/x?q=a+b&empty=", "https://h/x?q=a+b&empty="),
+        ("https://h/x?page=2#frag", "https://h/x?page=2#frag"),
+        ("https://h/x", "https://h/x"),
+    ],
+)
+def test_redact_url(url: str, expected: str) -> None:
+    """User info is dropped and sensitive query values are masked; the rest is kept."""
+    assert redact_url(url) == expected
+
+
+def test_redact_url_masks_registered_secrets_in_the_path() -> None:
+    """A registered secret anywhere in the URL is masked too."""
+    secret = unique("path")
+    register_secret(secret)
+    assert redact_url(f"https://h/session/{secret}/data?q={secret}") == (
+        "https://h/session/***/data?q=***"
+    )
+
+
+# -- hooks ----------------------------------------------------------------------------------------
+def test_hook_receives_new_secrets(received: list[str]) -> None:
+    """A hook is called with every secret registered after it was added, once each."""
+    secret = unique()
+    register_secret(secret)
+    register_secret(secret)
+    assert received.count(secret) == 1
+
+
+def test_hook_receives_already_known_secrets() -> None:
+    """Adding a hook replays the secrets registered before it."""
+    earlier = unique("earlier")
+    register_secret(earlier)
+    seen: list[str] = []
+    add_secret_hook(seen.append)
+    try:
+        assert earlier in seen
+    finally:
+        remove_secret_hook(seen.append)
+
+
+def test_hook_added_twice_is_called_once() -> None:
+    """The same hook added twice is one hook."""
+    seen: list[str] = []
+
+    def hook(value: str) -> None:
+        seen.append(value)
+
+    add_secret_hook(hook)
+    add_secret_hook(hook)
+    try:
+        secret = unique()
+        register_secret(secret)
+        assert seen.count(secret) == 1
+    finally:
+        remove_secret_hook(hook)
+
+
+def test_removed_hook_is_not_called() -> None:
+    """remove_secret_hook stops the calls; removing an unknown hook is not an error."""
+    seen: list[str] = []
+
+    def hook(value: str) -> None:
+        seen.append(value)
+
+    add_secret_hook(hook)
+    remove_secret_hook(hook)
+    remove_secret_hook(hook)
+    seen.clear()
+    register_secret(unique())
+    assert seen == []
+
+
+def test_properties_register_their_secrets(received: list[str]) -> None:
+    """Password, API key and sensitive header/payload values go to the registry and hooks."""
+    password, api_key = unique("pw"), unique("key")
+    header, payload, plain = unique("hdr"), unique("pay"), unique("plain")
+    HttpConnProperties(
+        host="https://api.example.com",
+        user="me",
+        password=password,
+        headers={"X-Session-Id": header, "X-Tenant": plain},
+        payload_kwargs={"api_token": payload, "tenant": plain},
+    )
+    HttpConnProperties(host="https://api.example.com", api_key=api_key)
+    for secret in (password, api_key, header, payload):
+        assert secret in received
+        assert redact(secret) == MASK
+    assert plain not in received
+    assert redact(plain) == plain
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "Basic", "Token"])
+def test_credential_of_an_authorization_header_is_a_secret(scheme: str) -> None:
+    """An 'Authorization: <scheme> <credential>' header registers the credential alone too."""
+    credential = unique("cred")
+    HttpConnProperties(
+        host="https://api.example.com", headers={"Authorization": f"{scheme} {credential}"}
+    )
+    assert redact(f"echoed back: {credential}") == "echoed back: ***"
+    assert redact(f"{scheme} {credential}") == MASK

@@ -1,0 +1,218 @@
+"""Fixtures of the provider tests: a private AIRFLOW_HOME, the sandbox, sandbox connections.
+
+Airflow reads ``AIRFLOW_HOME`` and its configuration when it is first imported, so the
+environment is set at the top of this module, before anything imports Airflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+import pytest
+
+from echo_connhandler.sandbox import DEMO_CREDENTIALS, Sandbox, SandboxConfig
+
+# None of the imports above imports Airflow: this runs before any Airflow import.
+AIRFLOW_HOME = tempfile.mkdtemp(prefix="echo-provider-airflow-home-")
+os.environ["AIRFLOW_HOME"] = AIRFLOW_HOME
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
+
+BAZE_API = "BazeField.Services/api"
+#: Handler settings that keep failures quick (no long backoff waits).
+QUICK = {"max_retries": 1, "max_conn_retries": 0, "retry_wait_time": 0}
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the temporary AIRFLOW_HOME at the end of the session."""
+    shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def airflow_home() -> str:
+    """The temporary AIRFLOW_HOME of this test session."""
+    return AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    """The three emulators, started once for the whole session."""
+    with Sandbox(SandboxConfig(seed=42)) as running:
+        yield running
+
+
+@pytest.fixture
+def sb(sandbox: Sandbox) -> Iterator[Sandbox]:
+    """The session's sandbox; faults and counters are reset after each test."""
+    yield sandbox
+    for name in ("bazefield", "ccee", "ons"):
+        injector = sandbox.faults(name)
+        injector.reset()
+        injector.reset_stats()
+
+
+@pytest.fixture
+def refused_port() -> int:
+    """A loopback port nothing listens on (connection refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _netloc(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    return parts.hostname, parts.port
+
+
+def connection_definitions(urls: Any) -> dict[str, str]:
+    """One Airflow connection per type, as ``AIRFLOW_CONN_*`` values, in JSON and URI form.
+
+    URI forms: the ``schema`` path part carries the scheme (``.../http``), and a host that
+    needs a path is URL-encoded whole (Airflow decodes it back into ``Connection.host``).
+    Every extra of a URI arrives in Airflow as a string.
+    """
+    baze, ons = DEMO_CREDENTIALS["bazefield"], DEMO_CREDENTIALS["ons"]
+    bz_host, bz_port = _netloc(urls.bazefield)
+    cc_host, cc_port = _netloc(urls.ccee)
+    user_pw = f"{quote(ons['user'])}:{quote(ons['password'])}"
+    baze_pw = f"{quote(baze['user'])}:{quote(baze['password'])}"
+
+    def ons_uri(base: str, **extra: str) -> str:
+        return f"ons://{user_pw}@{quote(base, safe='')}?{urlencode(extra)}"
+
+    def as_json(**fields: Any) -> str:
+        return json.dumps(fields)
+
+    ons_common = {"auth_url": urls.ons_auth_url, **QUICK}
+    return {
+        "echo_http_json": as_json(
+            conn_type="echo_http",
+            host=f"{urls.bazefield}/{BAZE_API}",
+            extra={
+                "api_key": baze["api_key"],
+                "headers": {"Accept": "application/json"},
+                "health_endpoint": "allocationTypes",
+                **QUICK,
+            },
+        ),
+        "echo_http_uri": f"echo-http://{bz_host}:{bz_port}/http?"
+        + urlencode(
+            {
+                "api_key": baze["api_key"],
+                "headers": json.dumps({"Accept": "application/json"}),
+                "health_endpoint": f"{BAZE_API}/allocationTypes",
+                "verify_ssl": "true",
+                "request_timeout": "30",
+                **{k: str(v) for k, v in QUICK.items()},
+            }
+        ),
+        "bazefield_json": as_json(
+            conn_type="bazefield",
+            host=urls.bazefield,
+            login=baze["user"],
+            password=baze["password"],
+            extra=QUICK,
+        ),
+        "bazefield_uri": f"bazefield://{baze_pw}@{bz_host}:{bz_port}/http?"
+        + urlencode({"request_timeout": "30", "concurrency": "2", **QUICK}),
+        "bazefield_key_json": as_json(
+            conn_type="bazefield", host=urls.bazefield, extra={"api_key": baze["api_key"], **QUICK}
+        ),
+        "bazefield_key_uri": f"bazefield://{bz_host}:{bz_port}/http?"
+        + urlencode({"api_key": baze["api_key"], **QUICK}),
+        "ccee_json": as_json(
+            conn_type="ccee", host=urls.ccee, extra={"concurrency": 2, "verify_ssl": True, **QUICK}
+        ),
+        "ccee_uri": f"ccee://{cc_host}:{cc_port}/http?"
+        + urlencode({"concurrency": "2", "conn_timeout": "5", **QUICK}),
+        "ons_sager_json": as_json(
+            conn_type="ons",
+            host=urls.ons_sager,
+            login=ons["user"],
+            password=ons["password"],
+            extra={"login_target": "SAGER", **ons_common},
+        ),
+        "ons_sager_uri": ons_uri(urls.ons_sager, login_target="SAGER", **ons_common),
+        "ons_sinapse_json": as_json(
+            conn_type="ons",
+            host=urls.ons_sinapse,
+            login=ons["user"],
+            password=ons["password"],
+            extra={"login_target": "SINAPSE", "profile_url": urls.ons_profile_url, **ons_common},
+        ),
+        "ons_sinapse_uri": ons_uri(
+            urls.ons_sinapse,
+            login_target="SINAPSE",
+            profile_url=urls.ons_profile_url,
+            **ons_common,
+        ),
+    }
+
+
+@dataclass(frozen=True)
+class Connections:
+    """The sandbox connections defined for a test, and a way to define more."""
+
+    ids: tuple[str, ...]
+    define: Callable[[str, dict[str, Any] | str], str]
+
+
+@pytest.fixture
+def conns(sb: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Connections:
+    """``AIRFLOW_CONN_*`` variables for every connection type (JSON and URI) on the sandbox.
+
+    ``conns.define(conn_id, value)`` adds one more: a dict is written as JSON, a str as a URI.
+    """
+
+    def define(conn_id: str, value: dict[str, Any] | str) -> str:
+        text = value if isinstance(value, str) else json.dumps(value)
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", text)
+        return conn_id
+
+    definitions = connection_definitions(sb.urls)
+    for conn_id, value in definitions.items():
+        define(conn_id, value)
+    return Connections(tuple(definitions), define)
+
+
+HookFactory = Callable[..., Any]
+
+
+@pytest.fixture
+def make_hook() -> Iterator[HookFactory]:
+    """``make_hook(hook_cls, conn_id)``: a hook whose sync client is closed after the test."""
+    made: list[Any] = []
+
+    def factory(hook_cls: type[Any], conn_id: str, **kwargs: Any) -> Any:
+        hook = hook_cls(conn_id, **kwargs)
+        made.append(hook)
+        return hook
+
+    yield factory
+    for hook in made:
+        hook.close()
+
+
+@pytest.fixture
+async def make_async_hook() -> AsyncIterator[HookFactory]:
+    """``make_async_hook(hook_cls, conn_id)``: a hook closed with ``aclose()`` after the test."""
+    made: list[Any] = []
+
+    def factory(hook_cls: type[Any], conn_id: str, **kwargs: Any) -> Any:
+        hook = hook_cls(conn_id, **kwargs)
+        made.append(hook)
+        return hook
+
+    yield factory
+    for hook in made:
+        await hook.aclose()

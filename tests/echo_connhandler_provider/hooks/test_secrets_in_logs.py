@@ -1,0 +1,250 @@
+"""No secret in the hooks' logs or exceptions; run-time tokens reach Airflow's masker."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from echo_connhandler.sandbox import DEMO_CREDENTIALS, Sandbox
+from echo_connhandler_provider.hooks import BazefieldHook, CceeHook, EchoHttpHook, OnsHook
+
+API = "BazeField.Services/api"
+BAD_PASSWORD = "wrong-secret-password-42"
+LOGGERS = ("airflow", "echo_connhandler", "echo_connhandler_provider", "httpx", "httpcore")
+
+
+class _Collector(logging.Handler):
+    """Keeps every record it sees, attached straight to the loggers of interest."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def collector(caplog: pytest.LogCaptureFixture) -> Iterator[_Collector]:
+    """DEBUG capture of the root logger (caplog) and of each named logger (own handler)."""
+    caplog.set_level(logging.DEBUG)
+    handler = _Collector()
+    saved = []
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.level))
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(handler)
+    yield handler
+    for logger, level in saved:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _record_text(record: logging.LogRecord) -> str:
+    text = record.getMessage()
+    if record.exc_info and record.exc_info[1] is not None:
+        text += "".join(traceback.format_exception(record.exc_info[1]))
+    return text
+
+
+def _exception_text(exc: BaseException) -> str:
+    parts = ["".join(traceback.format_exception(exc)), repr(exc)]
+    for attribute in ("request", "response"):
+        value = getattr(exc, attribute, None)
+        if value is not None:
+            parts.append(repr(value))
+    return "\n".join(parts)
+
+
+class _Secrets:
+    """Every secret seen during a scenario: configured ones and those obtained at run time."""
+
+    def __init__(self) -> None:
+        baze = DEMO_CREDENTIALS["bazefield"]
+        self.configured = {baze["password"], baze["api_key"], BAD_PASSWORD}
+        self.runtime: set[str] = set()
+
+    def collect(self, handler: Any) -> None:
+        auth = handler._auth
+        for name in ("_bearer", "_session_id", "_access_token", "_refresh_token"):
+            value = getattr(auth, name, None)
+            if value:
+                self.runtime.add(value)
+        jar = getattr(getattr(auth, "cookies", None), "jar", ())
+        for cookie in jar:
+            if cookie.value and len(cookie.value) >= 5:
+                self.runtime.add(cookie.value)
+
+    @property
+    def all(self) -> set[str]:
+        return self.configured | self.runtime
+
+
+def _define_bad(conns: Any, conn_id: str, **changes: Any) -> str:
+    definition = json.loads(os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"])
+    definition.update(changes)
+    return conns.define(f"{conn_id}_bad", definition)
+
+
+async def _run_scenarios(conns: Any, sb: Sandbox, secrets: _Secrets) -> list[str]:
+    """Logins, requests, re-logins and failures on every hook; returns exception texts."""
+    errors: list[str] = []
+
+    # Bazefield, user/password: login, request, expired session -> re-login, both paths.
+    baze = BazefieldHook("bazefield_json")
+    handler = baze.get_conn()
+    handler.get(f"{API}/allocationTypes")
+    secrets.collect(handler)
+    sb.faults("bazefield").expire_tokens()
+    handler.get(f"{API}/allocationTypes")
+    secrets.collect(handler)
+    baze.close()
+    abaze = BazefieldHook("bazefield_uri")
+    ahandler = await abaze.aget_conn()
+    await ahandler.async_get(f"{API}/allocationTypes")
+    secrets.collect(ahandler)
+    await abaze.aclose()
+
+    # API key on both hooks that take one, and a retried request (a warning is logged).
+    sb.faults("bazefield").script("allocationtypes", status=503)
+    key_hook = EchoHttpHook("echo_http_json", retry_wait_time=0, exponential_min_retry_wait_time=0)
+    key_hook.get_conn().get("allocationTypes")
+    key_hook.close()
+    akey = BazefieldHook("bazefield_key_uri")
+    await (await akey.aget_conn()).async_get(f"{API}/allocationTypes")
+    await akey.aclose()
+
+    # ONS: login, export, expired token -> refresh, revoked refresh token -> full login.
+    ons = OnsHook("ons_sager_json")
+    handler = ons.get_conn()
+    handler.export_sager_report("2024-01-01", "2024-01-02")
+    secrets.collect(handler)
+    sb.faults("ons").expire_tokens()
+    handler.export_sager_report("2024-01-01", "2024-01-02")
+    secrets.collect(handler)
+    sb.faults("ons").expire_tokens(refresh_tokens=True)
+    handler._auth._expires_at = 0.0  # due for a proactive refresh, which is now refused
+    handler.export_sager_report("2024-01-01", "2024-01-02")
+    secrets.collect(handler)
+    ons.close()
+    sinapse = OnsHook("ons_sinapse_uri")
+    ahandler = await sinapse.aget_conn()
+    await ahandler.async_export_sinapse("2024-01-01", "2024-01-02")
+    secrets.collect(ahandler)
+    await sinapse.aclose()
+
+    # CCEE: warm-up cookie, both paths.
+    ccee = CceeHook("ccee_json")
+    handler = ccee.get_conn()
+    handler.package_list()
+    secrets.collect(handler)
+    ccee.close()
+    accee = CceeHook("ccee_uri")
+    ahandler = await accee.aget_conn()
+    await ahandler.async_package_list()
+    secrets.collect(ahandler)
+    await accee.aclose()
+
+    # Failures: bad passwords through test_connection and through get_conn / aget_conn.
+    for conn_id, hook_cls in (("bazefield_json", BazefieldHook), ("ons_sinapse_json", OnsHook)):
+        bad = _define_bad(conns, conn_id, password=BAD_PASSWORD)
+        ok, message = hook_cls(bad).test_connection()
+        assert not ok
+        errors.append(message)
+        with pytest.raises(Exception) as sync_info:
+            hook_cls(bad).get_conn()
+        errors.append(_exception_text(sync_info.value))
+        failing = hook_cls(bad)
+        with pytest.raises(Exception) as async_info:
+            await failing.aget_conn()
+        await failing.aclose()
+        errors.append(_exception_text(async_info.value))
+    bad_key = _define_bad(conns, "bazefield_key_json", extra={"api_key": "bad-api-key-12345"})
+    secrets.configured.add("bad-api-key-12345")
+    ok, message = BazefieldHook(bad_key).test_connection()
+    assert not ok
+    errors.append(message)
+    return errors
+
+
+async def test_no_secret_in_logs_or_exceptions(
+    conns: Any,
+    sb: Sandbox,
+    collector: _Collector,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Passwords, API keys, tokens, session ids and cookies never reach logs or exceptions."""
+    secrets = _Secrets()
+    errors = await _run_scenarios(conns, sb, secrets)
+
+    # The scenarios obtained the run-time secrets they were meant to.
+    assert len(secrets.runtime) >= 8
+    records = collector.records + caplog.records
+    texts = [_record_text(r) for r in records]
+    # The capture works: httpx's request lines, httpcore's traces and the retry warning are in.
+    assert any(t.startswith("HTTP Request: POST") for t in texts)
+    assert any(r.name.startswith("httpcore") and r.levelno == logging.DEBUG for r in records)
+    assert any(
+        r.name.startswith("echo_connhandler") and r.levelno >= logging.WARNING for r in records
+    )
+    assert any("ONS token refresh answered HTTP 400" in t for t in texts)
+    outputs = capsys.readouterr()
+    haystacks = {
+        "log records": "\n".join(texts),
+        "exceptions": "\n".join(errors),
+        "stdout/stderr": outputs.out + outputs.err,
+    }
+    leaks = {
+        (where, secret[:12] + "...")
+        for where, text in haystacks.items()
+        for secret in secrets.all
+        if secret in text
+    }
+    assert not leaks
+
+
+def _assert_masked_by_airflow(secrets: set[str]) -> None:
+    from airflow.sdk.log import redact
+
+    for secret in secrets:
+        masked = redact(f"before {secret} after")
+        assert secret not in masked
+        assert masked == "before *** after"
+
+
+def test_runtime_secrets_reach_airflow_masker_on_the_sync_path(conns: Any, sb: Sandbox) -> None:
+    """Tokens, session ids and cookies from sync logins are masked by Airflow's redact() at once."""
+    secrets = _Secrets()
+    for hook in (BazefieldHook("bazefield_json"), OnsHook("ons_sager_uri"), CceeHook("ccee_json")):
+        secrets.collect(hook.get_conn())
+        hook.close()
+    assert len(secrets.runtime) >= 7  # bearer, session id, 2 cookies, 2 ONS tokens, WAF cookie
+    _assert_masked_by_airflow(secrets.runtime | {DEMO_CREDENTIALS["bazefield"]["password"]})
+
+
+async def test_runtime_secrets_reach_airflow_masker_on_the_async_path(
+    conns: Any, sb: Sandbox
+) -> None:
+    """Tokens obtained by aget_conn() (login, then a refresh) are masked by Airflow's redact()."""
+    secrets = _Secrets()
+    ons = OnsHook("ons_sinapse_json")
+    handler = await ons.aget_conn()
+    secrets.collect(handler)
+    sb.faults("ons").expire_tokens()
+    await handler.async_export_sinapse("2024-01-01", "2024-01-02")  # 401 -> refresh
+    secrets.collect(handler)
+    await ons.aclose()
+    baze = BazefieldHook("bazefield_uri")
+    secrets.collect(await baze.aget_conn())
+    await baze.aclose()
+    assert sb.faults("ons").stats["logins"] == {"password": 1, "refresh_token": 1}
+    assert len(secrets.runtime) >= 8
+    _assert_masked_by_airflow(secrets.runtime)
