@@ -26,7 +26,6 @@ import asyncio
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Generator
-from http.cookies import SimpleCookie
 
 import httpx
 
@@ -59,6 +58,16 @@ def derive_request(
     request = httpx.Request(method, url, headers=inherited, **kwargs)  # type: ignore[arg-type]
     request.extensions = dict(template.extensions)
     return request
+
+
+def _parse_cookie_header(header: str) -> dict[str, str]:
+    """``a=1; b=2`` as a dict, by hand: ``SimpleCookie`` drops values with spaces or JSON."""
+    cookies: dict[str, str] = {}
+    for part in header.split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep and name:
+            cookies[name] = value
+    return cookies
 
 
 class BearerAuth(httpx.Auth):
@@ -123,18 +132,12 @@ class SessionAuth(httpx.Auth):
         self.apply(request)
         if not self.cookies:
             return
-        merged: dict[str, str] = {}
-        existing = request.headers.get("cookie")
-        if existing:
-            parsed: SimpleCookie = SimpleCookie()
-            parsed.load(existing)
-            merged.update({name: morsel.value for name, morsel in parsed.items()})
         probe = httpx.Request(request.method, request.url)
         self.cookies.set_cookie_header(probe)
-        if "cookie" in probe.headers:
-            parsed = SimpleCookie()
-            parsed.load(probe.headers["cookie"])
-            merged.update({name: morsel.value for name, morsel in parsed.items()})
+        if "cookie" not in probe.headers:
+            return
+        merged = _parse_cookie_header(request.headers.get("cookie", ""))
+        merged.update(_parse_cookie_header(probe.headers["cookie"]))
         request.headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in merged.items())
 
     def _record(self, response: httpx.Response) -> None:

@@ -42,14 +42,32 @@ __all__ = [
 EXCERPT_CHARS = 300
 
 
+_TEXTUAL_SUBTYPES = frozenset(
+    {"json", "xml", "html", "xhtml+xml", "javascript", "x-www-form-urlencoded", "csv"}
+)
+
+
+def _is_textual(content_type: str) -> bool:
+    if not content_type:
+        return True
+    main, _, subtype = content_type.partition("/")
+    return main == "text" or subtype in _TEXTUAL_SUBTYPES or subtype.endswith(("+json", "+xml"))
+
+
 def body_excerpt(response: httpx.Response, limit: int = EXCERPT_CHARS) -> str:
     """A short, single-line, redacted excerpt of the response body (``""`` when unread)."""
     try:
-        text = response.text
+        content = response.content
     except httpx.ResponseNotRead:
         return ""
+    content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content and not _is_textual(content_type):
+        # An .xlsx or an image would put garbage into the message (httpx decodes with replace).
+        return f"<{len(content)} bytes of {content_type or 'unknown type'}>"
+    try:
+        text = response.text
     except (UnicodeDecodeError, LookupError):
-        return f"<{len(response.content)} bytes of binary content>"
+        return f"<{len(content)} bytes of undecodable text>"
     text = " ".join(redact(text).split())
     if len(text) > limit:
         text = text[:limit] + "…"

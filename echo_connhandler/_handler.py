@@ -109,9 +109,15 @@ class _Call:
     kwargs: dict[str, Any]
     accepted: frozenset[int] | None
     idempotent: bool
+    #: False for bodies that cannot be sent twice (``files=``, a generator as ``content=``).
+    replayable: bool = True
 
     @property
     def label(self) -> str:
+        return self.describe()
+
+    def describe(self) -> str:
+        """Method and redacted URL, for log lines and errors (built only when needed)."""
         return f"{self.method} {redact_url(self.url)}"
 
 
@@ -220,7 +226,7 @@ class HttpHandler:
         }
 
     def _url(self, endpoint: str) -> str:
-        if endpoint.startswith(("http://", "https://")):
+        if endpoint[:8].lower().startswith(("http://", "https://")):
             return endpoint
         return f"{self.props.host}/{endpoint.lstrip('/')}"
 
@@ -233,6 +239,16 @@ class HttpHandler:
         # json/data go into bodies; a GET/DELETE gets them only if the call itself passes one.
         if key != "params" and given is None and method not in _BODY_METHODS:
             return
+        if (
+            key == "json"
+            and given is None
+            and any(kwargs.get(k) is not None for k in ("data", "content", "files"))
+        ):
+            # httpx lets data=/content=/files= win over json=: the payload would vanish silently.
+            raise ValueError(
+                "payload_kwargs go into the json= body, but this call sends data=, content= or "
+                "files=: pass json= instead, or set payload_kwargs_key to 'data' or 'params'"
+            )
         if given is not None and not isinstance(given, Mapping):
             raise ValueError(
                 f"cannot merge payload_kwargs into {key}= of type {type(given).__name__}: "
@@ -258,7 +274,9 @@ class HttpHandler:
         self._merge_payload(method, kwargs, url)
         if idempotent is None:
             idempotent = self._is_idempotent(method, url)
-        return _Call(method, url, kwargs, _accepted_statuses(response_ok), idempotent)
+        content = kwargs.get("content")
+        replayable = kwargs.get("files") is None and isinstance(content, bytes | str | None)
+        return _Call(method, url, kwargs, _accepted_statuses(response_ok), idempotent, replayable)
 
     def _check(self, response: httpx.Response, call: _Call) -> httpx.Response:
         if call.accepted is None:  # response_ok=None: no check at all, as the guide says
@@ -390,7 +408,9 @@ class HttpHandler:
         call = self._prepare(method, endpoint, response_ok, idempotent, kwargs)
         failed: _Slot[httpx.Client] | None = None
         for attempt in self.retry_policy.sync_attempts(
-            idempotent=call.idempotent, label=call.label
+            idempotent=call.idempotent,
+            label=call.describe,
+            retries=None if call.replayable else 0,
         ):
             with attempt:
                 slot: _Slot[httpx.Client] | None = None
@@ -542,7 +562,9 @@ class HttpHandler:
         call = self._prepare(method, endpoint, response_ok, idempotent, kwargs)
         failed: _Slot[httpx.AsyncClient] | None = None
         async for attempt in self.retry_policy.async_attempts(
-            idempotent=call.idempotent, label=call.label
+            idempotent=call.idempotent,
+            label=call.describe,
+            retries=None if call.replayable else 0,
         ):
             with attempt:
                 slot: _Slot[httpx.AsyncClient] | None = None

@@ -59,6 +59,11 @@ def _check_absolute_url(name: str, value: object) -> str:
             f"{name} must be an absolute http(s) URL such as 'https://api.example.com', "
             f"got {value!r}"
         )
+    if parts.query or parts.fragment:
+        raise ValueError(
+            f"{name} must not carry a query or fragment (endpoints are appended to it), "
+            f"got {value!r}"
+        )
     try:
         parts.port  # noqa: B018 - raises ValueError on a non-numeric port
     except ValueError as exc:

@@ -31,6 +31,7 @@ import httpx
 import tenacity
 
 from echo_connhandler._exceptions import HttpResponseError, HttpStatusError, HttpTransportError
+from echo_connhandler._secrets import redact
 
 __all__ = [
     "DEFAULT_RETRY_AFTER_CAP",
@@ -93,7 +94,7 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, HttpResponseError):
         return f"HTTP {exc.status_code}"
     cause = exc.__cause__ if isinstance(exc, HttpTransportError) and exc.__cause__ else exc
-    text = str(cause).strip()
+    text = redact(str(cause).strip())
     return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
 
 
@@ -148,7 +149,9 @@ class RetryPolicy:
         return self.backoff(attempt_number)
 
     # -- tenacity ----------------------------------------------------------------------------
-    def _settings(self, *, idempotent: bool, label: str, retries: int | None) -> dict[str, Any]:
+    def _settings(
+        self, *, idempotent: bool, label: str | Callable[[], str], retries: int | None
+    ) -> dict[str, Any]:
         def wait(state: tenacity.RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             return self.wait_for(exc, state.attempt_number)
@@ -163,7 +166,7 @@ class RetryPolicy:
             exc = state.outcome.exception() if state.outcome else None
             logger.warning(
                 "Retrying %s in %.2f s (attempt %d of %d failed): %s",
-                label,
+                label() if callable(label) else label,
                 state.upcoming_sleep,
                 state.attempt_number,
                 total,
@@ -179,7 +182,7 @@ class RetryPolicy:
         }
 
     def sync_attempts(
-        self, *, idempotent: bool, label: str, retries: int | None = None
+        self, *, idempotent: bool, label: str | Callable[[], str], retries: int | None = None
     ) -> tenacity.Retrying:
         """``for attempt in policy.sync_attempts(...): with attempt: ...``.
 
@@ -191,19 +194,9 @@ class RetryPolicy:
         )
 
     def async_attempts(
-        self, *, idempotent: bool, label: str, retries: int | None = None
+        self, *, idempotent: bool, label: str | Callable[[], str], retries: int | None = None
     ) -> tenacity.AsyncRetrying:
         """``async for attempt in policy.async_attempts(...): with attempt: ...``."""
         return tenacity.AsyncRetrying(
             **self._settings(idempotent=idempotent, label=label, retries=retries)
         )
-
-
-def on_retry(callback: Callable[[], None]) -> Callable[[tenacity.RetryCallState], None]:
-    """Adapt a no-argument callback to tenacity's ``before`` hook signature."""
-
-    def hook(state: tenacity.RetryCallState) -> None:
-        if state.attempt_number > 1:
-            callback()
-
-    return hook

@@ -149,3 +149,19 @@ def test_profile_selection_error_is_caught_as_value_error() -> None:
     """Code that catches ValueError catches ProfileSelectionError."""
     with pytest.raises(ValueError, match="choose"):
         raise ProfileSelectionError("choose a profile")
+
+
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def test_binary_body_is_summarised_not_dumped() -> None:
+    """An .xlsx body shows as its size and type, not as decoded garbage."""
+    request = httpx.Request("POST", "https://svc.test/export")
+    content = b"PK\x03\x04" + bytes(range(256)) * 4
+    response = httpx.Response(
+        500,
+        content=content,
+        headers={"content-type": XLSX},
+        request=request,
+    )
+    assert body_excerpt(response) == f"<{len(content)} bytes of {XLSX}>"

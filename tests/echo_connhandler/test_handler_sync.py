@@ -574,3 +574,37 @@ def test_client_swapped_by_another_thread_is_not_closed_under_a_request(
     assert handler._sync_slot is not first
     assert first is not None
     assert first.client.is_closed
+
+
+# -- review fixes ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("body", [{"data": {"a": "1"}}, {"content": b"raw"}])
+def test_payload_kwargs_json_with_another_body_is_a_clear_error(
+    make_handler: Any, body: dict[str, Any]
+) -> None:
+    """payload_kwargs for json= cannot silently vanish behind data=/content=."""
+    handler = make_handler(payload_kwargs={"api_token": "xyzzy"}, payload_kwargs_key="json")
+    with pytest.raises(ValueError, match="payload_kwargs go into the json= body"):
+        handler.post("echo", **body)
+
+
+def test_full_url_scheme_is_case_insensitive(make_handler: Any, server: Any) -> None:
+    """``HTTP://...`` is a full URL, not an endpoint appended to the host."""
+    handler = make_handler()
+    url = server.url.replace("http://", "HTTP://") + "/echo"
+    assert handler.get(url).json()["path"] == "/echo"
+
+
+def test_files_upload_is_not_replayed(make_handler: Any, key: str, server: Any) -> None:
+    """A body that cannot be sent twice (files=) gets one attempt, even on a 503."""
+    handler = make_handler(max_retries=5)
+    with pytest.raises(HttpStatusError) as info:
+        handler.post(f"flaky/{key}/3", files={"f": ("a.txt", b"abc")})
+    assert info.value.status_code == 503
+    assert server.hits(key) == 1
+
+
+def test_replayable_post_is_retried_on_503(make_handler: Any, key: str, server: Any) -> None:
+    """The same POST with a bytes body is replayed on 503 (the server did not act)."""
+    handler = make_handler(max_retries=5)
+    assert handler.post(f"flaky/{key}/2", content=b"abc").status_code == 200
+    assert server.hits(key) == 3

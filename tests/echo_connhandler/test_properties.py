@@ -325,3 +325,10 @@ def test_ons_repr_hides_password_and_shows_target() -> None:
     assert "ons-secret-password" not in text
     assert "login_target='SINAPSE'" in text
     assert f"auth_url='{DEFAULT_ONS_AUTH_URL}'" in text
+
+
+@pytest.mark.parametrize("host", ["https://h/base?x=1", "https://h/base#frag"])
+def test_host_with_query_or_fragment_is_rejected(host: str) -> None:
+    """Endpoints are appended to the host, so a query or fragment there is an error."""
+    with pytest.raises(ValueError, match="host must not carry a query or fragment"):
+        HttpConnProperties(host=host)
