@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint types unit docs bench clean
+.PHONY: venv demo e2e test lint types unit docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m echo_connhandler_provider.demo
+
+# The end-to-end run inside the test command: the main job, output kept out of the tree.
+e2e: $(STAMP)
+	$(BIN)/python -m echo_connhandler_provider.demo --output "$$(mktemp -d)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -32,7 +36,7 @@ unit: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q
 
-test: lint types unit docs
+test: lint types unit e2e docs
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
