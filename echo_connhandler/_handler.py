@@ -196,8 +196,12 @@ class HttpHandler:
 
     # -- what subclasses customise (no I/O) ---------------------------------------------------
     def _build_auth(self) -> httpx.Auth | None:
-        """The auth flow shared by both clients; the base handler knows only the API key."""
-        return BearerAuth(self.props.api_key) if self.props.api_key else None
+        """The auth flow shared by both clients: API key as Bearer, or HTTP Basic."""
+        if self.props.api_key:
+            return BearerAuth(self.props.api_key)
+        if self.props.user is not None and self.props.password is not None:
+            return httpx.BasicAuth(self.props.user, self.props.password)
+        return None
 
     def _ssl_context(self) -> ssl.SSLContext:
         return ssl_context(self.props.verify_ssl)
@@ -289,7 +293,7 @@ class HttpHandler:
         return response
 
     @staticmethod
-    def _transport_error(call: _Call, exc: httpx.TransportError) -> HttpTransportError:
+    def _transport_error(call: _Call, exc: httpx.RequestError) -> HttpTransportError:
         cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         try:
             request: httpx.Request | None = exc.request
@@ -322,7 +326,7 @@ class HttpHandler:
                 with attempt:
                     try:
                         auth.sync_connect(slot.client)
-                    except httpx.TransportError as exc:
+                    except httpx.RequestError as exc:
                         raise self._transport_error(self._connect_call, exc) from exc
         except BaseException:
             # A failed login or warm-up leaves no half-open client behind.
@@ -381,7 +385,7 @@ class HttpHandler:
             slot.in_flight += 1
         try:
             return slot, slot.client.request(call.method, call.url, **call.kwargs)
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:
             raise self._transport_error(call, exc) from exc
         finally:
             with self._sync_lock:
@@ -488,7 +492,7 @@ class HttpHandler:
                 with attempt:
                     try:
                         await auth.async_connect(slot.client)
-                    except httpx.TransportError as exc:
+                    except httpx.RequestError as exc:
                         raise self._transport_error(self._connect_call, exc) from exc
         except BaseException:
             self._async_slot = None
@@ -542,7 +546,7 @@ class HttpHandler:
         slot.in_flight += 1
         try:
             return slot, await slot.client.request(call.method, call.url, **call.kwargs)
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:
             raise self._transport_error(call, exc) from exc
         finally:
             slot.in_flight -= 1

@@ -1,10 +1,10 @@
 """Local emulators of Bazefield, CCEE Dados Abertos and ONS, for tests, demos and benchmarks.
 
-Each service of /work/shared/reference/services.md is emulated by a starlette ASGI app that
-reproduces the documented behaviours and quirks (Bazefield's HTML preview page and errors inside
-HTTP 200, the CCEE WAF and CKAN's 32 000-row cap, ONS's POP token flow, xlsx and CSV exports);
-see the docstrings of ``_bazefield``, ``_ccee`` and ``_ons`` for the details. :class:`Sandbox`
-serves the three on loopback ports from a background thread::
+Each service of the project's reference notes (``services.md``) is emulated by a starlette
+ASGI app that reproduces the documented behaviours and quirks (Bazefield's HTML preview page
+and errors inside HTTP 200, the CCEE WAF and CKAN's 32 000-row cap, ONS's POP token flow,
+xlsx and CSV exports); see the docstrings of ``_bazefield``, ``_ccee`` and ``_ons`` for the
+details. :class:`Sandbox` serves the three on loopback ports from a background thread::
 
     from echo_connhandler.sandbox import DEMO_CREDENTIALS, Sandbox, SandboxConfig
 

@@ -43,11 +43,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = [
     "ADMIN_PREFIX",
+    "FaultDecision",
     "FaultInjector",
     "FaultMiddleware",
     "InjectedDrop",
     "SandboxStats",
     "admin_routes",
+    "default_error_body",
 ]
 
 #: Paths under this prefix are admin endpoints: no faults, no auth, no WAF, not counted.

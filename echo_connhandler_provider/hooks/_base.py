@@ -155,7 +155,7 @@ class HandlerHook(BaseHook, Generic[HandlerT]):
     async def _aload_settings(self) -> ConnectionSettings:
         if self._settings is None:
             conn = await self.aget_connection(self.conn_id)
-            extra = await conn.aextra_dejson() if hasattr(conn, "aextra_dejson") else {}
+            extra = await conn.aextra_dejson()  # Airflow >= 3.3.2: never block the loop
             self._settings = self._settings_from(conn, extra)
         return self._settings
 

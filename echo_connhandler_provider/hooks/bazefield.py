@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from echo_connhandler import BazeHttpHandler
-from echo_connhandler._bazefield import API_ROOT
+from echo_connhandler._bazefield import bazefield_api_root
 from echo_connhandler_provider.hooks._base import HandlerHook
 
 __all__ = ["BazefieldHook"]
@@ -22,5 +22,6 @@ class BazefieldHook(HandlerHook[BazeHttpHandler]):
     handler_class = BazeHttpHandler
 
     def _probe(self, handler: BazeHttpHandler) -> str:
-        response = handler.get(f"{API_ROOT}/allocationTypes")
+        # A full URL: the host may be the tenant root or the API root itself.
+        response = handler.get(f"{bazefield_api_root(handler.props.host)}/allocationTypes")
         return f"login and allocationTypes read (HTTP {response.status_code})"

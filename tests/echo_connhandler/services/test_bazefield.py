@@ -298,3 +298,25 @@ async def test_login_error_inside_http_200_is_authentication_error(
     with pytest.raises(AuthenticationError, match="Bazefield login refused"):
         await connect(BazeHttpHandler, login_props(sb))
     assert hits(sb, "auth/baze") == 1
+
+
+async def test_bad_api_key_is_rejected_once(sb: Sandbox, connect: Connect, call: Call) -> None:
+    """A refused API key is a 401 raised at once: there is nothing to log in to again."""
+    props = HttpConnProperties(host=sb.urls.bazefield, api_key="not-the-api-key-7731")
+    handler = await connect(BazeHttpHandler, props)
+    with pytest.raises(HttpStatusError) as caught:
+        await call(handler, "get", f"{API}/allocationTypes")
+    assert caught.value.status_code == 401
+    assert "not-the-api-key-7731" not in str(caught.value)
+    assert hits(sb, "allocationtypes") == 1
+
+
+async def test_sync_login_serves_the_async_client(
+    sb: Sandbox, fast: dict[str, Any], handlers: Callable[..., Any]
+) -> None:
+    """The login done by the sync connect also authenticates async calls: one login."""
+    handler = handlers(BazeHttpHandler(login_props(sb), **fast))
+    response = await handler.async_get(f"{API}/allocationTypes")
+    assert response.status_code == 200
+    assert handler.get(f"{API}/allocationTypes").status_code == 200
+    assert logins(sb) == 1

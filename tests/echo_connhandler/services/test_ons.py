@@ -105,7 +105,7 @@ async def test_export_sager_report(sb: Sandbox, connect: Connect, call: Call) ->
     handler = await connect(OnsHttpHandler, sager(sb))
     content = await call(handler, "export_sager_report", "2024-01-01", "2024-01-03")
     assert content[:2] == b"PK"
-    sheet = openpyxl.load_workbook(io.BytesIO(content), read_only=True).active
+    sheet = openpyxl.load_workbook(io.BytesIO(content)).active
     rows = list(sheet.iter_rows(values_only=True))
     assert rows[0][:5] == ("Data", "Agente", "Conjunto", "Usina", "Fonte")
     assert rows[0][5] == "Potência Instalada (MW)"
@@ -240,6 +240,17 @@ async def test_federation_page_failure_is_tolerated(
     handler = await connect(OnsHttpHandler, sager(sb))
     assert stats(sb)["faults"] == {"error": 1}
     assert logins(sb) == {"password": 1}
+    assert (await call(handler, "export_sager_report", "2024-01-01", "2024-01-01"))[:2] == b"PK"
+
+
+async def test_rate_limited_token_endpoint_is_retried(
+    sb: Sandbox, connect: Connect, call: Call
+) -> None:
+    """A 429 (Retry-After 0) on the password grant is retried; the login then succeeds."""
+    sb.faults("ons").script("oauth2/token", retry_after=0)
+    handler = await connect(OnsHttpHandler, sager(sb))
+    assert logins(sb) == {"password": 1}
+    assert hits(sb, TOKEN) == 2
     assert (await call(handler, "export_sager_report", "2024-01-01", "2024-01-01"))[:2] == b"PK"
 
 
