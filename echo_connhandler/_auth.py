@@ -166,27 +166,29 @@ class SessionAuth(httpx.Auth):
         if self.cookies:
             self.cookies.set_cookie_header(request)
 
+    def _login_due(self, rejected: int | None) -> bool:
+        """Log in now? On the first pass: when no usable credential is held. After a rejection
+        of a request sent under login ``rejected``: unless someone logged in again since."""
+        return self.needs_login() if rejected is None else self.generation == rejected
+
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
-        if self.needs_login():
-            with self._thread_lock:
-                if self.needs_login():
-                    yield from self._sync_login(request)
-        seen = self.generation
-        self._prepare(request)
-        response = yield request
-        if not self.is_rejected(response):
-            return
-        with self._thread_lock:
-            if self.generation == seen:
-                self.invalidate()
-                yield from self._sync_login(request)
-        self._prepare(request)
-        response = yield request
-        if self.is_rejected(response):
-            response.read()
-            self.on_still_rejected(response)
+        rejected: int | None = None
+        for _ in range(2):  # the request, and once more after a re-login if it is rejected
+            if self._login_due(rejected):
+                with self._thread_lock:
+                    if self._login_due(rejected):
+                        if rejected is not None:
+                            self.invalidate()
+                        yield from self._sync_login(request)
+            rejected = self.generation
+            self._prepare(request)
+            response = yield request
+            if not self.is_rejected(response):
+                return
+        response.read()
+        self.on_still_rejected(response)
 
     def sync_connect(self, client: httpx.Client) -> None:
         """Log in through ``client`` now, unless a usable credential is held already."""
@@ -224,36 +226,27 @@ class SessionAuth(httpx.Auth):
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        if self.needs_login():
-            async with self._async_lock():
-                if self.needs_login():
-                    login = self._async_login(request)
-                    try:
-                        step = await anext(login)
-                        while True:
-                            step = await login.asend((yield step))
-                    except StopAsyncIteration:
-                        pass
-        seen = self.generation
-        self._prepare(request)
-        response = yield request
-        if not self.is_rejected(response):
-            return
-        async with self._async_lock():
-            if self.generation == seen:
-                self.invalidate()
-                login = self._async_login(request)
-                try:
-                    step = await anext(login)
-                    while True:
-                        step = await login.asend((yield step))
-                except StopAsyncIteration:
-                    pass
-        self._prepare(request)
-        response = yield request
-        if self.is_rejected(response):
-            await response.aread()
-            self.on_still_rejected(response)
+        rejected: int | None = None
+        for _ in range(2):  # the request, and once more after a re-login if it is rejected
+            if self._login_due(rejected):
+                async with self._async_lock():
+                    if self._login_due(rejected):
+                        if rejected is not None:
+                            self.invalidate()
+                        login = self._async_login(request)
+                        try:
+                            step = await anext(login)
+                            while True:
+                                step = await login.asend((yield step))
+                        except StopAsyncIteration:
+                            pass
+            rejected = self.generation
+            self._prepare(request)
+            response = yield request
+            if not self.is_rejected(response):
+                return
+        await response.aread()
+        self.on_still_rejected(response)
 
     async def async_connect(self, client: httpx.AsyncClient) -> None:
         """Log in through ``client`` now, unless a usable credential is held already."""

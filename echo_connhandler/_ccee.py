@@ -106,8 +106,9 @@ class CceeWafAuth(SessionAuth):
         if not _is_html(response):
             return False
         path = response.request.url.path
-        # HTML anywhere with 403, or HTML where the API or a download was expected.
-        return response.status_code == 403 or path.startswith(("/api/", "/datastore/"))
+        # HTML anywhere with 403, or HTML where the API or a download was expected (the host
+        # may carry a path prefix behind a proxy, hence "in", not "startswith").
+        return response.status_code == 403 or "/api/" in path or "/datastore/" in path
 
     def invalidate(self) -> None:
         self._warmed = False

@@ -21,6 +21,7 @@ import re
 from typing import Any, ClassVar, Generic, TypeVar
 
 from airflow.sdk import BaseHook
+from airflow.sdk._shared.secrets_masker import _secrets_masker as _local_masker
 from airflow.sdk.log import amask_secret, mask_secret
 
 from echo_connhandler import (
@@ -52,7 +53,10 @@ def _mask_for_airflow(secret: str) -> None:
         mask_secret(secret)
         return
     # In a trigger (or any coroutine) the sync variant may talk to the supervisor with a
-    # blocking call; the async variant is the one made for the event loop (airflow.md).
+    # blocking call; the async variant is the one made for the event loop (airflow.md). The
+    # process's own masker learns the value now, before anything can log it; the task only
+    # tells the supervisor.
+    _local_masker().add_mask(secret)
     task = loop.create_task(amask_secret(secret))
     _pending_masks.add(task)
     task.add_done_callback(_pending_masks.discard)

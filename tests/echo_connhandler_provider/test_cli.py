@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -66,14 +65,18 @@ def cli_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def providers_cli(cli_home: Path) -> Iterator[dict[str, subprocess.CompletedProcess[str]]]:
-    """The ``airflow providers ...`` commands, run once, concurrently."""
+def providers_cli(cli_home: Path) -> dict[str, subprocess.CompletedProcess[str]]:
+    """The ``airflow providers ...`` commands, run once: the first alone, then the rest at once.
+
+    The first run writes airflow.cfg into the fresh home; the others only read it.
+    """
     env = _cli_env(cli_home)
-    with ThreadPoolExecutor(max_workers=len(PROVIDER_COMMANDS)) as pool:
-        futures = {
-            name: pool.submit(_airflow, args, env) for name, args in PROVIDER_COMMANDS.items()
-        }
-        yield {name: future.result() for name, future in futures.items()}
+    first, *others = PROVIDER_COMMANDS
+    results = {first: _airflow(PROVIDER_COMMANDS[first], env)}
+    with ThreadPoolExecutor(max_workers=len(others)) as pool:
+        futures = {name: pool.submit(_airflow, PROVIDER_COMMANDS[name], env) for name in others}
+        results.update({name: future.result() for name, future in futures.items()})
+    return results
 
 
 def _json(result: subprocess.CompletedProcess[str]) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from typing import Any
 
 import pytest
@@ -242,8 +243,6 @@ def test_test_connection_succeeds(conns: Any, sb: Sandbox, conn_id: str) -> None
 
 def _with(conns: Any, conn_id: str, **changes: Any) -> str:
     """Define ``<conn_id>_changed``: a copy of a JSON sandbox connection with changes."""
-    import os
-
     definition = json.loads(os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"])
     extra = changes.pop("extra", {})
     definition.update(changes)
@@ -265,6 +264,14 @@ def test_test_connection_bad_password(conns: Any, sb: Sandbox, conn_id: str) -> 
         if path.endswith(("/oauth2/token", "/auth/baze"))
     )
     assert token_requests == 1
+
+
+def test_test_connection_with_api_root_as_host(conns: Any, sb: Sandbox) -> None:
+    """A Bazefield host given as the API root itself also passes the test."""
+    changed = _with(conns, "bazefield_json", host=f"{sb.urls.bazefield}/{API}")
+    ok, message = BazefieldHook(changed).test_connection()
+    assert ok, message
+    assert message.endswith("login and allocationTypes read (HTTP 200)")
 
 
 def test_test_connection_bad_api_key(conns: Any, sb: Sandbox) -> None:
