@@ -23,9 +23,17 @@ from echo_connhandler._handler import HttpHandler, expect_json
 from echo_connhandler._ons import OnsHttpHandler, OnsOAuth2, profile_header_value
 from echo_connhandler._properties import HttpConnProperties, OnsHttpConnProperties
 from echo_connhandler._retry import RetryPolicy
-from echo_connhandler._secrets import add_secret_hook, redact, register_secret, remove_secret_hook
+from echo_connhandler._secrets import (
+    add_secret_hook,
+    install_log_redaction,
+    redact,
+    register_secret,
+    remove_secret_hook,
+)
 
 __version__ = "0.1.0"
+
+install_log_redaction()
 
 __all__ = [
     "ApiError",

@@ -9,12 +9,20 @@ Airflow's task logs mask them too, without this package importing Airflow.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["add_secret_hook", "redact", "redact_url", "register_secret", "remove_secret_hook"]
+__all__ = [
+    "add_secret_hook",
+    "install_log_redaction",
+    "redact",
+    "redact_url",
+    "register_secret",
+    "remove_secret_hook",
+]
 
 #: What replaces a secret in messages and logs.
 MASK = "***"
@@ -94,3 +102,51 @@ def redact_url(url: str) -> str:
         ]
         query = urlencode(pairs, safe=MASK)
     return redact(urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment)))
+
+
+#: ``(b'<header>', b'<value>')`` pairs of httpcore traces whose header carries a credential.
+_SENSITIVE_HEADER = re.compile(
+    r"""(\(b(['"])[^'"]*(?:cookie|auth|token|secret|key|session|ss-id|ss-pid)[^'"]*\2, b)"""
+    r"""(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""",
+    re.IGNORECASE,
+)
+
+
+class _RedactingFilter(logging.Filter):
+    """Masks secrets in records of the HTTP stack's own loggers.
+
+    httpcore's DEBUG traces print raw headers, ``Set-Cookie`` (session ids, WAF cookies)
+    included, *before* the handler has read the response and registered them; httpx's INFO line
+    prints URLs whose query may hold a ``payload_kwargs`` token. Credential header values are
+    masked by name, everything registered by value.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = redact(_SENSITIVE_HEADER.sub(r"\1'***'", message))
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
+
+
+_FILTER = _RedactingFilter()
+HTTP_STACK_LOGGERS = (
+    "httpx",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "httpcore.socks",
+    "httpcore.connection",
+)
+
+
+def install_log_redaction() -> None:
+    """Add the redacting filter to the httpx/httpcore loggers (idempotent; done on import).
+
+    A logger's filters run only for records it emits, so this costs nothing unless those
+    loggers are enabled.
+    """
+    for name in HTTP_STACK_LOGGERS:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)

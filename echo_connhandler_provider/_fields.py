@@ -44,6 +44,9 @@ class ExtraField:
     secret: bool = False
     minimum: float | None = None
     required: bool = False
+    #: For JSON objects whose values must be text (HTTP headers): numbers and booleans are
+    #: turned into text, anything else is an error naming the key.
+    text_values: bool = False
 
     def form_entry(self) -> dict[str, Any]:
         """This field as a ``conn-fields`` entry (a JSON schema for the React form)."""
@@ -71,6 +74,8 @@ class ExtraField:
                 raise ValueError(f"{where}: must be >= {self.minimum:g}, got {value!r}")
         elif self.type == "object":
             value = _to_object(where, raw)
+            if self.text_values:
+                value = {str(k): _to_text(f"{where}, key {k!r}", v) for k, v in value.items()}
         elif not isinstance(raw, str):
             raise ValueError(f"{where}: expected text, got {type(raw).__name__}")
         if self.enum is not None and value not in self.enum:
@@ -103,6 +108,16 @@ def _to_number(where: str, raw: Any, *, integer: bool) -> float | int:
             raise ValueError(f"{where}: expected a whole number, got {raw!r}")
         return int(value)
     return value
+
+
+def _to_text(where: str, raw: Any) -> str:
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if isinstance(raw, int | float):
+        return str(raw)
+    raise ValueError(f"{where}: expected text, got {type(raw).__name__}")
 
 
 def _to_object(where: str, raw: Any) -> dict[str, Any]:
@@ -152,7 +167,11 @@ _TRANSPORT = (
         True,
     ),
     ExtraField(
-        "headers", "Headers", 'Extra HTTP headers, a JSON object: {"X-Tenant": "echo"}.', "object"
+        "headers",
+        "Headers",
+        'Extra HTTP headers, a JSON object: {"X-Tenant": "echo"}.',
+        "object",
+        text_values=True,
     ),
 )
 _PAYLOAD = (

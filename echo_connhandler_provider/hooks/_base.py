@@ -8,16 +8,13 @@ sync connection opened). Both return the same handler, so a login happens once p
 
 Secrets: every secret the handler library registers (passwords, API keys, and the tokens and
 session ids obtained at run time) is passed to Airflow's secrets masker (``mask_secret``), so
-task logs never show them. httpcore's DEBUG traces print raw response headers, ``Set-Cookie``
-(session ids, WAF cookies) included, before any of them can be registered: a filter on its
-loggers masks the values of credential-bearing headers in those traces.
+task logs never show them. (The library itself masks credential headers in httpx/httpcore
+log records: see :func:`echo_connhandler._secrets.install_log_redaction`.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import re
 from typing import Any, ClassVar, Generic, TypeVar
 
 from airflow.sdk import BaseHook
@@ -63,29 +60,6 @@ def _mask_for_airflow(secret: str) -> None:
 
 
 add_secret_hook(_mask_for_airflow)
-
-#: ``(b'<header>', b'<value>')`` pairs of httpcore traces whose header carries a credential.
-_SENSITIVE_HEADER = re.compile(
-    r"""(\(b(['"])[^'"]*(?:cookie|auth|token|secret|key|session|ss-id|ss-pid)[^'"]*\2, b)"""
-    r"""(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""",
-    re.IGNORECASE,
-)
-
-
-class _MaskHeaderValues(logging.Filter):
-    """Mask credential header values (``Set-Cookie``...) in httpcore's DEBUG traces."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        masked = _SENSITIVE_HEADER.sub(r"\1'***'", message)
-        if masked != message:
-            record.msg, record.args = masked, ()
-        return True
-
-
-_HEADER_FILTER = _MaskHeaderValues()
-for _name in ("httpcore.http11", "httpcore.http2", "httpcore.proxy", "httpcore.socks"):
-    logging.getLogger(_name).addFilter(_HEADER_FILTER)
 
 
 def describe_failure(exc: BaseException) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -216,3 +218,22 @@ def test_credential_of_an_authorization_header_is_a_secret(scheme: str) -> None:
     )
     assert redact(f"echoed back: {credential}") == "echoed back: ***"
     assert redact(f"{scheme} {credential}") == MASK
+
+
+def test_http_stack_log_records_are_redacted(
+    caplog: pytest.LogCaptureFixture, make_handler: Any
+) -> None:
+    """httpx's request line and httpcore's header traces never show a registered secret."""
+    token = "payload-token-in-query-123"
+    handler = make_handler(payload_kwargs={"api_token": token}, payload_kwargs_key="params")
+    with (
+        caplog.at_level(logging.DEBUG, logger="httpx"),
+        caplog.at_level(logging.DEBUG, logger="httpcore"),
+    ):
+        handler.get("cookie/session/session-value-abc123")
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("HTTP Request" in m for m in messages)  # the capture did see httpx's line
+    assert any("set-cookie" in m.lower() for m in messages)  # and httpcore's header trace
+    assert not any(token in m for m in messages)
+    # The cookie value is in the request path (httpx's line) but never in a header trace.
+    assert not any("session-value-abc123" in m for m in messages if "set-cookie" in m.lower())

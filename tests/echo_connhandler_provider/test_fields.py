@@ -300,3 +300,33 @@ def test_ccee_custom_host_wins_over_default() -> None:
     assert settings("ccee", host="mirror.example", schema="http").properties["host"] == (
         "http://mirror.example"
     )
+
+
+def test_header_numbers_and_booleans_become_text() -> None:
+    """A JSON connection's headers may hold numbers; they are sent as text."""
+    settings = build_settings(
+        "echo_http",
+        conn_id="num_headers",
+        host="https://api.example.com",
+        schema=None,
+        port=None,
+        login=None,
+        password=None,
+        extra={"headers": {"X-Num": 1, "X-Flag": True}},
+    )
+    assert settings.properties["headers"] == {"X-Num": "1", "X-Flag": "true"}
+
+
+def test_header_with_nested_value_names_connection_and_key() -> None:
+    """A nested header value is an error naming the connection and the header."""
+    with pytest.raises(ValueError, match=r"'bad_headers'.*'headers'.*'X-Obj'"):
+        build_settings(
+            "echo_http",
+            conn_id="bad_headers",
+            host="https://api.example.com",
+            schema=None,
+            port=None,
+            login=None,
+            password=None,
+            extra={"headers": {"X-Obj": {"a": 1}}},
+        )
