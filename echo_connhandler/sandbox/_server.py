@@ -207,6 +207,7 @@ class Sandbox:
                     self._apps[name],
                     host=self._config.host,
                     log_config=None,
+                    log_level="warning",  # start/stop chatter would drown the demo's table
                     access_log=False,
                     lifespan="off",
                     ws="none",
