@@ -49,6 +49,8 @@ logger = logging.getLogger("echo_connhandler")
 
 ResponseOk = int | Collection[int] | None
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# For a payload in json=/data=: the body arguments httpx would prefer to it, or drop for it.
+_BODY_RIVALS = {"json": ("data", "content", "files"), "data": ("json", "content")}
 
 ClientT = TypeVar("ClientT", httpx.Client, httpx.AsyncClient)
 
@@ -84,6 +86,12 @@ def expect_json(response: httpx.Response) -> Any:
         raise UnexpectedContentError.from_response(
             response, f"expected JSON, got undecodable content ({content_type or 'no type'})"
         ) from exc
+
+
+def _raise_error(outcome: httpx.Response | BaseException) -> httpx.Response:
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
 
 def _accepted_statuses(response_ok: ResponseOk) -> frozenset[int] | None:
@@ -234,36 +242,45 @@ class HttpHandler:
             return endpoint
         return f"{self.props.host}/{endpoint.lstrip('/')}"
 
-    def _merge_payload(self, method: str, kwargs: dict[str, Any], url: str = "") -> None:
+    def _merge_payload(self, method: str, kwargs: dict[str, Any]) -> None:
         payload = self.props.payload_kwargs
         if not payload:
             return
         key = self.props.payload_kwargs_key
         given = kwargs.get(key)
         # json/data go into bodies; a GET/DELETE gets them only if the call itself passes one.
-        if key != "params" and given is None and method not in _BODY_METHODS:
-            return
-        if (
-            key == "json"
-            and given is None
-            and any(kwargs.get(k) is not None for k in ("data", "content", "files"))
-        ):
-            # httpx lets data=/content=/files= win over json=: the payload would vanish silently.
+        if key == "params" or (given is None and method not in _BODY_METHODS):
+            return  # params: see _merge_params
+        # httpx encodes one body: content= beats files=/data=, which beat json=. A payload (or
+        # the caller's own body) that httpx would drop is an error, never a silent loss.
+        clash = [k for k in _BODY_RIVALS[key] if kwargs.get(k) is not None]
+        if clash:
             raise ValueError(
-                "payload_kwargs go into the json= body, but this call sends data=, content= or "
-                "files=: pass json= instead, or set payload_kwargs_key to 'data' or 'params'"
+                f"payload_kwargs go into the {key}= body, but this call also sends "
+                f"{', '.join(k + '=' for k in clash)}: httpx would drop one of them. Send the "
+                f"body as {key}=, or set payload_kwargs_key to another place"
             )
         if given is not None and not isinstance(given, Mapping):
             raise ValueError(
                 f"cannot merge payload_kwargs into {key}= of type {type(given).__name__}: "
                 f"pass {key}= as a mapping, or set payload_kwargs_key to another place"
             )
-        if key == "params" and "?" in url:
-            # httpx's params= replaces the URL's query: keep a query written in the endpoint.
-            merged = httpx.QueryParams(payload).merge(httpx.URL(url).params)
-            kwargs[key] = merged.merge(given) if given else merged
-        else:
-            kwargs[key] = {**payload, **(given or {})}
+        kwargs[key] = {**payload, **(given or {})}
+
+    def _merge_params(self, url: str, kwargs: dict[str, Any]) -> None:
+        """Query = payload_kwargs (if they go to params) < the endpoint's own query < params=.
+
+        httpx's ``params=`` would *replace* a query written in the endpoint: merge instead.
+        """
+        payload = self.props.payload_kwargs if self.props.payload_kwargs_key == "params" else None
+        given = kwargs.get("params")
+        in_url = "?" in url
+        if not payload and (given is None or not in_url):
+            return
+        merged = httpx.QueryParams(payload or {})
+        if in_url:
+            merged = merged.merge(httpx.URL(url).params)
+        kwargs["params"] = merged.merge(given) if given is not None else merged
 
     def _prepare(
         self,
@@ -275,7 +292,8 @@ class HttpHandler:
     ) -> _Call:
         method = method.upper()
         url = self._url(endpoint)
-        self._merge_payload(method, kwargs, url)
+        self._merge_payload(method, kwargs)
+        self._merge_params(url, kwargs)
         if idempotent is None:
             idempotent = self._is_idempotent(method, url)
         content = kwargs.get("content")
@@ -378,15 +396,19 @@ class HttpHandler:
             return self._sync_slot
 
     def _send_sync(
-        self, call: _Call, failed: _Slot[httpx.Client] | None
-    ) -> tuple[_Slot[httpx.Client], httpx.Response]:
+        self, call: _Call, used: _Slot[httpx.Client] | None
+    ) -> tuple[_Slot[httpx.Client], httpx.Response | BaseException]:
+        """One attempt. Returns the client slot it used (so that a retry replaces exactly that
+        client, not one another caller has just swapped in) and the response or the error."""
         with self._sync_lock:  # take and count at once: a swap cannot close it in between
-            slot = self._sync_client_slot(failed)
+            slot = self._sync_client_slot(used)
             slot.in_flight += 1
         try:
             return slot, slot.client.request(call.method, call.url, **call.kwargs)
         except httpx.RequestError as exc:
-            raise self._transport_error(call, exc) from exc
+            error = self._transport_error(call, exc)
+            error.__cause__ = exc
+            return slot, error
         finally:
             with self._sync_lock:
                 slot.in_flight -= 1
@@ -410,19 +432,15 @@ class HttpHandler:
         for retry decisions (POST/PATCH are not replayed after they may have reached the server).
         """
         call = self._prepare(method, endpoint, response_ok, idempotent, kwargs)
-        failed: _Slot[httpx.Client] | None = None
+        used: _Slot[httpx.Client] | None = None
         for attempt in self.retry_policy.sync_attempts(
             idempotent=call.idempotent,
             label=call.describe,
             retries=None if call.replayable else 0,
         ):
             with attempt:
-                slot: _Slot[httpx.Client] | None = None
-                try:
-                    slot, response = self._send_sync(call, failed)
-                    return self._check(response, call)
-                finally:
-                    failed = self._sync_slot if slot is None else slot
+                used, outcome = self._send_sync(call, used)
+                return self._check(_raise_error(outcome), call)
         raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover
 
     def get(self, endpoint: str, *, response_ok: ResponseOk = 200, **kwargs: Any) -> httpx.Response:
@@ -540,14 +558,17 @@ class HttpHandler:
             return self._async_slot
 
     async def _send_async(
-        self, call: _Call, failed: _Slot[httpx.AsyncClient] | None
-    ) -> tuple[_Slot[httpx.AsyncClient], httpx.Response]:
-        slot = await self._async_client_slot(failed)
+        self, call: _Call, used: _Slot[httpx.AsyncClient] | None
+    ) -> tuple[_Slot[httpx.AsyncClient], httpx.Response | BaseException]:
+        """The async :meth:`_send_sync`."""
+        slot = await self._async_client_slot(used)
         slot.in_flight += 1
         try:
             return slot, await slot.client.request(call.method, call.url, **call.kwargs)
         except httpx.RequestError as exc:
-            raise self._transport_error(call, exc) from exc
+            error = self._transport_error(call, exc)
+            error.__cause__ = exc
+            return slot, error
         finally:
             slot.in_flight -= 1
             if slot.retired and slot.in_flight == 0:
@@ -564,19 +585,15 @@ class HttpHandler:
     ) -> httpx.Response:
         """The async :meth:`request`."""
         call = self._prepare(method, endpoint, response_ok, idempotent, kwargs)
-        failed: _Slot[httpx.AsyncClient] | None = None
+        used: _Slot[httpx.AsyncClient] | None = None
         async for attempt in self.retry_policy.async_attempts(
             idempotent=call.idempotent,
             label=call.describe,
             retries=None if call.replayable else 0,
         ):
             with attempt:
-                slot: _Slot[httpx.AsyncClient] | None = None
-                try:
-                    slot, response = await self._send_async(call, failed)
-                    return self._check(response, call)
-                finally:
-                    failed = self._async_slot if slot is None else slot
+                used, outcome = await self._send_async(call, used)
+                return self._check(_raise_error(outcome), call)
         raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover
 
     async def async_get(

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from echo_connhandler import (
+    HttpConnProperties,
     HttpHandler,
     HttpStatusError,
     HttpTransportError,
@@ -390,9 +391,7 @@ async def test_payload_kwargs_merged_into_params(make_async_handler: Any, verb: 
     }
 
 
-@pytest.mark.parametrize(
-    ("payload_key", "given"), [("json", [1, 2]), ("data", "a=1"), ("params", "a=1")]
-)
+@pytest.mark.parametrize(("payload_key", "given"), [("json", [1, 2]), ("data", "a=1")])
 async def test_payload_kwargs_into_non_mapping_is_a_clear_error(
     make_async_handler: Any, server: Any, payload_key: str, given: Any, key: str
 ) -> None:
@@ -463,3 +462,35 @@ async def test_cancelled_request_leaves_the_handler_usable(make_async_handler: A
     assert handler.async_connection is client
     assert handler._async_slot is not None
     assert handler._async_slot.in_flight == 0
+
+
+async def test_retry_replaces_only_the_client_that_failed() -> None:
+    """50 coroutines failing once on one client cause one swap: two clients in all, not fifty."""
+    failed_once: set[str] = set()
+
+    async def transport(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.01)  # let every coroutine start on the first client
+        key = request.url.path
+        if key not in failed_once:
+            failed_once.add(key)
+            raise httpx.ReadError("connection reset", request=request)
+        return httpx.Response(200, json={"ok": key})
+
+    class Counting(HttpHandler):
+        built = 0
+
+        def _client_settings(self) -> dict[str, Any]:
+            return {**super()._client_settings(), "transport": httpx.MockTransport(transport)}
+
+        def _new_async_client(self, cookies: httpx.Cookies | None = None) -> httpx.AsyncClient:
+            Counting.built += 1
+            return super()._new_async_client(cookies)
+
+    props = HttpConnProperties(host="https://svc.test")
+    handler = Counting(
+        props, skip_connect=True, retry_wait_time=0, exponential_min_retry_wait_time=0
+    )
+    responses = await asyncio.gather(*(handler.async_get(f"item/{i}") for i in range(50)))
+    await handler.async_close()
+    assert [r.json()["ok"] for r in responses] == [f"/item/{i}" for i in range(50)]
+    assert Counting.built == 2

@@ -376,7 +376,7 @@ def test_payload_kwargs_json_not_forced_on_bodyless_verbs(make_handler: Any, ver
 
 @pytest.mark.parametrize(
     ("payload_key", "given"),
-    [("json", [1, 2]), ("json", "raw"), ("data", "a=1"), ("data", b"raw"), ("params", "a=1")],
+    [("json", [1, 2]), ("json", "raw"), ("data", "a=1"), ("data", b"raw")],
 )
 def test_payload_kwargs_into_non_mapping_is_a_clear_error(
     make_handler: Any, server: Any, payload_key: str, given: Any, key: str
@@ -608,3 +608,22 @@ def test_replayable_post_is_retried_on_503(make_handler: Any, key: str, server: 
     handler = make_handler(max_retries=5)
     assert handler.post(f"flaky/{key}/2", content=b"abc").status_code == 200
     assert server.hits(key) == 3
+
+
+def test_params_string_merges_with_payload_params(make_handler: Any) -> None:
+    """params= may be a query string; it merges with payload params like a mapping."""
+    handler = make_handler(payload_kwargs={"api_token": "xyz"}, payload_kwargs_key="params")
+    assert handler.get("x", params="a=1").json()["query"] == {"api_token": "xyz", "a": "1"}
+
+
+def test_endpoint_query_kept_with_params_without_payload(make_handler: Any) -> None:
+    """A query written in the endpoint survives params= even with no payload_kwargs."""
+    handler = make_handler()
+    assert handler.get("x?a=1", params={"b": "2"}).json()["query"] == {"a": "1", "b": "2"}
+
+
+def test_payload_in_data_with_caller_json_is_a_clear_error(make_handler: Any) -> None:
+    """payload_kwargs for data= would make httpx drop the caller's json=: an error instead."""
+    handler = make_handler(payload_kwargs={"api_token": "xyzzy"}, payload_kwargs_key="data")
+    with pytest.raises(ValueError, match=r"payload_kwargs go into the data= body.*json="):
+        handler.post("echo", json={"a": 1})
