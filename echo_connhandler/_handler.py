@@ -39,7 +39,7 @@ from echo_connhandler._exceptions import (
     HttpTransportError,
     UnexpectedContentError,
 )
-from echo_connhandler._properties import HttpConnProperties
+from echo_connhandler._properties import HttpConnProperties, is_sensitive_name
 from echo_connhandler._retry import DEFAULT_RETRY_AFTER_CAP, IDEMPOTENT_METHODS, RetryPolicy
 from echo_connhandler._secrets import redact_url
 
@@ -86,6 +86,21 @@ def expect_json(response: httpx.Response) -> Any:
         raise UnexpectedContentError.from_response(
             response, f"expected JSON, got undecodable content ({content_type or 'no type'})"
         ) from exc
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return (url.scheme, url.host, url.port)
+
+
+#: Credential headers beyond the generic names (``is_sensitive_name``): Bazefield's session id.
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "x-ss-id"})
+
+
+def _is_credential_header(name: str) -> bool:
+    lowered = name.lower()
+    if lowered == "cookie":  # httpx rebuilds it per origin from the domain-scoped jar
+        return False
+    return lowered in _CREDENTIAL_HEADERS or is_sensitive_name(lowered)
 
 
 def _raise_error(outcome: httpx.Response | BaseException) -> httpx.Response:
@@ -195,6 +210,7 @@ class HttpHandler:
         )
         self.max_conn_retries = max_conn_retries
         self._auth = self._build_auth()
+        self._trusted = self._trusted_origins()
         self._sync_slot: _Slot[httpx.Client] | None = None
         self._async_slot: _Slot[httpx.AsyncClient] | None = None
         self._sync_lock = threading.RLock()
@@ -224,7 +240,31 @@ class HttpHandler:
         Called before the status check, for every checked response (not with response_ok=None).
         """
 
+    def _trusted_origins(self) -> frozenset[tuple[str, str, int | None]]:
+        """Origins that may receive the connection's credential headers: the host's own."""
+        return frozenset({_origin(httpx.URL(self.props.host))})
+
     # -- shared, no I/O ------------------------------------------------------------------------
+    def _withhold_foreign_credentials(self, request: httpx.Request) -> None:
+        """Strip credential headers from a request to another origin (a redirect, a full URL).
+
+        httpx drops only ``Authorization`` (and rebuilds ``Cookie`` from the jar, which is
+        domain-scoped) on a cross-origin redirect: a Bazefield ``x-ss-id`` session id or an
+        ``X-Api-Key`` from ``headers`` would follow the redirect to any host. Runs as a request
+        event hook, so it sees every request the client sends, redirects included.
+        """
+        if _origin(request.url) in self._trusted:
+            return
+        withheld = [name for name in request.headers if _is_credential_header(name)]
+        for name in withheld:
+            del request.headers[name]
+        if withheld:
+            logger.info(
+                "Not sending %s to %s: not the connection's host",
+                ", ".join(withheld),
+                redact_url(str(request.url.copy_with(query=None))),
+            )
+
     def _client_settings(self) -> dict[str, Any]:
         headers = dict(self.default_headers)
         headers.update(self.props.headers or {})
@@ -321,7 +361,8 @@ class HttpHandler:
 
     # -- sync client lifecycle -------------------------------------------------------------------
     def _new_sync_client(self, cookies: httpx.Cookies | None = None) -> httpx.Client:
-        return httpx.Client(cookies=cookies, **self._client_settings())
+        hooks = {"request": [self._withhold_foreign_credentials]}
+        return httpx.Client(cookies=cookies, event_hooks=hooks, **self._client_settings())
 
     @property
     def _connect_call(self) -> _Call:
@@ -493,7 +534,11 @@ class HttpHandler:
         return lock
 
     def _new_async_client(self, cookies: httpx.Cookies | None = None) -> httpx.AsyncClient:
-        return httpx.AsyncClient(cookies=cookies, **self._client_settings())
+        async def withhold(request: httpx.Request) -> None:
+            self._withhold_foreign_credentials(request)
+
+        hooks = {"request": [withhold]}
+        return httpx.AsyncClient(cookies=cookies, event_hooks=hooks, **self._client_settings())
 
     async def _async_connect(self) -> None:
         slot = _Slot(self._new_async_client(), asyncio.get_running_loop())

@@ -38,7 +38,7 @@ from echo_connhandler._exceptions import (
     ProfileSelectionError,
     UnexpectedContentError,
 )
-from echo_connhandler._handler import HttpHandler, expect_json, ssl_context
+from echo_connhandler._handler import HttpHandler, _origin, expect_json, ssl_context
 from echo_connhandler._properties import OnsHttpConnProperties
 from echo_connhandler._secrets import register_secret
 
@@ -269,6 +269,11 @@ class OnsHttpHandler(HttpHandler):
 
     def _build_auth(self) -> httpx.Auth | None:
         return OnsOAuth2(self.props)
+
+    def _trusted_origins(self) -> frozenset[tuple[str, str, int | None]]:
+        # The token goes to the identity provider and, for SINAPSE, to the profile list too.
+        urls = [self.props.auth_url, self.props.effective_profile_url]
+        return super()._trusted_origins() | {_origin(httpx.URL(u)) for u in urls}
 
     def _ssl_context(self) -> Any:
         return ssl_context(self.props.verify_ssl, self.props.legacy_tls_renegotiation)
