@@ -99,10 +99,10 @@ class BazefieldLoginAuth(SessionAuth):
             raise UnexpectedContentError.from_response(
                 response, "Bazefield login answered neither bearerToken nor sessionId"
             )
-        register_secret(bearer)
-        register_secret(session_id)
+        register_secret(bearer, ephemeral=True)
+        register_secret(session_id, ephemeral=True)
         for cookie in self.cookies.jar:
-            register_secret(cookie.value)
+            register_secret(cookie.value, ephemeral=True)
         self._bearer, self._session_id = bearer or None, session_id or None
 
     def apply(self, request: httpx.Request) -> None:

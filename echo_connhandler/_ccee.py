@@ -96,7 +96,7 @@ class CceeWafAuth(SessionAuth):
         if response.status_code >= 400:
             raise HttpStatusError.from_response(response, "CCEE portal warm-up failed")
         for cookie in self.cookies.jar:
-            register_secret(cookie.value)
+            register_secret(cookie.value, ephemeral=True)
         self._warmed = True
 
     def apply(self, request: httpx.Request) -> None:

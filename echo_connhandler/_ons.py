@@ -145,8 +145,8 @@ class OnsOAuth2(SessionAuth):
                 response, "token answer without access_token"
             )
         expires_in = float(payload.get("expires_in") or 1199)
-        register_secret(token)
-        register_secret(payload.get("refresh_token"))
+        register_secret(token, ephemeral=True)
+        register_secret(payload.get("refresh_token"), ephemeral=True)
         self._access_token = token
         self._refresh_token = payload.get("refresh_token") or None
         margin = min(REFRESH_MARGIN_S, expires_in / 4)
@@ -188,7 +188,7 @@ class OnsOAuth2(SessionAuth):
         if response.status_code != 200:
             logger.info("ONS federation page answered HTTP %s; continuing", response.status_code)
         for cookie in self.cookies.jar:  # the identity provider's session cookies
-            register_secret(cookie.value)
+            register_secret(cookie.value, ephemeral=True)
         response = yield self._token_request(
             template,
             {

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from echo_connhandler._secrets import MASK, register_secret
+from echo_connhandler._secrets import MASK, is_sensitive_name, register_secret
 
 __all__ = [
     "DEFAULT_ONS_AUTH_URL",
@@ -34,14 +34,6 @@ DEFAULT_ONS_AUTH_URL = "https://pops.ons.org.br/ons.pop.federation"
 DEFAULT_SINAPSE_PROFILE_URL = "https://api.sinapse.ons.org.br/api/usuario/perfis"
 #: ``Origin`` sent on the token request by every public client (services.md, ONS 1 step 2).
 ONS_DEFAULT_ORIGINS = {"SAGER": "https://apps18.ons.org.br", "SINAPSE": "https://pops.ons.org.br"}
-
-_SENSITIVE_WORDS = ("password", "passwd", "secret", "token", "key", "auth", "cookie", "session")
-
-
-def is_sensitive_name(name: str) -> bool:
-    """Whether a header or payload field name looks like it carries a credential."""
-    lowered = name.lower().replace("-", "_")
-    return any(word in lowered for word in _SENSITIVE_WORDS)
 
 
 def _masked(mapping: Mapping[str, Any] | None) -> dict[str, Any] | None:

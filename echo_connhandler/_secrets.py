@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 __all__ = [
     "add_secret_hook",
     "install_log_redaction",
+    "is_sensitive_name",
     "redact",
     "redact_url",
     "register_secret",
@@ -28,29 +29,47 @@ __all__ = [
 MASK = "***"
 #: Values shorter than this are not registered (they would mask ordinary words and digits).
 MIN_SECRET_LENGTH = 5
-#: The registry forgets the oldest values past this size (a long-lived process refreshes tokens).
-MAX_SECRETS = 4096
-#: Query parameter names whose values are masked in URLs that reach messages.
-SENSITIVE_WORDS = ("password", "passwd", "secret", "token", "api_key", "apikey", "key", "auth")
+#: Run-time tokens kept (oldest forgotten first): a long-lived process refreshes tokens every
+#: ~20 min, and an expired token matters less than a live one. Credentials are never forgotten.
+MAX_EPHEMERAL_SECRETS = 256
+#: Words that make a header, query parameter, payload field or extra name a credential's.
+SENSITIVE_WORDS = ("password", "passwd", "secret", "token", "key", "auth", "cookie", "session")
 
 _lock = threading.Lock()
-_secrets: dict[str, None] = {}
-_pattern: re.Pattern[str] | None = None
+_credentials: dict[str, None] = {}
+_ephemeral: dict[str, None] = {}
+_longest_first: tuple[str, ...] = ()
 _hooks: list[Callable[[str], object]] = []
 
 
-def register_secret(value: str | None) -> None:
-    """Remember ``value`` as a secret and pass it to every secret hook."""
+def is_sensitive_name(name: str) -> bool:
+    """Whether a header, query parameter or field name looks like it carries a credential."""
+    lowered = name.lower().replace("-", "_")
+    return any(word in lowered for word in SENSITIVE_WORDS) or lowered in ("ss_id", "ss_pid")
+
+
+def register_secret(value: str | None, *, ephemeral: bool = False) -> None:
+    """Remember ``value`` as a secret and pass it to every secret hook.
+
+    ``ephemeral=True`` for tokens, session ids and cookies obtained at run time: the registry
+    keeps the latest :data:`MAX_EPHEMERAL_SECRETS` of them. Passwords and API keys are kept for
+    the life of the process.
+    """
     if not value or len(value) < MIN_SECRET_LENGTH:
         return
-    global _pattern
+    global _longest_first
     with _lock:
-        if value in _secrets:
+        if value in _credentials or value in _ephemeral:
             return
-        _secrets[value] = None
-        while len(_secrets) > MAX_SECRETS:
-            del _secrets[next(iter(_secrets))]
-        _pattern = None
+        if ephemeral:
+            _ephemeral[value] = None
+            while len(_ephemeral) > MAX_EPHEMERAL_SECRETS:
+                del _ephemeral[next(iter(_ephemeral))]
+        else:
+            _credentials[value] = None
+        # Longest first, so that a secret containing another is masked whole. Sorting a few
+        # hundred strings per registration is cheaper than any per-call work in redact().
+        _longest_first = tuple(sorted({**_credentials, **_ephemeral}, key=len, reverse=True))
         hooks = list(_hooks)
     for hook in hooks:
         hook(value)
@@ -62,7 +81,7 @@ def add_secret_hook(hook: Callable[[str], object]) -> None:
         if hook in _hooks:
             return
         _hooks.append(hook)
-        known = list(_secrets)
+        known = [*_credentials, *_ephemeral]
     for value in known:
         hook(value)
 
@@ -74,20 +93,16 @@ def remove_secret_hook(hook: Callable[[str], object]) -> None:
             _hooks.remove(hook)
 
 
-def _compiled() -> re.Pattern[str] | None:
-    global _pattern
-    with _lock:
-        if _pattern is None and _secrets:
-            # Longest first so that a secret containing another is masked whole.
-            alternatives = sorted(_secrets, key=len, reverse=True)
-            _pattern = re.compile("|".join(re.escape(s) for s in alternatives))
-        return _pattern
-
-
 def redact(text: str) -> str:
-    """``text`` with every registered secret replaced by ``***``."""
-    pattern = _compiled()
-    return pattern.sub(MASK, text) if pattern is not None else text
+    """``text`` with every registered secret replaced by ``***``.
+
+    A substring test per secret (C speed, no regex to rebuild when a token is added): cheap
+    enough to run on every log record of the HTTP stack.
+    """
+    for secret in _longest_first:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
 
 
 def redact_url(url: str) -> str:
@@ -97,7 +112,7 @@ def redact_url(url: str) -> str:
     query = parts.query
     if query:
         pairs = [
-            (k, MASK if any(w in k.lower() for w in SENSITIVE_WORDS) else v)
+            (k, MASK if is_sensitive_name(k) else v)
             for k, v in parse_qsl(query, keep_blank_values=True)
         ]
         query = urlencode(pairs, safe=MASK)
@@ -106,8 +121,9 @@ def redact_url(url: str) -> str:
 
 #: ``(b'<header>', b'<value>')`` pairs of httpcore traces whose header carries a credential.
 _SENSITIVE_HEADER = re.compile(
-    r"""(\(b(['"])[^'"]*(?:cookie|auth|token|secret|key|session|ss-id|ss-pid)[^'"]*\2, b)"""
-    r"""(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""",
+    r"""(\(b(['"])[^'"]*(?:"""
+    + "|".join(re.escape(word) for word in (*SENSITIVE_WORDS, "ss-id", "ss-pid"))
+    + r""")[^'"]*\2, b)(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""",
     re.IGNORECASE,
 )
 

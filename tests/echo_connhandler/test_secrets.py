@@ -90,17 +90,27 @@ def test_registration_is_thread_safe() -> None:
     assert redact(" ".join(values)) == " ".join([MASK] * len(values))
 
 
-def test_oldest_secrets_are_forgotten_past_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The registry keeps at most MAX_SECRETS values, forgetting the oldest."""
-    monkeypatch.setattr(registry, "_secrets", {})
-    monkeypatch.setattr(registry, "_pattern", None)
-    monkeypatch.setattr(registry, "MAX_SECRETS", 3)
+def test_oldest_tokens_are_forgotten_past_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run-time tokens are kept up to MAX_EPHEMERAL_SECRETS, the oldest forgotten first."""
+    monkeypatch.setattr(registry, "_ephemeral", {})
+    monkeypatch.setattr(registry, "MAX_EPHEMERAL_SECRETS", 3)
     values = [unique(f"evict{i}") for i in range(5)]
     for value in values:
-        register_secret(value)
-    assert list(registry._secrets) == values[2:]
+        register_secret(value, ephemeral=True)
+    assert list(registry._ephemeral) == values[2:]
     assert redact(values[0]) == values[0]
     assert redact(values[4]) == MASK
+
+
+def test_credentials_are_never_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A password registered first is still masked after many token refreshes."""
+    monkeypatch.setattr(registry, "_ephemeral", {})
+    monkeypatch.setattr(registry, "MAX_EPHEMERAL_SECRETS", 3)
+    password = unique("long-lived-password")
+    register_secret(password)
+    for i in range(10):
+        register_secret(unique(f"token{i}"), ephemeral=True)
+    assert redact(f"x {password} y") == f"x {MASK} y"
 
 
 # -- redact_url -----------------------------------------------------------------------------------
