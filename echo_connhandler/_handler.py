@@ -40,7 +40,12 @@ from echo_connhandler._exceptions import (
     UnexpectedContentError,
 )
 from echo_connhandler._properties import HttpConnProperties, is_sensitive_name
-from echo_connhandler._retry import DEFAULT_RETRY_AFTER_CAP, IDEMPOTENT_METHODS, RetryPolicy
+from echo_connhandler._retry import (
+    DEFAULT_RETRY_AFTER_CAP,
+    IDEMPOTENT_METHODS,
+    RetryPolicy,
+    tls_error_in,
+)
 from echo_connhandler._secrets import redact_url
 
 __all__ = ["HttpHandler", "ResponseOk", "expect_json", "ssl_context"]
@@ -353,6 +358,10 @@ class HttpHandler:
     @staticmethod
     def _transport_error(call: _Call, exc: httpx.RequestError) -> HttpTransportError:
         cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        tls = tls_error_in(exc)
+        if tls is not None and "UNSAFE_LEGACY_RENEGOTIATION_DISABLED" in str(tls):
+            # integra.ons.org.br under OpenSSL 3 (services.md, ONS "TLS").
+            cause += "; the server needs legacy TLS renegotiation: set legacy_tls_renegotiation"
         try:
             request: httpx.Request | None = exc.request
         except RuntimeError:

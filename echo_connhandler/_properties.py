@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from echo_connhandler._secrets import MASK, is_sensitive_name, register_secret
+from echo_connhandler._secrets import MASK, is_sensitive_name, redact_url, register_secret
 
 __all__ = [
     "DEFAULT_ONS_AUTH_URL",
@@ -46,20 +46,25 @@ def _check_absolute_url(name: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{name} must be an absolute http(s) URL, got {value!r}")
     parts = urlsplit(value.strip())
+    shown = redact_url(value.strip())  # never echo a password given in user info
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(
             f"{name} must be an absolute http(s) URL such as 'https://api.example.com', "
-            f"got {value!r}"
+            f"got {shown!r}"
+        )
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            f"{name} must not carry user info (user:password@); give user and password instead"
         )
     if parts.query or parts.fragment:
         raise ValueError(
             f"{name} must not carry a query or fragment (endpoints are appended to it), "
-            f"got {value!r}"
+            f"got {shown!r}"
         )
     try:
         parts.port  # noqa: B018 - raises ValueError on a non-numeric port
     except ValueError as exc:
-        raise ValueError(f"{name} has an invalid port: {value!r}") from exc
+        raise ValueError(f"{name} has an invalid port: {shown!r}") from exc
     return value.strip().rstrip("/")
 
 

@@ -3,8 +3,8 @@
 What is retried (contract, "Retries"):
 
 - transport failures: connect errors and timeouts, read/write errors and timeouts, pool timeouts,
-  connection resets, protocol errors from the server; TLS certificate failures are *not* retried
-  (they will not fix themselves);
+  connection resets, protocol errors from the server; TLS failures (certificate, handshake,
+  renegotiation) are *not* retried: they will not fix themselves;
 - the statuses in :data:`TRANSIENT_STATUSES`, when they fail the ``response_ok`` check.
 
 Non-idempotent requests (POST, PATCH) are replayed only where the server cannot have acted on
@@ -78,15 +78,16 @@ def parse_retry_after(response: httpx.Response, *, now: float | None = None) -> 
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def _is_tls_verification_failure(exc: BaseException) -> bool:
+def tls_error_in(exc: BaseException) -> ssl.SSLError | None:
+    """The ``ssl.SSLError`` behind a transport error (httpx -> httpcore -> ssl), if any."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, ssl.SSLCertVerificationError):
-            return True
+        if isinstance(current, ssl.SSLError):
+            return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
-    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+    return None
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -124,7 +125,8 @@ class RetryPolicy:
         """Whether ``exc`` is worth another attempt of a request that is (not) idempotent."""
         if isinstance(exc, HttpTransportError):
             cause = exc.__cause__
-            if cause is None or _is_tls_verification_failure(cause):
+            # TLS failures (certificate, handshake, renegotiation) do not fix themselves.
+            if cause is None or tls_error_in(cause) is not None:
                 return False
             if isinstance(cause, _CONNECT_PHASE):
                 return True

@@ -332,3 +332,17 @@ def test_host_with_query_or_fragment_is_rejected(host: str) -> None:
     """Endpoints are appended to the host, so a query or fragment there is an error."""
     with pytest.raises(ValueError, match="host must not carry a query or fragment"):
         HttpConnProperties(host=host)
+
+
+def test_host_with_user_info_is_rejected_without_echoing_the_password() -> None:
+    """user:password@ in the host is refused, and the message never shows the password."""
+    with pytest.raises(ValueError, match="host must not carry user info") as info:
+        HttpConnProperties(host="https://alice:topsecret99@api.example.com")
+    assert "topsecret99" not in str(info.value)
+
+
+def test_invalid_scheme_message_hides_user_info() -> None:
+    """Even a rejected URL is shown without its user info."""
+    with pytest.raises(ValueError, match="absolute http") as info:
+        HttpConnProperties(host="ftp://alice:topsecret99@api.example.com")
+    assert "topsecret99" not in str(info.value)
