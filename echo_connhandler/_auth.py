@@ -8,9 +8,10 @@ and receives responses, the shape of ``httpx.Auth.auth_flow``; this base class
 - runs that generator inside a request's auth flow when no valid credential is held (and
   before, on the handler's connect step, through :meth:`SessionAuth.sync_connect` /
   :meth:`SessionAuth.async_connect`);
-- serialises logins with a ``threading.RLock`` (sync) or a per-event-loop ``asyncio.Lock``
-  (async) and re-checks after taking the lock, so that 100 coroutines starting at once cause
-  one login, not 100 (the pattern of httpx's own docs on token refresh);
+- serialises logins with a ``threading.RLock`` (sync) and a per-event-loop ``asyncio.Lock``
+  plus that same RLock, polled (async), and re-checks after taking them, so that 100
+  coroutines starting at once cause one login, not 100, and a sync caller and a coroutine
+  never log in at the same time (the pattern of httpx's own docs on token refresh);
 - re-authenticates *once* when a response is rejected (``is_rejected``), unless another caller
   already did it meanwhile, then resends the request once; a second rejection is left to the
   subclass (``on_still_rejected``) or to the handler's status check;
@@ -23,13 +24,17 @@ Every credential obtained at run time goes to :func:`echo_connhandler._secrets.r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import weakref
-from collections.abc import AsyncGenerator, Generator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator
 
 import httpx
 
 __all__ = ["BearerAuth", "LoginFlow", "SessionAuth", "derive_request"]
+
+#: How often a coroutine retries the thread lock held by a sync login (seconds).
+_THREAD_LOCK_POLL_S = 0.005
 
 #: A login written once: yields the requests to send, receives their (read) responses.
 LoginFlow = Generator[httpx.Request, httpx.Response, None]
@@ -127,6 +132,23 @@ class SessionAuth(httpx.Auth):
         if lock is None:
             lock = self._async_locks[loop] = asyncio.Lock()
         return lock
+
+    @contextlib.asynccontextmanager
+    async def _async_serialised(self) -> AsyncIterator[None]:
+        """This loop's ``asyncio.Lock``, then the thread lock as well, taken without blocking.
+
+        The thread lock is what the sync path takes: holding both makes a login happen once
+        even when sync callers, coroutines and other event loops share the handler (an ONS
+        refresh token is single-use: two concurrent refreshes would force a second full login).
+        The thread lock is polled, never waited on, so the event loop keeps running.
+        """
+        async with self._async_lock():
+            while not self._thread_lock.acquire(blocking=False):  # noqa: ASYNC110 - no event to wait on: the holder is a thread
+                await asyncio.sleep(_THREAD_LOCK_POLL_S)
+            try:
+                yield
+            finally:
+                self._thread_lock.release()
 
     def _prepare(self, request: httpx.Request) -> None:
         self.apply(request)
@@ -229,7 +251,7 @@ class SessionAuth(httpx.Auth):
         rejected: int | None = None
         for _ in range(2):  # the request, and once more after a re-login if it is rejected
             if self._login_due(rejected):
-                async with self._async_lock():
+                async with self._async_serialised():
                     if self._login_due(rejected):
                         if rejected is not None:
                             self.invalidate()
@@ -252,7 +274,7 @@ class SessionAuth(httpx.Auth):
         """Log in through ``client`` now, unless a usable credential is held already."""
         if not self.needs_login():
             return
-        async with self._async_lock():
+        async with self._async_serialised():
             if not self.needs_login():
                 return
             login = self._async_login(client.build_request("GET", client.base_url))

@@ -414,8 +414,16 @@ def _base_url(
     if not host:
         raise ValueError(f"connection {conn_id!r}: host (Base URL) is empty")
     if "://" not in host:
-        scheme = (schema or "").strip().lower()
-        host = f"{scheme if scheme in ('http', 'https') else 'https'}://{host}"
+        # Airflow puts a URI's path in ``schema``: a base path written there must not be
+        # dropped silently (nor a typo such as ``htps`` turned into https).
+        scheme = (schema or "").strip().lower() or "https"
+        if scheme not in ("http", "https"):
+            raise ValueError(
+                f"connection {conn_id!r}, field 'schema': got {schema!r}; schema is used as "
+                "the URL scheme and must be http or https; put a base path in the host, "
+                "URL-encoded in URI form (echo-http://https%3A%2F%2Fapi.example.com%2Fbase)"
+            )
+        host = f"{scheme}://{host}"
     if port:
         parts = urlsplit(host)
         if parts.port is None and parts.hostname:

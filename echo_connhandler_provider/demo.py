@@ -172,7 +172,7 @@ def _run_sync(rows: list[Row], output: Path) -> None:
 
 
 async def _run_async(rows: list[Row], output: Path) -> None:
-    from echo_connhandler_provider.hooks import BazefieldHook, CceeHook, OnsHook
+    from echo_connhandler_provider.hooks import BazefieldHook, CceeHook, EchoHttpHook, OnsHook
 
     baze = BazefieldHook("demo_bazefield")
     handler = await baze.aget_conn()
@@ -228,6 +228,16 @@ async def _run_async(rows: list[Row], output: Path) -> None:
 
     await _timed_async(rows, "demo_ons_sinapse", "login + profile + SINAPSE CSV", export)
     await sinapse.aclose()
+
+    http = EchoHttpHook("demo_http")
+    http_handler = await http.aget_conn()
+
+    async def http_get() -> str:
+        response = await http_handler.async_get("BazeField.Services/api/allocationTypes")
+        return f"HTTP {response.status_code}"
+
+    await _timed_async(rows, "demo_http", "URI connection, API key, async GET", http_get)
+    await http.aclose()
 
 
 def _print_table(rows: list[Row]) -> None:

@@ -15,10 +15,12 @@ log records: see :func:`echo_connhandler._secrets.install_log_redaction`.)
 from __future__ import annotations
 
 import asyncio
+import ssl
+from collections.abc import Iterator
 from typing import Any, ClassVar, Generic, TypeVar
 
+import httpx
 from airflow.sdk import BaseHook
-from airflow.sdk._shared.secrets_masker import _secrets_masker as _local_masker
 from airflow.sdk.log import amask_secret, mask_secret
 
 from echo_connhandler import (
@@ -35,11 +37,31 @@ from echo_connhandler import (
 )
 from echo_connhandler_provider._fields import ConnectionSettings, build_settings
 
-__all__ = ["HandlerHook", "describe_failure"]
+__all__ = ["HandlerHook", "explain_test_failure"]
 
 HandlerT = TypeVar("HandlerT", bound=HttpHandler)
+ExcT = TypeVar("ExcT", bound=BaseException)
 
 _pending_masks: set[asyncio.Task[None]] = set()
+
+# Inside an event loop, the process's own masker must learn a secret at once, before anything
+# can log it; Airflow has no public call that does only that (mask_secret may block on the
+# supervisor), so it is reached through a private module of the Task SDK. A future Airflow may
+# move or rename it: importing the hooks must not fail then. The fallback does nothing locally;
+# the amask_secret task still runs, adds the value to the local masker itself and tells the
+# supervisor, so the value is masked from the moment the task runs (a loop turn later).
+try:
+    from airflow.sdk._shared.secrets_masker import _secrets_masker
+except ImportError:  # pragma: no cover - depends on the Airflow version
+
+    def _add_local_mask(secret: str) -> None:
+        """No local masker to reach in this Airflow: the amask_secret task does the masking."""
+
+else:
+
+    def _add_local_mask(secret: str) -> None:
+        """Teach the process's own masker ``secret`` at once, without blocking."""
+        _secrets_masker().add_mask(secret)
 
 
 def _mask_for_airflow(secret: str) -> None:
@@ -51,9 +73,9 @@ def _mask_for_airflow(secret: str) -> None:
         return
     # In a trigger (or any coroutine) the sync variant may talk to the supervisor with a
     # blocking call; the async variant is the one made for the event loop (airflow.md). The
-    # process's own masker learns the value now, before anything can log it; the task only
-    # tells the supervisor.
-    _local_masker().add_mask(secret)
+    # process's own masker learns the value now, before anything can log it (see
+    # _add_local_mask); the task tells the supervisor.
+    _add_local_mask(secret)
     task = loop.create_task(amask_secret(secret))
     _pending_masks.add(task)
     task.add_done_callback(_pending_masks.discard)
@@ -62,8 +84,55 @@ def _mask_for_airflow(secret: str) -> None:
 add_secret_hook(_mask_for_airflow)
 
 
-def describe_failure(exc: BaseException) -> str:
-    """The cause of a failed connection test in plain words."""
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then what it was raised from or while handling (``__cause__``/``__context__``)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _find(exc: BaseException, kind: type[ExcT]) -> ExcT | None:
+    """The first exception of type ``kind`` in the chain of ``exc``."""
+    return next((e for e in _chain(exc) if isinstance(e, kind)), None)
+
+
+_LEGACY_RENEGOTIATION = "UNSAFE_LEGACY_RENEGOTIATION_DISABLED"
+
+
+def _explain_transport_failure(exc: HttpTransportError) -> str:
+    """TLS, timeout, unreachable or other, decided by the types in the exception chain."""
+    tls = _find(exc, ssl.SSLError)
+    if tls is not None:  # before ConnectError: a failed handshake is a ConnectError too
+        hint = ""
+        if _LEGACY_RENEGOTIATION in f"{getattr(tls, 'reason', None)} {tls}":
+            hint = (
+                " (the server needs legacy TLS renegotiation, which OpenSSL 3 refuses: on an "
+                "'ons' connection set the extra field legacy_tls_renegotiation to true)"
+            )
+        elif isinstance(tls, ssl.SSLCertVerificationError):
+            hint = (
+                " (the server's certificate is not trusted: install its CA; verify_ssl=false "
+                "only for a trusted test host)"
+            )
+        return f"TLS error (certificate or handshake): {exc}{hint}"
+    if _find(exc, httpx.ConnectTimeout) is not None:
+        return f"Timed out connecting: {exc}"
+    if _find(exc, httpx.TimeoutException) is not None:
+        return f"Timed out: {exc}"
+    if _find(exc, httpx.ConnectError) is not None:
+        return f"Host unreachable (connection refused or no route): {exc}"
+    return f"Network error: {exc}"
+
+
+def explain_test_failure(exc: BaseException) -> str:
+    """The cause of a failed connection test in plain words (``test_connection()``'s message).
+
+    Decided by exception types, never by matching their text. Not to be confused with
+    :func:`echo_connhandler._retry.describe_failure`, the short cause of the library's log lines.
+    """
     if isinstance(exc, AuthenticationError):
         return f"Login refused: bad user or password ({exc})"
     if isinstance(exc, WafBlockedError):
@@ -71,15 +140,7 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, ProfileSelectionError):
         return f"SINAPSE profile: {exc}"
     if isinstance(exc, HttpTransportError):
-        cause = exc.__cause__
-        text = str(cause or exc)
-        if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text:
-            return f"TLS error (certificate or handshake): {text}"
-        if "refused" in text.lower() or "connecterror" in type(cause).__name__.lower():
-            return f"Host unreachable (connection refused or no route): {text}"
-        if "timeout" in type(cause).__name__.lower():
-            return f"Timed out: {exc}"
-        return f"Network error: {exc}"
+        return _explain_transport_failure(exc)
     if isinstance(exc, HttpStatusError) and exc.status_code in (401, 403):
         return f"Credentials rejected (HTTP {exc.status_code}): {exc}"
     if isinstance(exc, HttpResponseError):
@@ -198,7 +259,7 @@ class HandlerHook(BaseHook, Generic[HandlerT]):
             handler = self._make_handler(quick, max_retries=0, max_conn_retries=0)
             seen = self._probe(handler)
         except Exception as exc:
-            return False, describe_failure(exc)
+            return False, explain_test_failure(exc)
         finally:
             if handler is not None:
                 handler.close()

@@ -263,7 +263,9 @@ def test_login_and_password_become_user_and_password() -> None:
         ("h.example", "http", None, "http://h.example"),
         ("h.example", "HTTP", None, "http://h.example"),
         ("h.example", None, None, "https://h.example"),
-        ("h.example", "public", None, "https://h.example"),
+        ("h.example", "", None, "https://h.example"),
+        ("h.example", "  ", None, "https://h.example"),
+        ("https://h.example/api", "public", None, "https://h.example/api"),
         ("h.example", "http", 8080, "http://h.example:8080"),
         ("http://h.example/api/v1", None, 8080, "http://h.example:8080/api/v1"),
         ("http://h.example:9000/api", None, 8080, "http://h.example:9000/api"),
@@ -274,6 +276,29 @@ def test_login_and_password_become_user_and_password() -> None:
 def test_base_url(host: str, schema: str | None, port: int | None, expected: str) -> None:
     """Scheme kept from the host; schema used only when the host has none; port added."""
     assert settings(host=host, schema=schema, port=port).properties["host"] == expected
+
+
+@pytest.mark.parametrize("schema", ["base/path", "htps", "public", "ftp", "https/api"])
+def test_schema_that_is_not_a_scheme_is_an_error(schema: str) -> None:
+    """A schema other than http/https (a base path, a typo) is refused, not replaced by https."""
+    with pytest.raises(ValueError) as info:
+        settings(host="api.example.com", schema=schema, port=8443, conn_id="weather_api")
+    message = str(info.value)
+    assert "'weather_api'" in message
+    assert "'schema'" in message
+    assert repr(schema) in message
+    assert "must be http or https" in message
+    assert "URL-encoded" in message
+
+
+def test_uri_path_is_refused_not_dropped() -> None:
+    """``echo-http://api.example.com:8443/base/path``: the path arrives as the schema; refused."""
+    from airflow.models.connection import Connection
+
+    conn = Connection(uri="echo-http://api.example.com:8443/base/path")
+    assert conn.schema == "base/path"
+    with pytest.raises(ValueError, match=r"'schema'.*'base/path'"):
+        settings(host=conn.host, schema=conn.schema, port=conn.port)
 
 
 @pytest.mark.parametrize("host", [None, "", "   "])
@@ -330,3 +355,73 @@ def test_header_with_nested_value_names_connection_and_key() -> None:
             password=None,
             extra={"headers": {"X-Obj": {"a": 1}}},
         )
+
+
+def _library_defaults() -> dict[str, dict[str, Any]]:
+    """The library's own defaults, by target: properties dataclasses and handler signature."""
+    import dataclasses
+    import inspect
+
+    from echo_connhandler import HttpConnProperties, HttpHandler, OnsHttpConnProperties
+
+    def dataclass_defaults(cls: type[Any]) -> dict[str, Any]:
+        return {
+            f.name: None if f.default is dataclasses.MISSING else f.default
+            for f in dataclasses.fields(cls)
+        }
+
+    handler = {
+        name: param.default
+        for name, param in inspect.signature(HttpHandler.__init__).parameters.items()
+        if param.default is not inspect.Parameter.empty
+    }
+    return {
+        "http": dataclass_defaults(HttpConnProperties),
+        "ons": dataclass_defaults(OnsHttpConnProperties),
+        "handler": handler,
+    }
+
+
+@pytest.mark.parametrize("conn_type", sorted(CONNECTION_TYPES))
+def test_form_defaults_are_the_library_defaults(conn_type: str) -> None:
+    """Every field's form default is the library's: the properties field or the handler argument.
+
+    ``_fields`` copies the defaults as literals (it must not import the library, to keep
+    ``get_provider_info()`` light); this test is what ties them together.
+    """
+    from echo_connhandler._retry import DEFAULT_RETRY_AFTER_CAP
+
+    library = _library_defaults()
+    assert library["handler"]["retry_after_cap"] == DEFAULT_RETRY_AFTER_CAP
+    props = library["ons" if conn_type == "ons" else "http"]
+    checked = 0
+    for item in CONNECTION_TYPES[conn_type].fields:
+        if item.target == "hook":
+            continue  # hook options have no library counterpart
+        source = props if item.target == "props" else library["handler"]
+        assert item.name in source, f"{conn_type}.{item.name} is not a {item.target} argument"
+        expected = source[item.name]
+        assert item.default == expected, (
+            f"{conn_type}.{item.name}: {item.default!r} != {expected!r}"
+        )
+        numbers = [v for v in (item.default, expected) if type(v) in (int, float)]
+        assert type(item.default) is type(expected) or len(numbers) == 2, (
+            f"{conn_type}.{item.name}: type {type(item.default)} != {type(expected)}"
+        )
+        checked += 1
+    assert checked >= 10
+
+
+def test_library_defaults_check_catches_a_drift(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tie works: a form default that differs from the library's is caught."""
+    import dataclasses
+
+    from echo_connhandler_provider import _fields
+
+    spec = CONNECTION_TYPES["ccee"]
+    drifted = tuple(
+        dataclasses.replace(f, default=9) if f.name == "max_retries" else f for f in spec.fields
+    )
+    monkeypatch.setitem(_fields.CONNECTION_TYPES, "ccee", dataclasses.replace(spec, fields=drifted))
+    with pytest.raises(AssertionError, match="max_retries"):
+        test_form_defaults_are_the_library_defaults("ccee")

@@ -169,6 +169,24 @@ async def test_concurrent_calls_share_one_refresh(
     assert hits(sb, SAGER_EXPORT) == 50
 
 
+async def test_sync_and_async_callers_share_one_refresh(
+    make_sb: Callable[..., Sandbox], fast: dict[str, Any], handlers: Callable[..., Any]
+) -> None:
+    """A thread and coroutines meeting an expiring token refresh once (a refresh is single-use)."""
+    sb = make_sb(ons_expires_in=2, latency_ms=50)
+    handler = handlers(OnsHttpHandler(sager(sb), **fast))
+    await asyncio.sleep(1.6)
+
+    def sync_calls() -> list[bytes]:
+        return [handler.export_sager_report("2024-01-01", "2024-01-01") for _ in range(5)]
+
+    thread_results = asyncio.create_task(asyncio.to_thread(sync_calls))
+    calls = [handler.async_export_sager_report("2024-01-01", "2024-01-01") for _ in range(5)]
+    results = [*await asyncio.gather(*calls), *await thread_results]
+    assert all(content[:2] == b"PK" for content in results)
+    assert logins(sb) == {"password": 1, "refresh_token": 1}
+
+
 @pytest.mark.parametrize("failure", ["token-endpoint-500", "refresh-token-revoked"])
 async def test_failed_refresh_falls_back_to_login(
     make_sb: Callable[..., Sandbox], connect: Connect, call: Call, failure: str

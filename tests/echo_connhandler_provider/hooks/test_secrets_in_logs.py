@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
 import traceback
 from collections.abc import Iterator
 from typing import Any
@@ -249,3 +251,50 @@ async def test_runtime_secrets_reach_airflow_masker_on_the_async_path(
     assert sb.faults("ons").stats["logins"] == {"password": 1, "refresh_token": 1}
     assert len(secrets.runtime) >= 8
     _assert_masked_by_airflow(secrets.runtime)
+
+
+def test_hooks_work_without_the_private_masker_module(airflow_home: str) -> None:
+    """If a future Airflow drops the private masker module, the hooks still import and mask.
+
+    In a fresh interpreter where ``_secrets_masker`` cannot be imported from the private module,
+    the hooks import, and a secret registered inside an event loop is masked once the
+    ``amask_secret`` task has run.
+    """
+    code = """
+import asyncio
+import airflow.sdk._shared.secrets_masker as private
+from airflow.sdk.log import redact
+
+del private._secrets_masker  # a future Airflow without it: importing it raises ImportError
+from echo_connhandler_provider.hooks import _base
+from echo_connhandler_provider.hooks import BazefieldHook, CceeHook, EchoHttpHook, OnsHook
+
+SECRET = "a-run-time-token-12345"
+
+async def main():
+    _base._mask_for_airflow(SECRET)
+    assert SECRET in redact(SECRET), "no local masker: nothing masked before the task runs"
+    assert len(_base._pending_masks) == 1
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+asyncio.run(main())
+assert redact(f"x {SECRET} y") == "x *** y", redact(f"x {SECRET} y")
+print("ok")
+"""
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": airflow_home,
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
+    }
+    result = subprocess.run(  # noqa: S603 - our own interpreter, fixed code
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")
