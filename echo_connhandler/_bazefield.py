@@ -28,7 +28,7 @@ from echo_connhandler._exceptions import (
     HttpStatusError,
     UnexpectedContentError,
 )
-from echo_connhandler._handler import HttpHandler, expect_json
+from echo_connhandler._handler import HttpHandler, expect_json, is_html
 from echo_connhandler._secrets import register_secret
 
 __all__ = ["BazeHttpHandler", "BazefieldLoginAuth", "bazefield_api_root"]
@@ -137,8 +137,7 @@ class BazeHttpHandler(HttpHandler):
     def _check_response(self, response: httpx.Response) -> None:
         if not response.is_success:
             return
-        content_type = response.headers.get("content-type", "")
-        if "html" in content_type:
+        if is_html(response):
             raise UnexpectedContentError.from_response(
                 response, "Bazefield answered an HTML page where JSON was expected"
             )

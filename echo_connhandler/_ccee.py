@@ -36,7 +36,7 @@ from echo_connhandler._exceptions import (
     HttpStatusError,
     WafBlockedError,
 )
-from echo_connhandler._handler import HttpHandler, expect_json
+from echo_connhandler._handler import HttpHandler, expect_json, is_html
 from echo_connhandler._secrets import register_secret
 
 __all__ = [
@@ -66,10 +66,7 @@ BROWSER_HEADERS: dict[str, str] = {
 _WARMUP_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 _YEAR = re.compile(r"(?<!\d)(19\d{2}|20\d{2})(?!\d)")
 _CKAN_ERROR_STATUSES = (200, 400, 403, 404, 409)
-
-
-def _is_html(response: httpx.Response) -> bool:
-    return "html" in response.headers.get("content-type", "").lower()
+_CKAN_FAILURE = re.compile(rb'"success"\s*:\s*false')
 
 
 class CceeWafAuth(SessionAuth):
@@ -103,7 +100,7 @@ class CceeWafAuth(SessionAuth):
         request.headers.setdefault("Referer", self._portal)
 
     def is_rejected(self, response: httpx.Response) -> bool:
-        if not _is_html(response):
+        if not is_html(response):
             return False
         path = response.request.url.path
         # HTML anywhere with 403, or HTML where the API or a download was expected (the host
@@ -179,9 +176,13 @@ class CceeHttpHandler(HttpHandler):
 
     # -- CKAN envelope (no I/O) ------------------------------------------------------------------
     def _check_response(self, response: httpx.Response) -> None:
-        if f"/{ACTION_PATH}/" not in response.request.url.path or _is_html(response):
+        if f"/{ACTION_PATH}/" not in response.request.url.path or is_html(response):
             return
         if response.status_code not in _CKAN_ERROR_STATUSES:
+            return
+        # A 200 page can be megabytes: parse it here only if its envelope says it failed (CKAN
+        # writes "success" before "result"); the helpers parse it once afterwards.
+        if response.status_code == 200 and not _CKAN_FAILURE.search(response.content[:4096]):
             return
         try:
             payload = response.json()
@@ -304,7 +305,12 @@ class CceeHttpHandler(HttpHandler):
         page_size: int = CKAN_MAX_LIMIT,
     ) -> Iterator[DatastorePage]:
         """Every page of a resource, in order; each verified complete (no loss, no overlap)."""
-        query: dict[str, Any] = {"filters": filters, "q": q, "sort": sort, "fields": fields}
+        query: dict[str, Any] = {
+            "filters": filters,
+            "q": q,
+            "sort": _stable(sort),
+            "fields": fields,
+        }
         result = self.datastore_search(resource_id, limit=page_size, offset=0, **query)
         first = self._page(result, 0)
         plan = self._plan(first, result, page_size)
@@ -371,7 +377,12 @@ class CceeHttpHandler(HttpHandler):
         """
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
-        query: dict[str, Any] = {"filters": filters, "q": q, "sort": sort, "fields": fields}
+        query: dict[str, Any] = {
+            "filters": filters,
+            "q": q,
+            "sort": _stable(sort),
+            "fields": fields,
+        }
         result = await self.async_datastore_search(resource_id, limit=page_size, offset=0, **query)
         first = self._page(result, 0)
         plan = self._plan(first, result, page_size)
@@ -409,6 +420,12 @@ class CceeHttpHandler(HttpHandler):
         async for page in self.aiter_datastore_pages(resource_id, **kwargs):
             for record in page.records:
                 yield record
+
+
+def _stable(sort: str) -> str:
+    """``sort`` with ``_id`` as the last key: pages of a non-unique order could overlap."""
+    keys = [part.split()[0] for part in sort.split(",") if part.strip()]
+    return f"{sort}, _id" if "_id" not in keys else sort
 
 
 def _sorted_resources(package: Mapping[str, Any]) -> list[CkanResource]:

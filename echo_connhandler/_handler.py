@@ -48,7 +48,7 @@ from echo_connhandler._retry import (
 )
 from echo_connhandler._secrets import redact_url
 
-__all__ = ["HttpHandler", "ResponseOk", "expect_json", "ssl_context"]
+__all__ = ["HttpHandler", "ResponseOk", "expect_json", "is_html", "ssl_context"]
 
 logger = logging.getLogger("echo_connhandler")
 
@@ -74,6 +74,11 @@ def ssl_context(verify: bool, legacy_renegotiation: bool = False) -> ssl.SSLCont
     return context
 
 
+def is_html(response: httpx.Response) -> bool:
+    """Whether the response is an HTML page (a WAF block, a login, maintenance or preview page)."""
+    return "html" in response.headers.get("content-type", "").lower()
+
+
 def expect_json(response: httpx.Response) -> Any:
     """``response.json()``, or :class:`UnexpectedContentError` for HTML and non-JSON bodies.
 
@@ -81,7 +86,7 @@ def expect_json(response: httpx.Response) -> Any:
     JSON was expected (services.md, "Cross-cutting"): never call ``.json()`` blindly.
     """
     content_type = response.headers.get("content-type", "").lower()
-    if "html" in content_type:
+    if is_html(response):
         raise UnexpectedContentError.from_response(
             response, f"expected JSON, got an HTML page ({content_type})"
         )

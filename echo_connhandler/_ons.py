@@ -38,7 +38,7 @@ from echo_connhandler._exceptions import (
     ProfileSelectionError,
     UnexpectedContentError,
 )
-from echo_connhandler._handler import HttpHandler, _origin, expect_json, ssl_context
+from echo_connhandler._handler import HttpHandler, _origin, expect_json, is_html, ssl_context
 from echo_connhandler._properties import OnsHttpConnProperties
 from echo_connhandler._secrets import register_secret
 
@@ -144,7 +144,7 @@ class OnsOAuth2(SessionAuth):
             raise UnexpectedContentError.from_response(
                 response, "token answer without access_token"
             )
-        expires_in = float(payload.get("expires_in") or 1199)
+        expires_in = _expires_in(response, payload.get("expires_in"))
         register_secret(token, ephemeral=True)
         register_secret(payload.get("refresh_token"), ephemeral=True)
         self._access_token = token
@@ -252,6 +252,23 @@ class OnsOAuth2(SessionAuth):
         self._expires_at = 0.0
 
 
+def _expires_in(response: httpx.Response, raw: Any) -> float:
+    """Seconds the token lives; 1199 (ONS's usual ~20 min) when the answer leaves it out."""
+    if raw is None or raw == "":
+        return 1199.0
+    try:
+        seconds = float(raw)
+    except (TypeError, ValueError):
+        raise UnexpectedContentError.from_response(
+            response, f"token answer with a non-numeric expires_in ({raw!r})"
+        ) from None
+    if seconds < 0 or seconds != seconds:
+        raise UnexpectedContentError.from_response(
+            response, f"token answer with an invalid expires_in ({raw!r})"
+        )
+    return seconds
+
+
 def _oauth_error(response: httpx.Response) -> str | None:
     try:
         payload = response.json()
@@ -280,7 +297,7 @@ class OnsHttpHandler(HttpHandler):
 
     @staticmethod
     def _binary(response: httpx.Response, what: str) -> bytes:
-        if "html" in response.headers.get("content-type", "").lower():
+        if is_html(response):
             # ONS maintenance pages arrive as HTML with 200 (services.md, ONS "Failures seen").
             raise UnexpectedContentError.from_response(response, f"HTML page instead of the {what}")
         return response.content
