@@ -100,6 +100,12 @@ class Sandbox:
         except KeyError:
             raise ValueError(f"unknown app {name!r}; expected one of {_APP_NAMES}") from None
 
+    def reset(self) -> None:
+        """Clear the faults and zero the counters of all three emulators (tokens stay valid)."""
+        for injector in self._faults.values():
+            injector.reset()
+            injector.reset_stats()
+
     def app(self, name: str) -> Starlette:
         """The ASGI app of ``"bazefield"``, ``"ccee"`` or ``"ons"`` (e.g. for in-process tests)."""
         try:

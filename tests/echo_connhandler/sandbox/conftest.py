@@ -35,10 +35,7 @@ def sandbox() -> Iterator[Sandbox]:
 def sb(sandbox: Sandbox) -> Iterator[Sandbox]:
     """The module's sandbox; its faults and counters are reset after each test."""
     yield sandbox
-    for name in ("bazefield", "ccee", "ons"):
-        injector = sandbox.faults(name)
-        injector.reset()
-        injector.reset_stats()
+    sandbox.reset()
 
 
 @pytest.fixture

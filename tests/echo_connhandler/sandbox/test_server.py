@@ -152,3 +152,17 @@ def test_command_line_prints_urls_and_stops_on_sigterm() -> None:
     assert "MADE-UP SANDBOX CREDENTIALS" in text, errors
     assert "demo-password" in text
     assert "sandbox stopped" in text
+
+
+def test_reset_clears_faults_and_counters_of_every_emulator() -> None:
+    """Sandbox.reset() leaves every emulator without faults and with zeroed counters."""
+    with Sandbox(SandboxConfig(seed=7)) as sandbox:
+        for name in ("bazefield", "ccee", "ons"):
+            sandbox.faults(name).script("anything", status=503, times=5)
+        httpx.get(f"{sandbox.urls.ccee}/", headers={"User-Agent": "Mozilla/5.0"})
+        assert sandbox.faults("ccee").stats["requests"]
+        sandbox.reset()
+        for name in ("bazefield", "ccee", "ons"):
+            assert sandbox.faults(name).stats["requests"] == {}
+        page = httpx.get(f"{sandbox.urls.ccee}/anything", headers={"User-Agent": "Mozilla/5.0"})
+        assert page.status_code != 503

@@ -17,20 +17,11 @@ import pytest
 from echo_connhandler import HttpHandler
 from echo_connhandler.sandbox import Sandbox, SandboxConfig
 
-_SERVICES = ("bazefield", "ccee", "ons")
-
 #: Handler options that make retries instant.
 FAST: dict[str, Any] = {"retry_wait_time": 0, "exponential_min_retry_wait_time": 0}
 
 SandboxFactory = Callable[..., Sandbox]
 Call = Callable[..., Awaitable[Any]]
-
-
-def _reset(sandbox: Sandbox) -> None:
-    for name in _SERVICES:
-        injector = sandbox.faults(name)
-        injector.reset()
-        injector.reset_stats()
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +49,9 @@ def sandbox(_sandboxes: SandboxFactory) -> Sandbox:
 @pytest.fixture
 def sb(sandbox: Sandbox) -> Iterator[Sandbox]:
     """The module's sandbox, faults and counters reset before and after the test."""
-    _reset(sandbox)
+    sandbox.reset()
     yield sandbox
-    _reset(sandbox)
+    sandbox.reset()
 
 
 @pytest.fixture
@@ -70,13 +61,13 @@ def make_sb(_sandboxes: SandboxFactory) -> Iterator[SandboxFactory]:
 
     def make(**config: Any) -> Sandbox:
         sandbox = _sandboxes(**config)
-        _reset(sandbox)
+        sandbox.reset()
         used.append(sandbox)
         return sandbox
 
     yield make
     for sandbox in used:
-        _reset(sandbox)
+        sandbox.reset()
 
 
 @pytest.fixture
