@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Generator, Mapping, Sequence
 from datetime import date, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict, Unpack
 from urllib.parse import quote, unquote
 
 import httpx
@@ -47,8 +47,12 @@ __all__ = [
     "SINAPSE_EXPORT_ENDPOINT",
     "OnsHttpHandler",
     "OnsOAuth2",
+    "SagerReportOptions",
+    "SinapseExportFilters",
     "format_ons_datetime",
     "profile_header_value",
+    "sager_report_body",
+    "sinapse_export_body",
 ]
 
 logger = logging.getLogger("echo_connhandler.ons")
@@ -302,144 +306,117 @@ class OnsHttpHandler(HttpHandler):
             raise UnexpectedContentError.from_response(response, f"HTML page instead of the {what}")
         return response.content
 
-    @staticmethod
-    def _sager_body(
-        data_inicio: datetime | date | str,
-        data_fim: datetime | date | str,
-        tipo_relatorio: int,
-        ids_conjuntos: Sequence[int],
-        ids_usinas: Sequence[int],
-        ids_agentes: Sequence[int],
-        ids_fontes: Sequence[int],
-        apenas_agentes_favoritos: bool,
-        periodo_base: str | None,
-    ) -> dict[str, Any]:
-        if tipo_relatorio not in (1, 2):
-            raise ValueError(
-                f"tipo_relatorio must be 1 (geral) or 2 (geração de referência), "
-                f"got {tipo_relatorio!r}"
-            )
-        return {
-            "dataInicio": format_ons_datetime(data_inicio),
-            "dataFim": format_ons_datetime(data_fim),
-            "tipoRelatorio": tipo_relatorio,
-            "idsConjuntos": list(ids_conjuntos),
-            "idsUsinas": list(ids_usinas),
-            "idsAgentes": list(ids_agentes),
-            "idsFontes": list(ids_fontes),
-            "apenasAgentesFavoritos": apenas_agentes_favoritos,
-            "periodoBase": periodo_base,
-        }
-
     def export_sager_report(
         self,
         data_inicio: datetime | date | str,
         data_fim: datetime | date | str,
         *,
-        tipo_relatorio: int = 1,
-        ids_conjuntos: Sequence[int] = (),
-        ids_usinas: Sequence[int] = (),
-        ids_agentes: Sequence[int] = (),
-        ids_fontes: Sequence[int] = (),
-        apenas_agentes_favoritos: bool = False,
-        periodo_base: str | None = None,
         endpoint: str = SAGER_REPORT_ENDPOINT,
+        **options: Unpack[SagerReportOptions],
     ) -> bytes:
-        """The SAGER renewables report as .xlsx bytes (``b""`` when the period has no data)."""
-        body = self._sager_body(
-            data_inicio,
-            data_fim,
-            tipo_relatorio,
-            ids_conjuntos,
-            ids_usinas,
-            ids_agentes,
-            ids_fontes,
-            apenas_agentes_favoritos,
-            periodo_base,
-        )
-        response = self.post(endpoint, json=body, idempotent=True)
-        return self._binary(response, "SAGER report")
+        """The SAGER renewables report as .xlsx bytes (``b""`` when the period has no data).
+
+        Dates (datetime, date or ISO text) are sent as UTC ISO-8601 with milliseconds and ``Z``;
+        ``options`` are :class:`SagerReportOptions`.
+        """
+        body = sager_report_body(data_inicio, data_fim, **options)
+        return self._binary(self.post(endpoint, json=body, idempotent=True), "SAGER report")
 
     async def async_export_sager_report(
         self,
         data_inicio: datetime | date | str,
         data_fim: datetime | date | str,
         *,
-        tipo_relatorio: int = 1,
-        ids_conjuntos: Sequence[int] = (),
-        ids_usinas: Sequence[int] = (),
-        ids_agentes: Sequence[int] = (),
-        ids_fontes: Sequence[int] = (),
-        apenas_agentes_favoritos: bool = False,
-        periodo_base: str | None = None,
         endpoint: str = SAGER_REPORT_ENDPOINT,
+        **options: Unpack[SagerReportOptions],
     ) -> bytes:
         """The async :meth:`export_sager_report`."""
-        body = self._sager_body(
-            data_inicio,
-            data_fim,
-            tipo_relatorio,
-            ids_conjuntos,
-            ids_usinas,
-            ids_agentes,
-            ids_fontes,
-            apenas_agentes_favoritos,
-            periodo_base,
-        )
+        body = sager_report_body(data_inicio, data_fim, **options)
         response = await self.async_post(endpoint, json=body, idempotent=True)
         return self._binary(response, "SAGER report")
-
-    @staticmethod
-    def _sinapse_body(
-        periodo_inicial: datetime | date | str,
-        periodo_final: datetime | date | str,
-        filters: Mapping[str, Any],
-    ) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "periodoInicial": format_ons_datetime(periodo_inicial),
-            "periodoFinal": format_ons_datetime(periodo_final),
-        }
-        body.update({k: v for k, v in filters.items() if v is not None})
-        return body
 
     def export_sinapse(
         self,
         periodo_inicial: datetime | date | str,
         periodo_final: datetime | date | str,
         *,
-        origem: str | None = None,
-        destino: str | None = None,
-        status: str | None = None,
-        mensagem: str | None = None,
         analitico: bool = False,
+        **filters: Unpack[SinapseExportFilters],
     ) -> bytes:
         """SINAPSE ``solicitacao/pesquisa/exportar[-analitico]``: ``;``-separated CSV bytes."""
-        body = self._sinapse_body(
-            periodo_inicial,
-            periodo_final,
-            {"origem": origem, "destino": destino, "status": status, "mensagem": mensagem},
-        )
+        body = sinapse_export_body(periodo_inicial, periodo_final, **filters)
         endpoint = SINAPSE_EXPORT_ENDPOINT + ("-analitico" if analitico else "")
-        response = self.post(endpoint, json=body, idempotent=True)
-        return self._binary(response, "SINAPSE export")
+        return self._binary(self.post(endpoint, json=body, idempotent=True), "SINAPSE export")
 
     async def async_export_sinapse(
         self,
         periodo_inicial: datetime | date | str,
         periodo_final: datetime | date | str,
         *,
-        origem: str | None = None,
-        destino: str | None = None,
-        status: str | None = None,
-        mensagem: str | None = None,
         analitico: bool = False,
+        **filters: Unpack[SinapseExportFilters],
     ) -> bytes:
         """The async :meth:`export_sinapse`."""
-        body = self._sinapse_body(
-            periodo_inicial,
-            periodo_final,
-            {"origem": origem, "destino": destino, "status": status, "mensagem": mensagem},
-        )
+        body = sinapse_export_body(periodo_inicial, periodo_final, **filters)
         endpoint = SINAPSE_EXPORT_ENDPOINT + ("-analitico" if analitico else "")
         response = await self.async_post(endpoint, json=body, idempotent=True)
         return self._binary(response, "SINAPSE export")
+
+
+class SagerReportOptions(TypedDict, total=False):
+    """Filters of the SAGER report (services.md, ONS "Data endpoints"); all optional."""
+
+    tipo_relatorio: int  # 1 geral (default), 2 geração de referência
+    ids_conjuntos: Sequence[int]
+    ids_usinas: Sequence[int]
+    ids_agentes: Sequence[int]
+    ids_fontes: Sequence[int]
+    apenas_agentes_favoritos: bool
+    periodo_base: str | None
+
+
+class SinapseExportFilters(TypedDict, total=False):
+    """Filters of the SINAPSE export; all optional, omitted when not given."""
+
+    origem: str
+    destino: str
+    status: str
+    mensagem: str
+
+
+def sager_report_body(
+    data_inicio: datetime | date | str,
+    data_fim: datetime | date | str,
+    **options: Unpack[SagerReportOptions],
+) -> dict[str, Any]:
+    """The JSON body of ``exportarRelatorio``."""
+    tipo = options.get("tipo_relatorio", 1)
+    if tipo not in (1, 2):
+        raise ValueError(
+            f"tipo_relatorio must be 1 (geral) or 2 (geração de referência), got {tipo!r}"
+        )
+    return {
+        "dataInicio": format_ons_datetime(data_inicio),
+        "dataFim": format_ons_datetime(data_fim),
+        "tipoRelatorio": tipo,
+        "idsConjuntos": list(options.get("ids_conjuntos", ())),
+        "idsUsinas": list(options.get("ids_usinas", ())),
+        "idsAgentes": list(options.get("ids_agentes", ())),
+        "idsFontes": list(options.get("ids_fontes", ())),
+        "apenasAgentesFavoritos": options.get("apenas_agentes_favoritos", False),
+        "periodoBase": options.get("periodo_base"),
+    }
+
+
+def sinapse_export_body(
+    periodo_inicial: datetime | date | str,
+    periodo_final: datetime | date | str,
+    **filters: Unpack[SinapseExportFilters],
+) -> dict[str, Any]:
+    """The JSON body of ``solicitacao/pesquisa/exportar``."""
+    body: dict[str, Any] = {
+        "periodoInicial": format_ons_datetime(periodo_inicial),
+        "periodoFinal": format_ons_datetime(periodo_final),
+    }
+    body.update({k: v for k, v in filters.items() if v is not None})
+    return body
