@@ -425,6 +425,8 @@ class CceeHttpHandler(HttpHandler):
 def _stable(sort: str) -> str:
     """``sort`` with ``_id`` as the last key: pages of a non-unique order could overlap."""
     keys = [part.split()[0] for part in sort.split(",") if part.strip()]
+    if not keys:
+        return "_id"
     return f"{sort}, _id" if "_id" not in keys else sort
 
 

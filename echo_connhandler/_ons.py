@@ -22,6 +22,7 @@ Exports return raw bytes: SAGER's report is an .xlsx (an empty body means no dat
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Generator, Mapping, Sequence
 from datetime import date, datetime
@@ -115,6 +116,7 @@ class OnsOAuth2(SessionAuth):
         self._access_token: str | None = None
         self._refresh_token: str | None = None
         self._expires_at = 0.0
+        self._federation_failed = False
         self._profile: str | None = (
             profile_header_value(props.selected_profile) if props.selected_profile else None
         )
@@ -180,19 +182,30 @@ class OnsOAuth2(SessionAuth):
         return False
 
     def _password_login(self, template: httpx.Request) -> LoginFlow:
-        # Step 1: the federation page sets cookies; any answer is fine (services.md, ONS 1).
-        federation = derive_request(
-            template,
-            "GET",
-            f"{self._props.auth_url}/",
-            params={"ReturnUrl": self._props.effective_origin + "/"},
-            headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"},
-        )
-        response = yield federation
-        if response.status_code != 200:
-            logger.info("ONS federation page answered HTTP %s; continuing", response.status_code)
-        for cookie in self.cookies.jar:  # the identity provider's session cookies
-            register_secret(cookie.value, ephemeral=True)
+        # Step 1: the federation page sets cookies; any answer is fine (services.md, ONS 1: it
+        # is never the credential check, and some public clients skip it). A transport failure
+        # here cannot be caught inside an httpx auth flow: it fails this attempt, and the
+        # handler's retry then logs in without the federation step.
+        if self._federation_failed:
+            logger.info("ONS federation page failed last time; logging in without it")
+            self._federation_failed = False
+        else:
+            federation = derive_request(
+                template,
+                "GET",
+                f"{self._props.auth_url}/",
+                params={"ReturnUrl": self._props.effective_origin + "/"},
+                headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"},
+            )
+            self._federation_failed = True  # until its answer arrives
+            response = yield federation
+            self._federation_failed = False
+            if response.status_code != 200:
+                logger.info(
+                    "ONS federation page answered HTTP %s; continuing", response.status_code
+                )
+            for cookie in self.cookies.jar:  # the identity provider's session cookies
+                register_secret(cookie.value, ephemeral=True)
         response = yield self._token_request(
             template,
             {
@@ -260,13 +273,17 @@ def _expires_in(response: httpx.Response, raw: Any) -> float:
     """Seconds the token lives; 1199 (ONS's usual ~20 min) when the answer leaves it out."""
     if raw is None or raw == "":
         return 1199.0
+    if isinstance(raw, bool):
+        raise UnexpectedContentError.from_response(
+            response, f"token answer with a non-numeric expires_in ({raw!r})"
+        )
     try:
         seconds = float(raw)
     except (TypeError, ValueError):
         raise UnexpectedContentError.from_response(
             response, f"token answer with a non-numeric expires_in ({raw!r})"
         ) from None
-    if seconds < 0 or seconds != seconds:
+    if not math.isfinite(seconds) or seconds < 0:
         raise UnexpectedContentError.from_response(
             response, f"token answer with an invalid expires_in ({raw!r})"
         )
@@ -378,10 +395,10 @@ class SagerReportOptions(TypedDict, total=False):
 class SinapseExportFilters(TypedDict, total=False):
     """Filters of the SINAPSE export; all optional, omitted when not given."""
 
-    origem: str
-    destino: str
-    status: str
-    mensagem: str
+    origem: str | None
+    destino: str | None
+    status: str | None
+    mensagem: str | None
 
 
 def sager_report_body(

@@ -75,7 +75,9 @@ def test_empty_first_page_with_a_total_is_an_error() -> None:
         list(_handler(page, []).iter_datastore_records("r1"))
 
 
-@pytest.mark.parametrize(("sort", "sent"), [("DATA", "DATA, _id"), ("_id desc", "_id desc")])
+@pytest.mark.parametrize(
+    ("sort", "sent"), [("DATA", "DATA, _id"), ("_id desc", "_id desc"), ("", "_id")]
+)
 async def test_non_unique_sort_gets_id_as_tiebreaker(sort: str, sent: str) -> None:
     """Pages of a non-unique order could overlap: _id is appended as the last sort key."""
 

@@ -40,13 +40,14 @@ OTHER_PROFILE = "Consulta Agente/AGENTES/190/ECHO EOLICA SANDBOX"
 SINAPSE_HEADER = "Número;Data de Abertura;Origem;Destino;Status;Assunto"
 
 
-def sager(sb: Sandbox, password: str = CREDS["password"]) -> OnsHttpConnProperties:
+def sager(sb: Sandbox, password: str = CREDS["password"], **kwargs: Any) -> OnsHttpConnProperties:
     return OnsHttpConnProperties(
         host=sb.urls.ons_sager,
         user=CREDS["user"],
         password=password,
         login_target="SAGER",
         auth_url=sb.urls.ons_auth_url,
+        **kwargs,
     )
 
 
@@ -258,6 +259,19 @@ async def test_federation_page_failure_is_tolerated(
     handler = await connect(OnsHttpHandler, sager(sb))
     assert stats(sb)["faults"] == {"error": 1}
     assert logins(sb) == {"password": 1}
+    assert (await call(handler, "export_sager_report", "2024-01-01", "2024-01-01"))[:2] == b"PK"
+
+
+@pytest.mark.parametrize("fault", [{"drop": True}, {"delay_s": 0.5}])
+async def test_federation_transport_failure_is_tolerated(
+    sb: Sandbox, connect: Connect, call: Call, fault: dict[str, Any]
+) -> None:
+    """A federation page that drops or times out costs one retry; the login goes on without it."""
+    sb.faults("ons").script(FEDERATION, **fault)
+    props = sager(sb, request_timeout=0.2)
+    handler = await connect(OnsHttpHandler, props)
+    assert logins(sb) == {"password": 1}
+    assert hits(sb, FEDERATION) == 1  # not asked again on the retry
     assert (await call(handler, "export_sager_report", "2024-01-01", "2024-01-01"))[:2] == b"PK"
 
 

@@ -34,7 +34,7 @@ def _handler(token_answer: dict[str, Any]) -> OnsHttpHandler:
     return Fake(props, skip_connect=True, max_retries=0, max_conn_retries=0)
 
 
-@pytest.mark.parametrize("expires_in", ["soon", -5])
+@pytest.mark.parametrize("expires_in", ["soon", -5, "inf", True])
 def test_invalid_expires_in_is_an_unexpected_content_error(expires_in: Any) -> None:
     """A token answer with an unusable expires_in is an error of the tree, naming the field."""
     handler = _handler({"access_token": "access-token-123", "expires_in": expires_in})
