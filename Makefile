@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo e2e test lint types unit docs bench clean
+.PHONY: venv demo e2e test lint types unit docs bench clean sandbox-extra
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,10 +36,19 @@ unit: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q
 
-test: lint types unit e2e docs
+# The sandbox extra on its own, in a fresh venv: `python -m echo_connhandler.sandbox` must work.
+sandbox-extra:
+	rm -rf .venv-sandbox
+	$(PYTHON) -m venv .venv-sandbox
+	.venv-sandbox/bin/pip install -q --upgrade pip
+	.venv-sandbox/bin/pip install -q '.[sandbox]'
+	.venv-sandbox/bin/python .ci/check_sandbox_extra.py
+	rm -rf .venv-sandbox
+
+test: lint types unit e2e docs sandbox-extra
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
 
 clean:
-	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-sandbox site .pytest_cache .mypy_cache .ruff_cache build
