@@ -249,7 +249,12 @@ class OnsOAuth2(SessionAuth):
             profiles = next((v for v in profiles.values() if isinstance(v, list)), None)
         if not isinstance(profiles, list) or not profiles:
             raise ProfileSelectionError(f"the SINAPSE profile list has no profiles; {hint}")
-        values = [profile_header_value(p) for p in profiles]
+        try:
+            values = [profile_header_value(p) for p in profiles]
+        except (ProfileSelectionError, TypeError) as exc:
+            raise ProfileSelectionError(
+                f"the SINAPSE profile list has an unexpected shape ({exc}); {hint}"
+            ) from exc
         if len(values) > 1:
             listed = "; ".join(unquote(v) for v in values)
             raise ProfileSelectionError(

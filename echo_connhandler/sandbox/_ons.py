@@ -49,6 +49,7 @@ import csv
 import html
 import io
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -223,10 +224,22 @@ def _maintenance_page() -> str:
     )
 
 
-def parse_moment(value: object, name: str) -> datetime:
-    """An ISO-8601 date or datetime (``Z`` allowed; naive = UTC) or a 400."""
+#: SAGER's dates: ISO-8601 UTC with milliseconds and ``Z`` (services.md, ONS "Data endpoints").
+_SAGER_MOMENT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
+
+
+def parse_moment(value: object, name: str, *, sager_format: bool = False) -> datetime:
+    """An ISO-8601 date or datetime (``Z`` allowed; naive = UTC) or a 400.
+
+    ``sager_format``: only ``2024-01-01T00:00:00.000Z`` is accepted, as the public SAGER clients
+    send it, so that a client sending another shape is caught here rather than in production.
+    """
     if not isinstance(value, str) or not value.strip():
         raise _BadRequest(f"O campo {name} é obrigatório.")
+    if sager_format and not _SAGER_MOMENT.fullmatch(value.strip()):
+        raise _BadRequest(
+            f"O campo {name} deve estar no formato AAAA-MM-DDTHH:MM:SS.mmmZ: {value!r}."
+        )
     try:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError:
@@ -471,8 +484,8 @@ def ons_app(config: SandboxConfig | None = None, faults: FaultInjector | None = 
             return grant
         try:
             body = await json_body(request)
-            start = parse_moment(body.get("dataInicio"), "dataInicio")
-            end = parse_moment(body.get("dataFim"), "dataFim")
+            start = parse_moment(body.get("dataInicio"), "dataInicio", sager_format=True)
+            end = parse_moment(body.get("dataFim"), "dataFim", sager_format=True)
             days = _days(start, end)
             tipo = body.get("tipoRelatorio")
             if isinstance(tipo, bool) or tipo not in (1, 2, "1", "2"):

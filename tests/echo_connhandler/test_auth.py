@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -94,6 +95,8 @@ class FakeService:
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         self.seen.append(request)
+        if request.url.path == "/login" and self.login_delay:
+            time.sleep(self.login_delay)  # a window in which other threads would log in too
         return self._login() if request.url.path == "/login" else self._data(request)
 
     async def ahandle(self, request: httpx.Request) -> httpx.Response:
@@ -350,6 +353,7 @@ def test_refused_login_raises_and_is_tried_again_later(
 
 def test_threads_share_one_login(service: FakeService) -> None:
     """20 threads starting at once cause one login."""
+    service.login_delay = 0.02
     auth = TokenAuth()
     transport = httpx.MockTransport(service.handle)
     with httpx.Client(base_url=BASE, transport=transport) as c, ThreadPoolExecutor(20) as pool:

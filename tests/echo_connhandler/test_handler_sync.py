@@ -627,20 +627,3 @@ def test_payload_in_data_with_caller_json_is_a_clear_error(make_handler: Any) ->
     handler = make_handler(payload_kwargs={"api_token": "xyzzy"}, payload_kwargs_key="data")
     with pytest.raises(ValueError, match=r"payload_kwargs go into the data= body.*json="):
         handler.post("echo", json={"a": 1})
-
-
-def test_credentials_withheld_from_another_origin(
-    make_handler: Any, server: Any, tls_server: Any, key: str
-) -> None:
-    """A redirect to another origin carries no API key, session id or credential header."""
-    handler = make_handler(
-        api_key="api-key-12345", headers={"X-Api-Key": "header-key-12345"}, verify_ssl=False
-    )
-    target = f"{tls_server.url}/echo/{key}"
-    seen = handler.get("redirect", params={"to": target}).json()["headers"]
-    assert "authorization" not in seen
-    assert "x-api-key" not in seen
-    # The same credentials still reach the connection's own host.
-    own = handler.get(f"echo/{key}").json()["headers"]
-    assert own["authorization"] == "Bearer api-key-12345"
-    assert own["x-api-key"] == "header-key-12345"

@@ -340,3 +340,15 @@ def test_sinapse_profile_header_is_checked(
     )
     assert bad_period.status_code == 400
     assert bad_period.json()["mensagem"]
+
+
+@pytest.mark.parametrize("moment", ["2024-01-01", "2024-01-01T00:00:00Z", "2024-01-01T00:00:00"])
+def test_sager_refuses_dates_not_in_its_format(
+    sb: Sandbox, client: httpx.Client, ons_login: OnsLogin, moment: str
+) -> None:
+    """SAGER takes AAAA-MM-DDTHH:MM:SS.mmmZ only: any other shape is a 400 naming the field."""
+    token = ons_login(client, sb.urls.ons_auth_url)
+    body = report_body(moment, "2024-01-02T00:00:00.000Z")
+    response = client.post(sb.urls.ons_sager + REPORT, json=body, headers=bearer(token))
+    assert response.status_code == 400
+    assert "dataInicio" in response.json()["mensagem"]
