@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from echo_connhandler import AuthenticationError
 from echo_connhandler.sandbox import DEMO_CREDENTIALS, Sandbox
 from echo_connhandler_provider.hooks import BazefieldHook, CceeHook, EchoHttpHook, OnsHook
 
@@ -160,11 +161,11 @@ async def _run_scenarios(conns: Any, sb: Sandbox, secrets: _Secrets) -> list[str
         ok, message = hook_cls(bad).test_connection()
         assert not ok
         errors.append(message)
-        with pytest.raises(Exception) as sync_info:
+        with pytest.raises(AuthenticationError) as sync_info:
             hook_cls(bad).get_conn()
         errors.append(_exception_text(sync_info.value))
         failing = hook_cls(bad)
-        with pytest.raises(Exception) as async_info:
+        with pytest.raises(AuthenticationError) as async_info:
             await failing.aget_conn()
         await failing.aclose()
         errors.append(_exception_text(async_info.value))
