@@ -25,7 +25,7 @@ import re
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict, Unpack
 
 import httpx
 
@@ -46,6 +46,7 @@ __all__ = [
     "CceeWafAuth",
     "CkanResource",
     "DatastorePage",
+    "DatastoreQuery",
 ]
 
 DEFAULT_CCEE_HOST = "https://dadosabertos.ccee.org.br"
@@ -147,6 +148,15 @@ class CkanResource:
         )
 
 
+class DatastoreQuery(TypedDict, total=False):
+    """What to read of a datastore resource (CKAN ``datastore_search``); all optional."""
+
+    filters: Mapping[str, Any] | None  # equality filters, sent as a JSON object
+    q: str | None  # full-text search
+    sort: str | None  # e.g. "DATA desc, HORA"
+    fields: Sequence[str] | None  # columns to return
+
+
 @dataclass(frozen=True, slots=True)
 class DatastorePage:
     """One page of ``datastore_search``: its records, where it starts, and the whole total."""
@@ -206,24 +216,15 @@ class CceeHttpHandler(HttpHandler):
 
     @staticmethod
     def _search_params(
-        resource_id: str,
-        *,
-        limit: int,
-        offset: int,
-        filters: Mapping[str, Any] | None,
-        q: str | None,
-        sort: str | None,
-        fields: Sequence[str] | None,
+        resource_id: str, *, limit: int, offset: int, **query: Unpack[DatastoreQuery]
     ) -> dict[str, Any]:
         params: dict[str, Any] = {"resource_id": resource_id, "limit": limit, "offset": offset}
+        filters, fields = query.get("filters"), query.get("fields")
         if filters:
             params["filters"] = json.dumps(dict(filters), ensure_ascii=False)
-        if q:
-            params["q"] = q
-        if sort:
-            params["sort"] = sort
         if fields:
             params["fields"] = ",".join(fields)
+        params.update({k: query.get(k) for k in ("q", "sort") if query.get(k)})
         return params
 
     @staticmethod
@@ -283,34 +284,24 @@ class CceeHttpHandler(HttpHandler):
         *,
         limit: int = 100,
         offset: int = 0,
-        filters: Mapping[str, Any] | None = None,
-        q: str | None = None,
-        sort: str | None = None,
-        fields: Sequence[str] | None = None,
+        **query: Unpack[DatastoreQuery],
     ) -> dict[str, Any]:
         """One ``datastore_search`` call; the whole ``result`` (``total``, ``limit``, ...)."""
-        params = self._search_params(
-            resource_id, limit=limit, offset=offset, filters=filters, q=q, sort=sort, fields=fields
-        )
+        params = self._search_params(resource_id, limit=limit, offset=offset, **query)
         return dict(self.action("datastore_search", **params))
 
     def iter_datastore_pages(
         self,
         resource_id: str,
         *,
-        filters: Mapping[str, Any] | None = None,
-        q: str | None = None,
-        sort: str = "_id",
-        fields: Sequence[str] | None = None,
         page_size: int = CKAN_MAX_LIMIT,
+        **query: Unpack[DatastoreQuery],
     ) -> Iterator[DatastorePage]:
-        """Every page of a resource, in order; each verified complete (no loss, no overlap)."""
-        query: dict[str, Any] = {
-            "filters": filters,
-            "q": q,
-            "sort": _stable(sort),
-            "fields": fields,
-        }
+        """Every page of a resource, in order; each verified complete (no loss, no overlap).
+
+        Sorted by ``query["sort"]`` with ``_id`` as the last key (by ``_id`` alone by default).
+        """
+        query["sort"] = _stable(query.get("sort") or "")
         result = self.datastore_search(resource_id, limit=page_size, offset=0, **query)
         first = self._page(result, 0)
         plan = self._plan(first, result, page_size)
@@ -348,41 +339,29 @@ class CceeHttpHandler(HttpHandler):
         *,
         limit: int = 100,
         offset: int = 0,
-        filters: Mapping[str, Any] | None = None,
-        q: str | None = None,
-        sort: str | None = None,
-        fields: Sequence[str] | None = None,
+        **query: Unpack[DatastoreQuery],
     ) -> dict[str, Any]:
         """The async :meth:`datastore_search`."""
-        params = self._search_params(
-            resource_id, limit=limit, offset=offset, filters=filters, q=q, sort=sort, fields=fields
-        )
+        params = self._search_params(resource_id, limit=limit, offset=offset, **query)
         return dict(await self.async_action("datastore_search", **params))
 
     async def aiter_datastore_pages(
         self,
         resource_id: str,
         *,
-        filters: Mapping[str, Any] | None = None,
-        q: str | None = None,
-        sort: str = "_id",
-        fields: Sequence[str] | None = None,
         page_size: int = CKAN_MAX_LIMIT,
         concurrency: int = 4,
+        **query: Unpack[DatastoreQuery],
     ) -> AsyncIterator[DatastorePage]:
         """Every page, in order, with up to ``concurrency`` pages in flight.
 
         A sliding window: the next pages are fetched while the caller consumes the current one,
-        so memory stays bounded by ``concurrency`` pages whatever the resource size.
+        so memory stays bounded by ``concurrency`` pages whatever the resource size. Sorted as
+        :meth:`iter_datastore_pages`.
         """
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
-        query: dict[str, Any] = {
-            "filters": filters,
-            "q": q,
-            "sort": _stable(sort),
-            "fields": fields,
-        }
+        query["sort"] = _stable(query.get("sort") or "")
         result = await self.async_datastore_search(resource_id, limit=page_size, offset=0, **query)
         first = self._page(result, 0)
         plan = self._plan(first, result, page_size)
