@@ -8,12 +8,9 @@ self-signed certificate, and a server that accepts but never answers.
 
 from __future__ import annotations
 
-import datetime
 import socket
 import ssl
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpcore
@@ -190,73 +187,9 @@ def test_test_connection_server_never_answers(conns: Any, silent_port: int) -> N
     assert message.startswith("Timed out:"), message
 
 
-@pytest.fixture
-def self_signed_port(tmp_path: Path) -> Iterator[int]:
-    """A loopback TLS server whose certificate is self-signed (no trusted CA signed it)."""
-    pytest.importorskip("cryptography")
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_file, key_file)
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    server.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                client, _ = server.accept()
-            except OSError:
-                continue
-            try:
-                with context.wrap_socket(client, server_side=True):
-                    pass
-            except (OSError, ssl.SSLError):
-                pass  # the client refuses the certificate: expected
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield int(server.getsockname()[1])
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        server.close()
-
-
-def test_test_connection_untrusted_certificate(conns: Any, self_signed_port: int) -> None:
+def test_test_connection_untrusted_certificate(conns: Any, tls_server: Any) -> None:
     """A certificate no trusted CA signed: a TLS error that points at verify_ssl."""
-    conns.define(
-        "self_signed",
-        {"conn_type": "echo_http", "host": f"https://127.0.0.1:{self_signed_port}"},
-    )
+    conns.define("self_signed", {"conn_type": "echo_http", "host": tls_server.url})
     ok, message = EchoHttpHook("self_signed").test_connection()
     assert not ok
     assert message.startswith(TLS), message
