@@ -1,6 +1,6 @@
 """Bazefield (ServiceStack REST API under ``/BazeField.Services/api/``).
 
-Quirks handled here, all from reference/services.md "Bazefield":
+Quirks handled here, all from docs/services/bazefield.md:
 
 - API key: ``Authorization: Bearer <key>`` (HIGH).
 - User/password: ``POST BazeField.Services/api/auth/baze?format=json`` with ``UserName``,
@@ -29,13 +29,13 @@ from echo_connhandler._exceptions import (
     UnexpectedContentError,
 )
 from echo_connhandler._handler import HttpHandler, expect_json, is_html
-from echo_connhandler._secrets import register_secret
 
-__all__ = ["BazeHttpHandler", "BazefieldLoginAuth", "bazefield_api_root"]
+__all__ = ["API_ROOT", "BazeHttpHandler", "BazefieldLoginAuth", "bazefield_api_root"]
 
 API_ROOT = "BazeField.Services/api"
-#: Read-only queries sent as POST (their bodies can be large), safe to replay.
-IDEMPOTENT_POST_PATHS = ("/objects/timeseries/",)
+#: Read-only queries sent as POST (their bodies can be large), safe to replay: paths under the
+#: API root (docs/services/bazefield.md, "Time series").
+IDEMPOTENT_POST_PATHS = frozenset({"objects/timeseries/aggregated"})
 
 
 def bazefield_api_root(host: str) -> str:
@@ -99,10 +99,8 @@ class BazefieldLoginAuth(SessionAuth):
             raise UnexpectedContentError.from_response(
                 response, "Bazefield login answered neither bearerToken nor sessionId"
             )
-        register_secret(bearer, ephemeral=True)
-        register_secret(session_id, ephemeral=True)
-        for cookie in self.cookies.jar:
-            register_secret(cookie.value, ephemeral=True)
+        self.secrets.add(bearer)
+        self.secrets.add(session_id)
         self._bearer, self._session_id = bearer or None, session_id or None
 
     def apply(self, request: httpx.Request) -> None:
@@ -130,8 +128,13 @@ class BazeHttpHandler(HttpHandler):
         return None
 
     def _is_idempotent(self, method: str, url: str) -> bool:
-        if method == "POST" and any(p in url.lower() for p in IDEMPOTENT_POST_PATHS):
-            return True
+        # Decided on the path alone, exactly: a query such as ?next=/objects/timeseries/ on a
+        # write endpoint must not make it replayable.
+        if method == "POST":
+            root = httpx.URL(bazefield_api_root(self.props.host)).path.rstrip("/").lower()
+            path = httpx.URL(url).path.rstrip("/").lower()
+            if path.startswith(root + "/") and path[len(root) + 1 :] in IDEMPOTENT_POST_PATHS:
+                return True
         return super()._is_idempotent(method, url)
 
     def _check_response(self, response: httpx.Response) -> None:

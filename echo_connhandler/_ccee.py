@@ -37,7 +37,6 @@ from echo_connhandler._exceptions import (
     WafBlockedError,
 )
 from echo_connhandler._handler import HttpHandler, expect_json, is_html
-from echo_connhandler._secrets import register_secret
 
 __all__ = [
     "CKAN_MAX_LIMIT",
@@ -93,8 +92,6 @@ class CceeWafAuth(SessionAuth):
             )
         if response.status_code >= 400:
             raise HttpStatusError.from_response(response, "CCEE portal warm-up failed")
-        for cookie in self.cookies.jar:
-            register_secret(cookie.value, ephemeral=True)
         self._warmed = True
 
     def apply(self, request: httpx.Request) -> None:

@@ -8,7 +8,9 @@ EchoHttpError                       base of everything the handlers raise
 │   ├── ApiError                    the service reported an error inside the body (often HTTP 200)
 │   ├── UnexpectedContentError      HTML (a login, WAF or maintenance page) where JSON was expected
 │   │   └── WafBlockedError         CCEE's WAF answered "Acesso bloqueado" even after a re-warm
-│   └── AuthenticationError         a login was refused: bad credentials, never retried
+│   ├── AuthenticationError         a login was refused: bad credentials, never retried
+│   ├── UnsafeRedirectError         a redirect would carry a login or a request body elsewhere
+│   └── ResponseTooLargeError       a body beyond the handler's max_response_bytes
 ├── ProfileSelectionError (ValueError)  SINAPSE profile cannot be chosen without user input
 └── DataConsistencyError            a paged pull would lose or duplicate rows
 ```
@@ -19,6 +21,8 @@ Transport errors keep the original httpx exception as ``__cause__``.
 """
 
 from __future__ import annotations
+
+from typing import Self
 
 import httpx
 
@@ -33,7 +37,9 @@ __all__ = [
     "HttpStatusError",
     "HttpTransportError",
     "ProfileSelectionError",
+    "ResponseTooLargeError",
     "UnexpectedContentError",
+    "UnsafeRedirectError",
     "WafBlockedError",
     "body_excerpt",
 ]
@@ -81,12 +87,21 @@ class EchoHttpError(Exception):
 class HttpTransportError(EchoHttpError):
     """The request got no usable response (connection refused, reset, timeout, protocol error).
 
-    The original ``httpx`` exception is chained as ``__cause__``.
+    The original ``httpx`` exception is chained as ``__cause__``. ``legacy_tls_renegotiation``
+    says whether the TLS handshake failed because the server needs legacy renegotiation
+    (decided once, from the ``ssl.SSLError``'s ``reason``).
     """
 
-    def __init__(self, message: str, *, request: httpx.Request | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        request: httpx.Request | None = None,
+        legacy_tls_renegotiation: bool = False,
+    ) -> None:
         super().__init__(redact(message))
         self.request = request
+        self.legacy_tls_renegotiation = legacy_tls_renegotiation
 
 
 class HttpResponseError(EchoHttpError, RuntimeError):
@@ -99,7 +114,7 @@ class HttpResponseError(EchoHttpError, RuntimeError):
         super().__init__(redact(message))
 
     @classmethod
-    def from_response(cls, response: httpx.Response, reason: str) -> HttpResponseError:
+    def from_response(cls, response: httpx.Response, reason: str) -> Self:
         """Build the error with a standard message: method, URL, status, reason and excerpt."""
         request = response._request
         where = f"{request.method} {redact_url(str(request.url))}" if request else "response"
@@ -128,6 +143,15 @@ class WafBlockedError(UnexpectedContentError):
 
 class AuthenticationError(HttpResponseError):
     """The service refused the credentials. Bad credentials are never retried."""
+
+
+class UnsafeRedirectError(HttpResponseError):
+    """A redirect was refused: it would carry a login's credentials, or a request body, to
+    another origin (scheme, host, port). The message names the target host."""
+
+
+class ResponseTooLargeError(HttpResponseError):
+    """The response body (decoded) is larger than the handler's ``max_response_bytes``."""
 
 
 class ProfileSelectionError(EchoHttpError, ValueError):

@@ -6,49 +6,71 @@ httpx's ``BaseClient``/``Client``/``AsyncClient``).
 
 Clients
     The sync ``httpx.Client`` is opened by the constructor (unless ``skip_connect=True``) or on
-    first sync use; the ``httpx.AsyncClient`` on first async use. Both share the handler's auth
-    flow, default headers, timeouts and one SSL context (built once per process and per TLS
-    setting: building one costs ~26 ms, see reference/anchors.md). Many coroutines may call
-    ``async_*`` at once: the async client is created once, under a lock.
+    first sync use; the ``httpx.AsyncClient`` on first async use, one per event loop. Both share
+    the handler's auth flow, default headers, timeouts and one SSL context (built once per
+    process and per TLS setting: building one costs ~26 ms, docs/retries.md, "Between
+    attempts"). One :class:`_ClientHolder` per path keeps the live client and the retired ones
+    still finishing requests; many threads or coroutines may use a handler at once.
+
+Requests in flight
+    At most :data:`POOL_SIZE` requests per client are inside httpx at once (the pool's size): a
+    request takes a permit *before* its auth flow adds the credential, so when a session expires
+    only the requests really on the wire carry the stale one, and a login never queues behind
+    hundreds of requests waiting for a pooled connection (docs/retries.md, "Logins under load").
 
 Retries
     Every request runs under :class:`echo_connhandler.RetryPolicy`. Between attempts the handler
     swaps in a fresh client (new connection pool, same cookies, same SSL context); the client
     that failed is closed as soon as no other request is still using it, so concurrent callers
-    are never cut off. Authentication state lives in the auth flow and survives the swap.
+    are never cut off. Authentication state lives in the auth flow and survives the swap. The
+    connect step (login, warm-up) is a call like any other, under the same policy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import ssl
 import threading
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar, cast
 
 import certifi
 import httpx
 
-from echo_connhandler._auth import BearerAuth, SessionAuth
+from echo_connhandler._auth import ALLOW_CROSS_ORIGIN_BODY, BearerAuth, SessionAuth
 from echo_connhandler._exceptions import (
     HttpStatusError,
     HttpTransportError,
+    ResponseTooLargeError,
     UnexpectedContentError,
+    UnsafeRedirectError,
 )
 from echo_connhandler._properties import HttpConnProperties, is_sensitive_name
 from echo_connhandler._retry import (
     DEFAULT_RETRY_AFTER_CAP,
+    DEFAULT_TIME_BUDGET,
     IDEMPOTENT_METHODS,
+    LOGIN_STEP,
     RetryPolicy,
-    tls_error_in,
+    check_retry_number,
+    needs_legacy_renegotiation,
 )
-from echo_connhandler._secrets import redact_url
+from echo_connhandler._secrets import redact_url, register_secret
 
-__all__ = ["HttpHandler", "ResponseOk", "expect_json", "is_html", "ssl_context"]
+__all__ = [
+    "POOL_SIZE",
+    "HttpHandler",
+    "ResponseOk",
+    "describe_statuses",
+    "expect_json",
+    "is_html",
+    "ssl_context",
+]
 
 logger = logging.getLogger("echo_connhandler")
 
@@ -58,6 +80,8 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _BODY_RIVALS = {"json": ("data", "content", "files"), "data": ("json", "content")}
 
 ClientT = TypeVar("ClientT", httpx.Client, httpx.AsyncClient)
+#: Connections per client, and requests per client inside httpx at once.
+POOL_SIZE = 100
 
 
 @functools.cache
@@ -69,7 +93,7 @@ def ssl_context(verify: bool, legacy_renegotiation: bool = False) -> ssl.SSLCont
         context.verify_mode = ssl.CERT_NONE
     if legacy_renegotiation:
         # integra.ons.org.br needs it under OpenSSL 3 (UNSAFE_LEGACY_RENEGOTIATION_DISABLED),
-        # services.md "ONS / TLS". Opt-in only: it weakens TLS.
+        # docs/services/ons.md, "TLS". Opt-in only: it weakens TLS.
         context.options |= getattr(ssl, "OP_LEGACY_SERVER_CONNECT", 0x4)
     return context
 
@@ -83,7 +107,8 @@ def expect_json(response: httpx.Response) -> Any:
     """``response.json()``, or :class:`UnexpectedContentError` for HTML and non-JSON bodies.
 
     All three services can answer an HTML page (WAF block, login, maintenance, preview) where
-    JSON was expected (services.md, "Cross-cutting"): never call ``.json()`` blindly.
+    JSON was expected (docs/errors.md, "HTML where JSON was expected"): never call ``.json()``
+    blindly.
     """
     content_type = response.headers.get("content-type", "").lower()
     if is_html(response):
@@ -113,7 +138,8 @@ def _is_credential_header(name: str) -> bool:
     return lowered in _CREDENTIAL_HEADERS or is_sensitive_name(lowered)
 
 
-def _raise_error(outcome: httpx.Response | BaseException) -> httpx.Response:
+def _result_or_raise(outcome: httpx.Response | BaseException) -> httpx.Response:
+    """The response of an attempt, or its error raised (inside tenacity's ``with attempt``)."""
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome
@@ -133,6 +159,39 @@ def _accepted_statuses(response_ok: ResponseOk) -> frozenset[int] | None:
     )
 
 
+def describe_statuses(statuses: Collection[int]) -> str:
+    """``2xx or 3xx``, ``200-204, 301`` or ``200``: short, whatever the collection's size."""
+    remaining = set(statuses)
+    parts: list[str] = []
+    for hundred in range(100, 600, 100):
+        block = set(range(hundred, hundred + 100))
+        if block <= remaining:
+            parts.append(f"{hundred // 100}xx")
+            remaining -= block
+    runs: list[list[int]] = []
+    for status in sorted(remaining):
+        if runs and status == runs[-1][-1] + 1:
+            runs[-1].append(status)
+        else:
+            runs.append([status])
+    parts += [f"{r[0]}-{r[-1]}" if len(r) > 2 else ", ".join(map(str, r)) for r in runs]
+    return " or ".join(parts) if len(parts) <= 2 else ", ".join(parts)
+
+
+def _carries_body(request: httpx.Request) -> bool:
+    return request.headers.get("content-length", "0") != "0" or (
+        "transfer-encoding" in request.headers
+    )
+
+
+def _redirect_keeps_body(request: httpx.Request, response: httpx.Response) -> bool:
+    """Whether httpx re-sends the body on this redirect: 307/308 keep the method and the body;
+    301 keeps them except for POST; 302 and 303 turn the request into a GET without a body."""
+    status = response.status_code
+    kept = status in (307, 308) or (status == 301 and request.method != "POST")
+    return kept and _carries_body(request)
+
+
 @dataclass(slots=True)
 class _Call:
     """One request, prepared without I/O, replayed as is by every attempt."""
@@ -144,30 +203,114 @@ class _Call:
     idempotent: bool
     #: False for bodies that cannot be sent twice (``files=``, a generator as ``content=``).
     replayable: bool = True
+    #: ``Client.send`` options (``auth``, ``follow_redirects``), apart from the request's own.
+    send_options: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def label(self) -> str:
-        return self.describe()
+    def is_connect_step(self) -> bool:
+        return self.method == _CONNECT
 
     def describe(self) -> str:
         """Method and redacted URL, for log lines and errors (built only when needed)."""
         return f"{self.method} {redact_url(self.url)}"
 
 
+#: The method name log lines and errors give the connect step (login, warm-up).
+_CONNECT = "CONNECT"
+_SEND_OPTIONS = ("auth", "follow_redirects")
+
+
+@dataclass(eq=False, slots=True)
 class _Slot(Generic[ClientT]):
-    """A client and the requests in flight on it, so that a retired client closes when idle."""
+    """A client, the requests in flight on it, and the limit on how many it sends at once."""
 
-    __slots__ = ("client", "in_flight", "loop", "retired")
     client: ClientT
+    #: The event loop an async client belongs to (``None`` for the sync client).
     loop: asyncio.AbstractEventLoop | None
-    in_flight: int
-    retired: bool
+    #: ``POOL_SIZE`` permits: a request takes one before its auth flow adds a credential.
+    limiter: threading.BoundedSemaphore | asyncio.Semaphore
+    in_flight: int = 0
+    retired: bool = False
 
-    def __init__(self, client: ClientT, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        self.client = client
-        self.loop = loop
-        self.in_flight = 0
-        self.retired = False
+
+class _ClientHolder(Generic[ClientT]):
+    """The live client of one path (sync or async) and the retired ones still in use.
+
+    Bookkeeping only, under one mutex that is never held across I/O, so threads and coroutines
+    share it alike; what to close is handed back to the caller, who closes it on its path
+    (``close()`` or ``await aclose()``). A retired client closes when its last request ends, so
+    a retry's swap never cuts off a concurrent caller.
+    """
+
+    def __init__(
+        self,
+        open_client: Callable[[httpx.Cookies | None], ClientT],
+        new_limiter: Callable[[], threading.BoundedSemaphore | asyncio.Semaphore],
+    ) -> None:
+        self._open: Callable[[httpx.Cookies | None], ClientT] = open_client
+        self._new_limiter = new_limiter
+        self._mutex = threading.Lock()
+        self.current: _Slot[ClientT] | None = None
+
+    def _retire(self, slot: _Slot[ClientT]) -> _Slot[ClientT] | None:
+        slot.retired = True
+        return slot if slot.in_flight == 0 else None
+
+    def install(self, loop: asyncio.AbstractEventLoop | None = None) -> tuple[_Slot[ClientT], Any]:
+        """A new client in place of the current one. Returns it and a client to close now."""
+        slot = _Slot(self._open(None), loop, self._new_limiter())
+        with self._mutex:
+            old, self.current = self.current, slot
+            idle = self._retire(old) if old is not None else None
+        return slot, idle
+
+    def checkout(
+        self, failed: _Slot[ClientT] | None, loop: asyncio.AbstractEventLoop | None = None
+    ) -> tuple[_Slot[ClientT], _Slot[ClientT] | None]:
+        """The slot for the next attempt, counted in flight, and a retired slot to close now.
+
+        A new client when there is none, when the current one belongs to another event loop
+        (a client cannot outlive its loop), or when it is the one that just failed (a fresh
+        pool for the retry; the cookies and the auth flow's state are kept).
+        """
+        with self._mutex:
+            slot, idle = self.current, None
+            if slot is None or slot.loop is not loop or slot is failed:
+                cookies = slot.client.cookies if slot is not None and slot is failed else None
+                fresh = _Slot(self._open(cookies), loop, self._new_limiter())
+                if slot is not None:
+                    idle = self._retire(slot)
+                self.current = slot = fresh
+            slot.in_flight += 1
+            return slot, idle
+
+    def release(self, slot: _Slot[ClientT]) -> bool:
+        """A request on ``slot`` ended. True when the slot is retired and idle: close it now."""
+        with self._mutex:
+            slot.in_flight -= 1
+            return slot.retired and slot.in_flight == 0
+
+    def take(self) -> _Slot[ClientT] | None:
+        """Retire the current client (close). Returns it when it can be closed now."""
+        with self._mutex:
+            slot, self.current = self.current, None
+            return self._retire(slot) if slot is not None else None
+
+    def discard(self, slot: _Slot[ClientT]) -> bool:
+        """Drop ``slot`` if it is still the current one (a failed connect step)."""
+        with self._mutex:
+            if self.current is slot:
+                self.current = None
+            slot.retired = True
+            return slot.in_flight == 0
+
+
+def _close_async_elsewhere(slot: _Slot[httpx.AsyncClient]) -> None:
+    """Close an async client of another event loop on that loop, if it still runs."""
+    loop = slot.loop
+    if loop is not None and not loop.is_closed():
+        with contextlib.suppress(RuntimeError):  # closed between the check and the call
+            asyncio.run_coroutine_threadsafe(slot.client.aclose(), loop)
 
 
 class HttpHandler:
@@ -177,11 +320,16 @@ class HttpHandler:
         props: where and how to connect (an :class:`HttpConnProperties`).
         skip_connect: open nothing and send nothing in the constructor.
         max_retries: attempts after the first for each request (``0``: exactly one request).
-        max_conn_retries: attempts after the first to open the connection (login, warm-up).
+        max_conn_retries: attempts after the first of a login (or warm-up), wherever it runs:
+            on the connect step or inside a request (see :mod:`echo_connhandler._retry`).
         retry_wait_time: longest backoff wait, seconds.
         exponential_min_retry_wait_time: shortest backoff wait, seconds.
         exponential_multiplier: backoff multiplier (``multiplier * 2**(attempt-1)``).
         retry_after_cap: longest ``Retry-After`` honoured, seconds (default 300).
+        retry_time_budget: no new attempt of a request starts once this many seconds would have
+            passed since its first attempt (default 900; ``None``: no budget).
+        max_response_bytes: refuse a response whose body, decoded, is larger than this
+            (:class:`ResponseTooLargeError`; default ``None``: no limit).
     """
 
     #: The properties class this handler accepts.
@@ -200,16 +348,30 @@ class HttpHandler:
         exponential_min_retry_wait_time: float = 0.1,
         exponential_multiplier: float = 1,
         retry_after_cap: float = DEFAULT_RETRY_AFTER_CAP,
+        retry_time_budget: float | None = DEFAULT_TIME_BUDGET,
+        max_response_bytes: int | None = None,
     ) -> None:
         if not isinstance(props, self.properties_type):
             raise TypeError(
                 f"{type(self).__name__} needs {self.properties_type.__name__}, "
                 f"got {type(props).__name__}"
             )
-        if isinstance(max_conn_retries, bool) or not isinstance(max_conn_retries, int):
-            raise ValueError(f"max_conn_retries must be an integer, got {max_conn_retries!r}")
-        if max_conn_retries < 0:
-            raise ValueError(f"max_conn_retries must be >= 0, got {max_conn_retries!r}")
+        # Checked under the names the caller used (RetryPolicy checks its own fields again).
+        for name, value, integer in (
+            ("max_retries", max_retries, True),
+            ("max_conn_retries", max_conn_retries, True),
+            ("retry_wait_time", retry_wait_time, False),
+            ("exponential_min_retry_wait_time", exponential_min_retry_wait_time, False),
+            ("exponential_multiplier", exponential_multiplier, False),
+            ("retry_after_cap", retry_after_cap, False),
+        ):
+            check_retry_number(name, value, integer=integer)
+        if retry_time_budget is not None:
+            check_retry_number("retry_time_budget", retry_time_budget)
+        if max_response_bytes is not None:
+            check_retry_number("max_response_bytes", max_response_bytes, integer=True)
+            if max_response_bytes == 0:
+                raise ValueError("max_response_bytes must be > 0, or None for no limit")
         self.props = props
         self.retry_policy = RetryPolicy(
             max_retries=max_retries,
@@ -217,14 +379,19 @@ class HttpHandler:
             min_wait=exponential_min_retry_wait_time,
             multiplier=exponential_multiplier,
             retry_after_cap=retry_after_cap,
+            max_login_retries=max_conn_retries,
+            time_budget=retry_time_budget,
         )
         self.max_conn_retries = max_conn_retries
+        self.max_response_bytes = max_response_bytes
         self._auth = self._build_auth()
         self._trusted = self._trusted_origins()
-        self._sync_slot: _Slot[httpx.Client] | None = None
-        self._async_slot: _Slot[httpx.AsyncClient] | None = None
-        self._sync_lock = threading.RLock()
-        self._async_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+        self._sync: _ClientHolder[httpx.Client] = _ClientHolder(
+            self._new_sync_client, lambda: threading.BoundedSemaphore(POOL_SIZE)
+        )
+        self._async: _ClientHolder[httpx.AsyncClient] = _ClientHolder(
+            self._new_async_client, lambda: asyncio.Semaphore(POOL_SIZE)
+        )
         if not skip_connect:
             self.reconnect()
 
@@ -234,7 +401,11 @@ class HttpHandler:
         if self.props.api_key:
             return BearerAuth(self.props.api_key)
         if self.props.user is not None and self.props.password is not None:
-            return httpx.BasicAuth(self.props.user, self.props.password)
+            basic = httpx.BasicAuth(self.props.user, self.props.password)
+            # The header is base64 of user:password: a server echoing it must not reveal it.
+            request = next(basic.auth_flow(httpx.Request("GET", self.props.host)))
+            register_secret(request.headers["Authorization"].partition(" ")[2])
+            return basic
         return None
 
     def _ssl_context(self) -> ssl.SSLContext:
@@ -275,6 +446,38 @@ class HttpHandler:
                 redact_url(str(request.url.copy_with(query=None))),
             )
 
+    @staticmethod
+    def _refuse_unsafe_redirect(response: httpx.Response) -> None:
+        """Stop a redirect that would carry a login, or a request body, to another origin.
+
+        httpx re-sends the body on 307/308 (and 301 but for POST), wherever the ``Location``
+        points: a login's password, an ONS token request or a body holding a token would reach
+        a foreign host. A login step never leaves its origin; a user request does only with
+        ``allow_cross_origin_body=True``. Runs as a response event hook, before httpx follows.
+        """
+        if not response.has_redirect_location:
+            return
+        request = response.request
+        target = request.url.join(response.headers["location"])
+        if _origin(target) == _origin(request.url):
+            return
+        where = f"{target.scheme}://{target.netloc.decode('ascii', 'replace')}"
+        if request.extensions.get(LOGIN_STEP) and _carries_body(request):
+            raise UnsafeRedirectError.from_response(
+                response,
+                f"a login request was redirected to another origin ({where}); its credentials "
+                "are never sent there",
+            )
+        if request.extensions.get(ALLOW_CROSS_ORIGIN_BODY) or not _redirect_keeps_body(
+            request, response
+        ):
+            return
+        raise UnsafeRedirectError.from_response(
+            response,
+            f"the redirect would send this request's body to another origin ({where}); call "
+            "with allow_cross_origin_body=True if it may go there",
+        )
+
     def _client_settings(self) -> dict[str, Any]:
         headers = dict(self.default_headers)
         headers.update(self.props.headers or {})
@@ -282,6 +485,7 @@ class HttpHandler:
             "base_url": self.props.host + "/",
             "headers": headers,
             "timeout": httpx.Timeout(self.props.request_timeout, connect=self.props.conn_timeout),
+            "limits": httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=20),
             "verify": self._ssl_context(),
             "auth": self._auth,
             "follow_redirects": True,
@@ -338,6 +542,7 @@ class HttpHandler:
         endpoint: str,
         response_ok: ResponseOk,
         idempotent: bool | None,
+        allow_cross_origin_body: bool,
         kwargs: dict[str, Any],
     ) -> _Call:
         method = method.upper()
@@ -346,9 +551,13 @@ class HttpHandler:
         self._merge_params(url, kwargs)
         if idempotent is None:
             idempotent = self._is_idempotent(method, url)
+        if allow_cross_origin_body:
+            kwargs["extensions"] = {**(kwargs.get("extensions") or {}), ALLOW_CROSS_ORIGIN_BODY: 1}
         content = kwargs.get("content")
         replayable = kwargs.get("files") is None and isinstance(content, bytes | str | None)
-        return _Call(method, url, kwargs, _accepted_statuses(response_ok), idempotent, replayable)
+        options = {k: kwargs.pop(k) for k in _SEND_OPTIONS if k in kwargs}
+        accepted = _accepted_statuses(response_ok)
+        return _Call(method, url, kwargs, accepted, idempotent, replayable, options)
 
     def _check(self, response: httpx.Response, call: _Call) -> httpx.Response:
         if call.accepted is None:  # response_ok=None: no check at all, as the guide says
@@ -356,120 +565,138 @@ class HttpHandler:
         # Service errors first: CKAN reports them with 404/409 and a body worth more than a status.
         self._check_response(response)
         if response.status_code not in call.accepted:
-            expected = ", ".join(str(s) for s in sorted(call.accepted))
+            expected = describe_statuses(call.accepted)
             raise HttpStatusError.from_response(response, f"expected status {expected}")
         return response
 
     @staticmethod
     def _transport_error(call: _Call, exc: httpx.RequestError) -> HttpTransportError:
         cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        tls = tls_error_in(exc)
-        if tls is not None and "UNSAFE_LEGACY_RENEGOTIATION_DISABLED" in str(tls):
-            # integra.ons.org.br under OpenSSL 3 (services.md, ONS "TLS").
+        legacy = needs_legacy_renegotiation(exc)
+        if legacy:  # integra.ons.org.br under OpenSSL 3 (docs/services/ons.md, "TLS")
             cause += "; the server needs legacy TLS renegotiation: set legacy_tls_renegotiation"
         try:
             request: httpx.Request | None = exc.request
         except RuntimeError:
             request = None
-        return HttpTransportError(f"{call.label} failed: {cause}", request=request)
+        return HttpTransportError(
+            f"{call.describe()} failed: {cause}", request=request, legacy_tls_renegotiation=legacy
+        )
 
-    # -- sync client lifecycle -------------------------------------------------------------------
+    def _too_large(self, response: httpx.Response) -> ResponseTooLargeError:
+        return ResponseTooLargeError.from_response(
+            response, f"the body is larger than max_response_bytes={self.max_response_bytes}"
+        )
+
+    def _keep_body(self, response: httpx.Response, chunks: list[bytes], size: int) -> None:
+        """Store a body read under the size limit where ``response.content`` finds it.
+
+        httpx has no public way to read a body with a limit and keep the response usable; it
+        stores what ``read()`` gathered in ``_content`` (httpx 0.28), and so does this.
+        """
+        if size > (self.max_response_bytes or size):
+            raise self._too_large(response)
+        response._content = b"".join(chunks)
+
+    def _connect_step_call(self) -> _Call:
+        """The connect step as a call: a login (or warm-up), retried under the same rules."""
+        return _Call(_CONNECT, self.props.host, {}, None, True)
+
+    # -- sync ----------------------------------------------------------------------------------
     def _new_sync_client(self, cookies: httpx.Cookies | None = None) -> httpx.Client:
-        hooks = {"request": [self._withhold_foreign_credentials]}
+        hooks: dict[str, list[Callable[..., Any]]] = {
+            "request": [self._withhold_foreign_credentials],
+            "response": [self._refuse_unsafe_redirect],
+        }
         return httpx.Client(cookies=cookies, event_hooks=hooks, **self._client_settings())
 
-    @property
-    def _connect_call(self) -> _Call:
-        """What log lines and errors call the connect step (login, warm-up)."""
-        return _Call("CONNECT", self.props.host, {}, None, True)
-
-    def _connect(self) -> None:
-        """Open the sync client and run the service's connect step (login, warm-up)."""
-        slot = _Slot(self._new_sync_client())
-        old, self._sync_slot = self._sync_slot, slot
-        if old is not None:
-            self._retire_sync(old)
-        if not isinstance(self._auth, SessionAuth):
-            return
-        auth = self._auth
-        try:
-            for attempt in self.retry_policy.sync_attempts(
-                idempotent=True, label=self._connect_call.label, retries=self.max_conn_retries
-            ):
-                with attempt:
-                    try:
-                        auth.sync_connect(slot.client)
-                    except httpx.RequestError as exc:
-                        raise self._transport_error(self._connect_call, exc) from exc
-        except BaseException:
-            # A failed login or warm-up leaves no half-open client behind.
-            self._sync_slot = None
-            slot.client.close()
-            raise
-
-    def reconnect(self) -> None:
-        """Close the sync client, if any, and open a new one (with the connect step)."""
-        with self._sync_lock:
-            self._connect()
-
-    def close(self) -> None:
-        """Close the sync client. The async one, if any, needs :meth:`async_close`."""
-        with self._sync_lock:
-            slot, self._sync_slot = self._sync_slot, None
-            if slot is not None:
-                self._retire_sync(slot)
-
-    @staticmethod
-    def _retire_sync(slot: _Slot[httpx.Client]) -> None:
-        slot.retired = True
-        if slot.in_flight == 0:
-            slot.client.close()
-
-    @property
-    def is_connected(self) -> bool:
-        """Whether the sync client is open (``connection`` would not open one)."""
-        return self._sync_slot is not None
-
-    @property
-    def connection(self) -> httpx.Client:
-        """The live ``httpx.Client`` (opened now if it is not open yet)."""
-        return self._sync_client_slot().client
-
-    def _sync_client_slot(self, failed: _Slot[httpx.Client] | None = None) -> _Slot[httpx.Client]:
-        slot = self._sync_slot
-        if slot is not None and slot is not failed:
-            return slot
-        with self._sync_lock:
-            slot = self._sync_slot
-            if slot is None:
-                self._connect()
-            elif slot is failed:
-                # Fresh pool for the next attempt; cookies kept, auth state kept in the flow.
-                self._sync_slot = _Slot(self._new_sync_client(slot.client.cookies))
-                self._retire_sync(slot)
-            assert self._sync_slot is not None
-            return self._sync_slot
+    def _exchange_sync(self, client: httpx.Client, call: _Call) -> httpx.Response | None:
+        """Send ``call`` on ``client`` (or run the connect step) and read the body."""
+        if call.is_connect_step:
+            if isinstance(self._auth, SessionAuth):
+                self._auth.sync_connect(client)
+            return None
+        request = client.build_request(call.method, call.url, **call.kwargs)
+        if self.max_response_bytes is None:
+            return client.send(request, **call.send_options)
+        response = client.send(request, stream=True, **call.send_options)
+        with contextlib.closing(response):
+            chunks: list[bytes] = []
+            for chunk in response.iter_bytes():
+                chunks.append(chunk)
+                if sum(map(len, chunks)) > self.max_response_bytes:
+                    raise self._too_large(response)
+        self._keep_body(response, chunks, sum(map(len, chunks)))
+        return response
 
     def _send_sync(
         self, call: _Call, used: _Slot[httpx.Client] | None
-    ) -> tuple[_Slot[httpx.Client], httpx.Response | BaseException]:
+    ) -> tuple[_Slot[httpx.Client], httpx.Response | BaseException | None]:
         """One attempt. Returns the client slot it used (so that a retry replaces exactly that
         client, not one another caller has just swapped in) and the response or the error."""
-        with self._sync_lock:  # take and count at once: a swap cannot close it in between
-            slot = self._sync_client_slot(used)
-            slot.in_flight += 1
+        slot, idle = self._sync.checkout(used)
+        if idle is not None:
+            idle.client.close()
         try:
-            return slot, slot.client.request(call.method, call.url, **call.kwargs)
+            with cast(threading.BoundedSemaphore, slot.limiter):
+                return slot, self._exchange_sync(slot.client, call)
         except httpx.RequestError as exc:
             error = self._transport_error(call, exc)
             error.__cause__ = exc
             return slot, error
         finally:
-            with self._sync_lock:
-                slot.in_flight -= 1
-                close_now = slot.retired and slot.in_flight == 0
-            if close_now:
+            if self._sync.release(slot):
                 slot.client.close()
+
+    def _run_sync(self, call: _Call) -> httpx.Response | None:
+        policy = self.retry_policy if call.replayable else self.retry_policy.single_attempt()
+        used: _Slot[httpx.Client] | None = None
+        for attempt in policy.sync_attempts(idempotent=call.idempotent, label=call.describe):
+            with attempt:
+                used, outcome = self._send_sync(call, used)
+                return outcome if outcome is None else self._check(_result_or_raise(outcome), call)
+        raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover
+
+    def reconnect(self) -> None:
+        """Close the sync client, if any, and open a new one (with the connect step)."""
+        slot, idle = self._sync.install()
+        if idle is not None:
+            idle.client.close()
+        try:
+            self._run_sync(self._connect_step_call())
+        except BaseException:
+            # A failed login or warm-up leaves no half-open client behind.
+            if self._sync.discard(slot):
+                slot.client.close()
+            raise
+
+    def close(self) -> None:
+        """Close the sync client. The async one, if any, needs :meth:`async_close`."""
+        idle = self._sync.take()
+        if idle is not None:
+            idle.client.close()
+        self._end_session_if_closed()
+
+    def _end_session_if_closed(self) -> None:
+        """With both clients closed, the auth flow forgets its session and its secrets."""
+        idle = self._sync.current is None and self._async.current is None
+        if idle and isinstance(self._auth, SessionAuth):
+            self._auth.close()
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the sync client is open (``connection`` would not open one)."""
+        return self._sync.current is not None
+
+    @property
+    def connection(self) -> httpx.Client:
+        """The live ``httpx.Client`` (opened now, with the connect step, if it is not open)."""
+        slot = self._sync.current
+        if slot is None:
+            self.reconnect()
+            slot = self._sync.current
+        assert slot is not None
+        return slot.client
 
     def request(
         self,
@@ -478,6 +705,7 @@ class HttpHandler:
         *,
         response_ok: ResponseOk = 200,
         idempotent: bool | None = None,
+        allow_cross_origin_body: bool = False,
         **kwargs: Any,
     ) -> httpx.Response:
         """Send a request with retries; return the response once its status is accepted.
@@ -485,18 +713,14 @@ class HttpHandler:
         ``kwargs`` go to ``httpx.Client.request`` (``json``, ``data``, ``params``, ``headers``,
         ``content``, ``files``, ``timeout``, ...). ``idempotent`` overrides the method's default
         for retry decisions (POST/PATCH are not replayed after they may have reached the server).
+        ``allow_cross_origin_body=True`` lets a redirect carry the body to another origin.
         """
-        call = self._prepare(method, endpoint, response_ok, idempotent, kwargs)
-        used: _Slot[httpx.Client] | None = None
-        for attempt in self.retry_policy.sync_attempts(
-            idempotent=call.idempotent,
-            label=call.describe,
-            retries=None if call.replayable else 0,
-        ):
-            with attempt:
-                used, outcome = self._send_sync(call, used)
-                return self._check(_raise_error(outcome), call)
-        raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover
+        call = self._prepare(
+            method, endpoint, response_ok, idempotent, allow_cross_origin_body, kwargs
+        )
+        response = self._run_sync(call)
+        assert response is not None
+        return response
 
     def get(self, endpoint: str, *, response_ok: ResponseOk = 200, **kwargs: Any) -> httpx.Response:
         """``GET endpoint``; see :meth:`request`."""
@@ -535,103 +759,96 @@ class HttpHandler:
     ) -> None:
         self.close()
 
-    # -- async client lifecycle ------------------------------------------------------------------
-    def _async_lock(self) -> asyncio.Lock:
-        loop = asyncio.get_running_loop()
-        lock = self._async_locks.get(loop)
-        if lock is None:
-            # Forget locks of closed loops (a handler reused across asyncio.run() calls).
-            self._async_locks = {
-                lp: lk for lp, lk in self._async_locks.items() if not lp.is_closed()
-            }
-            lock = self._async_locks[loop] = asyncio.Lock()
-        return lock
-
+    # -- async ---------------------------------------------------------------------------------
     def _new_async_client(self, cookies: httpx.Cookies | None = None) -> httpx.AsyncClient:
         async def withhold(request: httpx.Request) -> None:
             self._withhold_foreign_credentials(request)
 
-        hooks = {"request": [withhold]}
+        async def refuse(response: httpx.Response) -> None:
+            self._refuse_unsafe_redirect(response)
+
+        hooks: dict[str, list[Callable[..., Any]]] = {"request": [withhold], "response": [refuse]}
         return httpx.AsyncClient(cookies=cookies, event_hooks=hooks, **self._client_settings())
 
-    async def _async_connect(self) -> None:
-        slot = _Slot(self._new_async_client(), asyncio.get_running_loop())
-        old, self._async_slot = self._async_slot, slot
-        if old is not None:
-            await self._retire_async(old)
-        if not isinstance(self._auth, SessionAuth):
+    async def _close_async(self, slot: _Slot[httpx.AsyncClient] | None) -> None:
+        if slot is None:
             return
-        auth = self._auth
+        if slot.loop is asyncio.get_running_loop():
+            await slot.client.aclose()
+        else:
+            _close_async_elsewhere(slot)
+
+    async def _exchange_async(
+        self, client: httpx.AsyncClient, call: _Call
+    ) -> httpx.Response | None:
+        """The async :meth:`_exchange_sync`."""
+        if call.is_connect_step:
+            if isinstance(self._auth, SessionAuth):
+                await self._auth.async_connect(client)
+            return None
+        request = client.build_request(call.method, call.url, **call.kwargs)
+        if self.max_response_bytes is None:
+            return await client.send(request, **call.send_options)
+        response = await client.send(request, stream=True, **call.send_options)
         try:
-            async for attempt in self.retry_policy.async_attempts(
-                idempotent=True, label=self._connect_call.label, retries=self.max_conn_retries
-            ):
-                with attempt:
-                    try:
-                        await auth.async_connect(slot.client)
-                    except httpx.RequestError as exc:
-                        raise self._transport_error(self._connect_call, exc) from exc
-        except BaseException:
-            self._async_slot = None
-            await slot.client.aclose()
-            raise
-
-    async def async_reconnect(self) -> None:
-        """Close the async client, if any, and open a new one (with the connect step)."""
-        async with self._async_lock():
-            await self._async_connect()
-
-    async def async_close(self) -> None:
-        """Close the async client (the sync one, if any, stays open)."""
-        slot, self._async_slot = self._async_slot, None
-        if slot is not None:
-            await self._retire_async(slot)
-
-    @staticmethod
-    async def _retire_async(slot: _Slot[httpx.AsyncClient]) -> None:
-        slot.retired = True
-        if slot.in_flight == 0 and slot.loop is not None and not slot.loop.is_closed():
-            await slot.client.aclose()
-
-    @property
-    def async_connection(self) -> httpx.AsyncClient | None:
-        """The live ``httpx.AsyncClient``; ``None`` before the first async use."""
-        return self._async_slot.client if self._async_slot is not None else None
-
-    async def _async_client_slot(
-        self, failed: _Slot[httpx.AsyncClient] | None = None
-    ) -> _Slot[httpx.AsyncClient]:
-        loop = asyncio.get_running_loop()
-        slot = self._async_slot
-        if slot is not None and slot is not failed and slot.loop is loop:
-            return slot
-        async with self._async_lock():
-            slot = self._async_slot
-            if slot is None or slot.loop is not loop:
-                # First async use, or a new event loop: a client cannot outlive its loop.
-                await self._async_connect()
-            elif slot is failed:
-                self._async_slot = _Slot(self._new_async_client(slot.client.cookies), loop)
-                await self._retire_async(slot)
-            assert self._async_slot is not None
-            return self._async_slot
+            chunks: list[bytes] = []
+            async for chunk in response.aiter_bytes():
+                chunks.append(chunk)
+                if sum(map(len, chunks)) > self.max_response_bytes:
+                    raise self._too_large(response)
+        finally:
+            await response.aclose()
+        self._keep_body(response, chunks, sum(map(len, chunks)))
+        return response
 
     async def _send_async(
         self, call: _Call, used: _Slot[httpx.AsyncClient] | None
-    ) -> tuple[_Slot[httpx.AsyncClient], httpx.Response | BaseException]:
+    ) -> tuple[_Slot[httpx.AsyncClient], httpx.Response | BaseException | None]:
         """The async :meth:`_send_sync`."""
-        slot = await self._async_client_slot(used)
-        slot.in_flight += 1
+        slot, idle = self._async.checkout(used, asyncio.get_running_loop())
+        await self._close_async(idle)
         try:
-            return slot, await slot.client.request(call.method, call.url, **call.kwargs)
+            async with cast(asyncio.Semaphore, slot.limiter):
+                return slot, await self._exchange_async(slot.client, call)
         except httpx.RequestError as exc:
             error = self._transport_error(call, exc)
             error.__cause__ = exc
             return slot, error
         finally:
-            slot.in_flight -= 1
-            if slot.retired and slot.in_flight == 0:
-                await slot.client.aclose()
+            if self._async.release(slot):
+                await self._close_async(slot)
+
+    async def _run_async(self, call: _Call) -> httpx.Response | None:
+        """The async :meth:`_run_sync`."""
+        policy = self.retry_policy if call.replayable else self.retry_policy.single_attempt()
+        used: _Slot[httpx.AsyncClient] | None = None
+        async for attempt in policy.async_attempts(idempotent=call.idempotent, label=call.describe):
+            with attempt:
+                used, outcome = await self._send_async(call, used)
+                return outcome if outcome is None else self._check(_result_or_raise(outcome), call)
+        raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover
+
+    async def async_reconnect(self) -> None:
+        """Close the async client, if any, and open a new one (with the connect step)."""
+        slot, idle = self._async.install(asyncio.get_running_loop())
+        await self._close_async(idle)
+        try:
+            await self._run_async(self._connect_step_call())
+        except BaseException:
+            if self._async.discard(slot):
+                await self._close_async(slot)
+            raise
+
+    async def async_close(self) -> None:
+        """Close the async client (the sync one, if any, stays open)."""
+        await self._close_async(self._async.take())
+        self._end_session_if_closed()
+
+    @property
+    def async_connection(self) -> httpx.AsyncClient | None:
+        """The live ``httpx.AsyncClient``; ``None`` before the first async use."""
+        slot = self._async.current
+        return slot.client if slot is not None else None
 
     async def async_request(
         self,
@@ -640,20 +857,16 @@ class HttpHandler:
         *,
         response_ok: ResponseOk = 200,
         idempotent: bool | None = None,
+        allow_cross_origin_body: bool = False,
         **kwargs: Any,
     ) -> httpx.Response:
         """The async :meth:`request`."""
-        call = self._prepare(method, endpoint, response_ok, idempotent, kwargs)
-        used: _Slot[httpx.AsyncClient] | None = None
-        async for attempt in self.retry_policy.async_attempts(
-            idempotent=call.idempotent,
-            label=call.describe,
-            retries=None if call.replayable else 0,
-        ):
-            with attempt:
-                used, outcome = await self._send_async(call, used)
-                return self._check(_raise_error(outcome), call)
-        raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover
+        call = self._prepare(
+            method, endpoint, response_ok, idempotent, allow_cross_origin_body, kwargs
+        )
+        response = await self._run_async(call)
+        assert response is not None
+        return response
 
     async def async_get(
         self, endpoint: str, *, response_ok: ResponseOk = 200, **kwargs: Any

@@ -41,7 +41,6 @@ from echo_connhandler._exceptions import (
 )
 from echo_connhandler._handler import HttpHandler, _origin, expect_json, is_html, ssl_context
 from echo_connhandler._properties import OnsHttpConnProperties
-from echo_connhandler._secrets import register_secret
 
 __all__ = [
     "SAGER_REPORT_ENDPOINT",
@@ -116,7 +115,9 @@ class OnsOAuth2(SessionAuth):
         self._access_token: str | None = None
         self._refresh_token: str | None = None
         self._expires_at = 0.0
-        self._federation_failed = False
+        #: The federation page's request failed in transport last time (an httpx auth flow
+        #: cannot catch that: the attempt fails); the retry's login goes on without it.
+        self._skip_federation_once = False
         self._profile: str | None = (
             profile_header_value(props.selected_profile) if props.selected_profile else None
         )
@@ -151,8 +152,8 @@ class OnsOAuth2(SessionAuth):
                 response, "token answer without access_token"
             )
         expires_in = _expires_in(response, payload.get("expires_in"))
-        register_secret(token, ephemeral=True)
-        register_secret(payload.get("refresh_token"), ephemeral=True)
+        self.secrets.add(token)
+        self.secrets.add(payload.get("refresh_token"))
         self._access_token = token
         self._refresh_token = payload.get("refresh_token") or None
         margin = min(REFRESH_MARGIN_S, expires_in / 4)
@@ -182,30 +183,11 @@ class OnsOAuth2(SessionAuth):
         return False
 
     def _password_login(self, template: httpx.Request) -> LoginFlow:
-        # Step 1: the federation page sets cookies; any answer is fine (services.md, ONS 1: it
-        # is never the credential check, and some public clients skip it). A transport failure
-        # here cannot be caught inside an httpx auth flow: it fails this attempt, and the
-        # handler's retry then logs in without the federation step.
-        if self._federation_failed:
+        if self._skip_federation_once:
             logger.info("ONS federation page failed last time; logging in without it")
-            self._federation_failed = False
+            self._skip_federation_once = False
         else:
-            federation = derive_request(
-                template,
-                "GET",
-                f"{self._props.auth_url}/",
-                params={"ReturnUrl": self._props.effective_origin + "/"},
-                headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"},
-            )
-            self._federation_failed = True  # until its answer arrives
-            response = yield federation
-            self._federation_failed = False
-            if response.status_code != 200:
-                logger.info(
-                    "ONS federation page answered HTTP %s; continuing", response.status_code
-                )
-            for cookie in self.cookies.jar:  # the identity provider's session cookies
-                register_secret(cookie.value, ephemeral=True)
+            yield from self._federation(template)
         response = yield self._token_request(
             template,
             {
@@ -227,6 +209,24 @@ class OnsOAuth2(SessionAuth):
                 f"({error or 'bad credentials'}); check user, password and login_target",
             )
         raise HttpStatusError.from_response(response, "ONS token endpoint failed")
+
+    def _federation(self, template: httpx.Request) -> LoginFlow:
+        """Step 1: the federation page sets cookies; any answer is fine (docs/services/ons.md,
+        "Login": it is never the credential check, and some public clients skip it)."""
+        federation = derive_request(
+            template,
+            "GET",
+            f"{self._props.auth_url}/",
+            params={"ReturnUrl": self._props.effective_origin + "/"},
+            headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"},
+        )
+        try:
+            response = yield federation
+        except GeneratorExit:  # no answer: the request failed in transport (or was cancelled)
+            self._skip_federation_once = True
+            raise
+        if response.status_code != 200:
+            logger.info("ONS federation page answered HTTP %s; continuing", response.status_code)
 
     def _select_profile(self, template: httpx.Request) -> LoginFlow:
         url = self._props.effective_profile_url
@@ -269,9 +269,13 @@ class OnsOAuth2(SessionAuth):
             request.headers.setdefault("Perfil-Selecionado", self._profile)
 
     def invalidate(self) -> None:
-        # Keep the refresh token: a 401 first tries a refresh (services.md, ONS 1 step 3).
+        # Keep the refresh token: a 401 first tries a refresh (docs/services/ons.md, "Login").
         self._access_token = None
         self._expires_at = 0.0
+
+    def close(self) -> None:
+        self._refresh_token = None  # its secret is forgotten with the session: never send it
+        super().close()
 
 
 def _expires_in(response: httpx.Response, raw: Any) -> float:

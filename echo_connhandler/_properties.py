@@ -7,10 +7,13 @@ is sent. ``repr()``/``str()`` never show a password, an API key or a sensitive h
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
+
+import httpx
 
 from echo_connhandler._secrets import MASK, is_sensitive_name, redact_url, register_secret
 
@@ -42,11 +45,48 @@ def _masked(mapping: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {k: (MASK if is_sensitive_name(k) else v) for k, v in mapping.items()}
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: An HTTP header name (RFC 9110 ``token``).
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _check_text(name: str, value: object, *, ascii_only: bool = False) -> str:
+    """``value`` as a non-empty string without control characters; the error never shows it.
+
+    A key or password read from a file often ends with a newline: httpx then refuses the header
+    with a message that prints the whole value, so it is refused here, before anything is sent.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a non-empty string, got {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{name} must be a non-empty string")
+    bad = _CONTROL.search(value)
+    if bad:
+        hint = " (a trailing newline from a file?)" if bad.start() == len(value) - 1 else ""
+        raise ValueError(
+            f"{name} contains a control character {bad.group()!r} at position {bad.start()}"
+            f"{hint}: remove it"
+        )
+    if ascii_only and not value.isascii():
+        where = next(i for i, char in enumerate(value) if not char.isascii())
+        raise ValueError(
+            f"{name} contains a non-ASCII character at position {where}: HTTP header values "
+            "must be ASCII"
+        )
+    return value
+
+
 def _check_absolute_url(name: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{name} must be an absolute http(s) URL, got {value!r}")
-    parts = urlsplit(value.strip())
-    shown = redact_url(value.strip())  # never echo a password given in user info
+    value = value.strip()
+    shown = redact_url(value)  # never echo a password given in user info
+    if _CONTROL.search(value) or any(char.isspace() for char in value):
+        raise ValueError(
+            f"{name} must not contain spaces or control characters (newline, tab, NUL), "
+            f"got {shown!r}"
+        )
+    parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(
             f"{name} must be an absolute http(s) URL such as 'https://api.example.com', "
@@ -63,9 +103,10 @@ def _check_absolute_url(name: str, value: object) -> str:
         )
     try:
         parts.port  # noqa: B018 - raises ValueError on a non-numeric port
-    except ValueError as exc:
-        raise ValueError(f"{name} has an invalid port: {shown!r}") from exc
-    return value.strip().rstrip("/")
+        httpx.URL(value)  # what every request will parse: fail here, not on each request
+    except (ValueError, httpx.InvalidURL) as exc:
+        raise ValueError(f"{name} is not a valid URL ({exc}): {shown!r}") from None
+    return value.rstrip("/")
 
 
 def _check_timeout(name: str, value: object) -> float:
@@ -76,7 +117,8 @@ def _check_timeout(name: str, value: object) -> float:
     return float(value)
 
 
-def _check_str_mapping(name: str, value: object) -> dict[str, str] | None:
+def _check_headers(name: str, value: object) -> dict[str, str] | None:
+    """Header names that are HTTP tokens, values that are ASCII text without control characters."""
     if value is None:
         return None
     if not isinstance(value, Mapping):
@@ -84,8 +126,11 @@ def _check_str_mapping(name: str, value: object) -> dict[str, str] | None:
     checked: dict[str, str] = {}
     for key, item in value.items():
         if not isinstance(key, str) or not isinstance(item, str):
-            raise ValueError(f"{name} keys and values must be strings, got {key!r}: {item!r}")
-        checked[key] = item
+            shown = MASK if isinstance(key, str) and is_sensitive_name(key) else repr(item)
+            raise ValueError(f"{name} keys and values must be strings, got {key!r}: {shown}")
+        if not _HEADER_NAME.fullmatch(key):
+            raise ValueError(f"{name} has an invalid header name {key!r}")
+        checked[key] = _check_text(f"{name}[{key!r}]", item, ascii_only=True)
     return checked
 
 
@@ -121,18 +166,23 @@ class HttpConnProperties:
             raise ValueError(f"{missing} is required when {given} is set")
         for name in ("user", "password", "api_key"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise ValueError(f"{name} must be a non-empty string")
+            if value is not None:
+                # The API key travels in a header (ASCII); user/password go into bodies too.
+                _check_text(name, value, ascii_only=name == "api_key")
         set_(self, "conn_timeout", _check_timeout("conn_timeout", self.conn_timeout))
         set_(self, "request_timeout", _check_timeout("request_timeout", self.request_timeout))
         if not isinstance(self.verify_ssl, bool):
             raise ValueError(f"verify_ssl must be True or False, got {self.verify_ssl!r}")
-        set_(self, "headers", _check_str_mapping("headers", self.headers))
+        set_(self, "headers", _check_headers("headers", self.headers))
         if self.payload_kwargs is not None and not isinstance(self.payload_kwargs, Mapping):
-            raise ValueError(f"payload_kwargs must be a mapping, got {self.payload_kwargs!r}")
+            raise ValueError(
+                f"payload_kwargs must be a mapping, got {type(self.payload_kwargs).__name__}"
+            )
         if self.payload_kwargs is not None:
             set_(self, "payload_kwargs", dict(self.payload_kwargs))
-        if self.payload_kwargs_key not in PAYLOAD_KWARGS_KEYS:
+        if not isinstance(self.payload_kwargs_key, str) or (
+            self.payload_kwargs_key not in PAYLOAD_KWARGS_KEYS
+        ):
             raise ValueError(
                 f"payload_kwargs_key must be one of {', '.join(PAYLOAD_KWARGS_KEYS)}, "
                 f"got {self.payload_kwargs_key!r}"
@@ -198,7 +248,7 @@ class OnsHttpConnProperties(HttpConnProperties):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.login_target not in ONS_DEFAULT_ORIGINS:
+        if not isinstance(self.login_target, str) or self.login_target not in ONS_DEFAULT_ORIGINS:
             raise ValueError(
                 f"login_target must be 'SAGER' or 'SINAPSE', got {self.login_target!r}"
             )
@@ -212,8 +262,10 @@ class OnsHttpConnProperties(HttpConnProperties):
             set_(self, "profile_url", _check_absolute_url("profile_url", self.profile_url))
         if self.origin is not None:
             set_(self, "origin", _check_absolute_url("origin", self.origin))
-        if self.selected_profile is not None and not self.selected_profile.strip():
-            raise ValueError("selected_profile must not be empty when given")
+        if self.selected_profile is not None:
+            _check_text("selected_profile", self.selected_profile)
+            if not self.selected_profile.strip():
+                raise ValueError("selected_profile must not be empty when given")
         if not isinstance(self.legacy_tls_renegotiation, bool):
             raise ValueError("legacy_tls_renegotiation must be True or False")
 

@@ -14,12 +14,23 @@ them: connect-phase failures and the statuses in :data:`NOT_ACTED_STATUSES`; the
 Waits: full-jitter exponential backoff, ``uniform(min_wait, min(max_wait, multiplier * 2**(n-1)))``;
 a ``Retry-After`` header (seconds or HTTP date) replaces it, capped at ``retry_after_cap``
 (default :data:`DEFAULT_RETRY_AFTER_CAP`, 300 s) so that a server cannot park a task for hours.
+
+Budgets, one rule wherever a login runs (the connect step or inside a request):
+
+- a failure of a login step (a request marked :data:`LOGIN_STEP`: Bazefield login, ONS token,
+  CCEE warm-up, ...) counts against ``max_login_retries``; any other failure against
+  ``max_retries``; whichever budget runs out first ends the operation;
+- no new attempt starts once ``time_budget`` seconds (default :data:`DEFAULT_TIME_BUDGET`) would
+  have passed since the first one began: eight ``Retry-After: 300`` answers cannot hold one
+  request for 40 minutes. An attempt under way is bounded by the connection's timeouts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import logging
+import math
 import random
 import ssl
 import time
@@ -35,10 +46,15 @@ from echo_connhandler._secrets import redact
 
 __all__ = [
     "DEFAULT_RETRY_AFTER_CAP",
+    "DEFAULT_TIME_BUDGET",
     "IDEMPOTENT_METHODS",
+    "LOGIN_STEP",
     "NOT_ACTED_STATUSES",
     "TRANSIENT_STATUSES",
     "RetryPolicy",
+    "check_retry_number",
+    "is_login_failure",
+    "needs_legacy_renegotiation",
     "parse_retry_after",
 ]
 
@@ -52,6 +68,14 @@ NOT_ACTED_STATUSES = frozenset({408, 425, 429, 503})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 #: The longest ``Retry-After`` honoured, in seconds; a longer one is cut to this.
 DEFAULT_RETRY_AFTER_CAP = 300.0
+#: No new attempt of one request starts after this many seconds (from its first attempt).
+DEFAULT_TIME_BUDGET = 900.0
+#: Request extension that marks the requests of a login flow (login, token, warm-up, profile).
+LOGIN_STEP = "echo_connhandler.login_step"
+#: The OpenSSL reason of a handshake refused for want of legacy renegotiation.
+_LEGACY_RENEGOTIATION_REASON = "UNSAFE_LEGACY_RENEGOTIATION_DISABLED"
+#: 2**64 s is past any max_wait: a larger exponent would only overflow a float.
+_MAX_EXPONENT = 64
 
 # Failures before the request left the client: the server cannot have acted.
 _CONNECT_PHASE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -90,6 +114,38 @@ def tls_error_in(exc: BaseException) -> ssl.SSLError | None:
     return None
 
 
+def needs_legacy_renegotiation(exc: BaseException) -> bool:
+    """Whether ``exc`` is a TLS failure because the server needs legacy renegotiation.
+
+    Decided by the ``ssl.SSLError``'s ``reason`` (integra.ons.org.br under OpenSSL 3,
+    docs/services/ons.md, "TLS"), never by matching message text.
+    """
+    tls = tls_error_in(exc)
+    return tls is not None and getattr(tls, "reason", None) == _LEGACY_RENEGOTIATION_REASON
+
+
+def is_login_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` failed a login step (a request marked :data:`LOGIN_STEP`)."""
+    request = getattr(exc, "request", None)
+    if request is None and isinstance(exc, httpx.RequestError):
+        try:
+            request = exc.request
+        except RuntimeError:
+            return False
+    return isinstance(request, httpx.Request) and bool(request.extensions.get(LOGIN_STEP))
+
+
+def check_retry_number(name: str, value: object, *, integer: bool = False) -> float:
+    """A retry setting as a finite, non-negative number (an ``int`` where ``integer``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number, got {type(value).__name__}")
+    if integer and not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return value
+
+
 def describe_failure(exc: BaseException) -> str:
     """A short cause for log lines: ``HTTP 503`` or ``ReadTimeout: ...``, never a body."""
     if isinstance(exc, HttpResponseError):
@@ -104,6 +160,8 @@ class RetryPolicy:
     """Which failures to retry, how long to wait, how many times. Shared by sync and async.
 
     ``max_retries`` counts the attempts *after* the first: ``0`` sends exactly one request.
+    ``max_login_retries`` is the same for failures of login steps (see the module docstring);
+    ``time_budget`` (seconds, ``None``: none) stops retrying once it would be exceeded.
     """
 
     max_retries: int = 8
@@ -111,18 +169,24 @@ class RetryPolicy:
     min_wait: float = 0.1
     multiplier: float = 1.0
     retry_after_cap: float = DEFAULT_RETRY_AFTER_CAP
+    max_login_retries: int = 3
+    time_budget: float | None = DEFAULT_TIME_BUDGET
 
     def __post_init__(self) -> None:
-        for name in ("max_retries", "max_wait", "min_wait", "multiplier", "retry_after_cap"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-        if not isinstance(self.max_retries, int):
-            raise ValueError(f"max_retries must be an integer, got {self.max_retries!r}")
+        for name in ("max_retries", "max_login_retries"):
+            check_retry_number(name, getattr(self, name), integer=True)
+        for name in ("max_wait", "min_wait", "multiplier", "retry_after_cap"):
+            check_retry_number(name, getattr(self, name))
+        if self.time_budget is not None:
+            check_retry_number("time_budget", self.time_budget)
 
     # -- decisions (no I/O) ------------------------------------------------------------------
     def is_retryable(self, exc: BaseException, *, idempotent: bool) -> bool:
-        """Whether ``exc`` is worth another attempt of a request that is (not) idempotent."""
+        """Whether ``exc`` is worth another attempt of a request that is (not) idempotent.
+
+        A login step may always be replayed: the user's request was not sent, or was refused.
+        """
+        idempotent = idempotent or is_login_failure(exc)
         if isinstance(exc, HttpTransportError):
             cause = exc.__cause__
             # TLS failures (certificate, handshake, renegotiation) do not fix themselves.
@@ -139,7 +203,8 @@ class RetryPolicy:
 
     def backoff(self, attempt_number: int) -> float:
         """Full-jitter exponential wait before attempt ``attempt_number + 1``."""
-        ceiling = min(self.max_wait, self.multiplier * 2 ** (attempt_number - 1))
+        exponent = min(max(attempt_number - 1, 0), _MAX_EXPONENT)
+        ceiling = min(self.max_wait, self.multiplier * 2.0**exponent)
         return min(self.max_wait, random.uniform(self.min_wait, max(self.min_wait, ceiling)))
 
     def wait_for(self, exc: BaseException | None, attempt_number: int) -> float:
@@ -151,9 +216,9 @@ class RetryPolicy:
         return self.backoff(attempt_number)
 
     # -- tenacity ----------------------------------------------------------------------------
-    def _settings(
-        self, *, idempotent: bool, label: str | Callable[[], str], retries: int | None
-    ) -> dict[str, Any]:
+    def _settings(self, *, idempotent: bool, label: str | Callable[[], str]) -> dict[str, Any]:
+        failures = {"login": 0, "request": 0}
+
         def wait(state: tenacity.RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             return self.wait_for(exc, state.attempt_number)
@@ -162,43 +227,63 @@ class RetryPolicy:
             exc = state.outcome.exception() if state.outcome else None
             return exc is not None and self.is_retryable(exc, idempotent=idempotent)
 
-        total = (self.max_retries if retries is None else retries) + 1
+        def budget(exc: BaseException | None) -> tuple[str, int]:
+            if exc is not None and is_login_failure(exc):
+                return "login", self.max_login_retries
+            return "request", self.max_retries
+
+        def stop(state: tenacity.RetryCallState) -> bool:
+            exc = state.outcome.exception() if state.outcome else None
+            kind, allowed = budget(exc)
+            failures[kind] += 1
+            if failures[kind] > allowed:
+                setting = "max_login_retries" if kind == "login" else "max_retries"
+                note = f"gave up after {state.attempt_number} attempts ({setting}={allowed})"
+            elif (
+                self.time_budget is not None
+                and (state.seconds_since_start or 0.0) + state.upcoming_sleep > self.time_budget
+            ):
+                note = (
+                    f"gave up after {state.attempt_number} attempts: the next one would start "
+                    f"past the time budget of {self.time_budget:g} s"
+                )
+            else:
+                return False
+            if exc is not None:
+                exc.add_note(note)
+            return True
 
         def log(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
+            kind, allowed = budget(exc)
             logger.warning(
-                "Retrying %s in %.2f s (attempt %d of %d failed): %s",
+                "Retrying %s in %.2f s (%sattempt %d of %d failed): %s",
                 label() if callable(label) else label,
                 state.upcoming_sleep,
-                state.attempt_number,
-                total,
+                "login " if kind == "login" else "",
+                failures[kind],
+                allowed + 1,
                 describe_failure(exc) if exc else "unknown",
             )
 
-        return {
-            "stop": tenacity.stop_after_attempt(total),
-            "wait": wait,
-            "retry": retry,
-            "before_sleep": log,
-            "reraise": True,
-        }
+        return {"stop": stop, "wait": wait, "retry": retry, "before_sleep": log, "reraise": True}
 
     def sync_attempts(
-        self, *, idempotent: bool, label: str | Callable[[], str], retries: int | None = None
+        self, *, idempotent: bool, label: str | Callable[[], str]
     ) -> tenacity.Retrying:
         """``for attempt in policy.sync_attempts(...): with attempt: ...``.
 
-        ``label`` names the operation in log lines (method and redacted URL); ``retries``
-        overrides ``max_retries`` (the handler's connect step uses ``max_conn_retries``).
+        ``label`` names the operation in log lines (method and redacted URL).
         """
-        return tenacity.Retrying(
-            **self._settings(idempotent=idempotent, label=label, retries=retries)
-        )
+        return tenacity.Retrying(**self._settings(idempotent=idempotent, label=label))
 
     def async_attempts(
-        self, *, idempotent: bool, label: str | Callable[[], str], retries: int | None = None
+        self, *, idempotent: bool, label: str | Callable[[], str]
     ) -> tenacity.AsyncRetrying:
         """``async for attempt in policy.async_attempts(...): with attempt: ...``."""
-        return tenacity.AsyncRetrying(
-            **self._settings(idempotent=idempotent, label=label, retries=retries)
-        )
+        return tenacity.AsyncRetrying(**self._settings(idempotent=idempotent, label=label))
+
+    def single_attempt(self) -> RetryPolicy:
+        """This policy without retries: for a body that cannot be sent twice (``files=``, a
+        generator), nor can a login replay the request that carries it."""
+        return dataclasses.replace(self, max_retries=0, max_login_retries=0)

@@ -9,13 +9,16 @@ Airflow's task logs mask them too, without this package importing Airflow.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
-from collections.abc import Callable
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+import weakref
+from collections.abc import Callable, Iterable
+from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
 
 __all__ = [
+    "SecretScope",
     "add_secret_hook",
     "install_log_redaction",
     "is_sensitive_name",
@@ -29,8 +32,9 @@ __all__ = [
 MASK = "***"
 #: Values shorter than this are not registered (they would mask ordinary words and digits).
 MIN_SECRET_LENGTH = 5
-#: Run-time tokens kept (oldest forgotten first): a long-lived process refreshes tokens every
-#: ~20 min, and an expired token matters less than a live one. Credentials are never forgotten.
+#: Run-time tokens registered with ``ephemeral=True`` and no :class:`SecretScope` (a caller of
+#: this module, not a handler): the latest ones kept, oldest forgotten first. Handlers keep their
+#: tokens in a scope instead, for as long as they may send them.
 MAX_EPHEMERAL_SECRETS = 256
 #: Words that make a header, query parameter, payload field or extra name a credential's.
 SENSITIVE_WORDS = ("password", "passwd", "secret", "token", "key", "auth", "cookie", "session")
@@ -38,6 +42,9 @@ SENSITIVE_WORDS = ("password", "passwd", "secret", "token", "key", "auth", "cook
 _lock = threading.Lock()
 _credentials: dict[str, None] = {}
 _ephemeral: dict[str, None] = {}
+#: Secrets held by live scopes, with the number of scopes holding each (two handlers may share
+#: a cookie value); forgotten when the last scope lets go.
+_scoped: dict[str, int] = {}
 _longest_first: tuple[str, ...] = ()
 _hooks: list[Callable[[str], object]] = []
 
@@ -48,31 +55,132 @@ def is_sensitive_name(name: str) -> bool:
     return any(word in lowered for word in SENSITIVE_WORDS) or lowered in ("ss_id", "ss_pid")
 
 
-def register_secret(value: str | None, *, ephemeral: bool = False) -> None:
-    """Remember ``value`` as a secret and pass it to every secret hook.
+def secret_forms(value: str) -> set[str]:
+    """``value`` and the escaped forms it takes in text that may reach a log or a message.
 
-    ``ephemeral=True`` for tokens, session ids and cookies obtained at run time: the registry
-    keeps the latest :data:`MAX_EPHEMERAL_SECRETS` of them. Passwords and API keys are kept for
-    the life of the process.
+    A secret shows up escaped inside ``repr()`` of str or bytes (httpx's ``Illegal header value
+    b'Bearer <key>\\n'``), inside JSON (an excerpt of a body) and URL-encoded (a query string or a
+    form body): each form is masked, not only the raw one.
+    """
+    forms = {
+        value,
+        repr(value)[1:-1],
+        repr(value.encode("utf-8"))[2:-1],
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        quote(value, safe=""),
+        quote_plus(value, safe=""),
+    }
+    return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
+
+
+def _rebuild() -> None:
+    """Refresh the longest-first tuple :func:`redact` reads (call with ``_lock`` held)."""
+    global _longest_first
+    # Longest first, so that a secret containing another is masked whole. Sorting a few
+    # hundred strings per change is cheaper than any per-call work in redact().
+    _longest_first = tuple(sorted({**_credentials, **_ephemeral, **_scoped}, key=len, reverse=True))
+
+
+def _known(form: str) -> bool:
+    return form in _credentials or form in _ephemeral or form in _scoped
+
+
+def _notify(forms: Iterable[str]) -> None:
+    hooks = list(_hooks)
+    for form in forms:
+        for hook in hooks:
+            hook(form)
+
+
+def register_secret(value: str | None, *, ephemeral: bool = False) -> None:
+    """Remember ``value`` (and its escaped forms) as a secret and pass it to every secret hook.
+
+    ``ephemeral=True`` for tokens obtained at run time by code outside a handler: the registry
+    keeps the latest :data:`MAX_EPHEMERAL_SECRETS` of them. Handlers keep theirs in a
+    :class:`SecretScope`. Passwords and API keys are kept for the life of the process.
     """
     if not value or len(value) < MIN_SECRET_LENGTH:
         return
-    global _longest_first
     with _lock:
-        if value in _credentials or value in _ephemeral:
+        new = [form for form in secret_forms(value) if not _known(form)]
+        if not new:
             return
-        if ephemeral:
-            _ephemeral[value] = None
-            while len(_ephemeral) > MAX_EPHEMERAL_SECRETS:
-                del _ephemeral[next(iter(_ephemeral))]
+        for form in new:
+            if ephemeral:
+                _ephemeral[form] = None
+            else:
+                _credentials[form] = None
+        while len(_ephemeral) > MAX_EPHEMERAL_SECRETS:
+            del _ephemeral[next(iter(_ephemeral))]
+        _rebuild()
+    _notify(new)
+
+
+class SecretScope:
+    """The run-time secrets (tokens, session ids, cookies) of one handler's auth flow.
+
+    Every value added stays registered while the scope holds it: a token a live handler may
+    still send can never fall out of the registry, however long the process runs (a triggerer
+    runs for weeks). :meth:`release` (the handler's close) forgets them. A scope keeps its latest
+    :attr:`keep` values: a login replaces the credential, so older values are no longer sent.
+    """
+
+    def __init__(self, keep: int = 64) -> None:
+        self.keep = keep
+        self._held: dict[str, None] = {}
+        # A handler dropped without close() still lets its secrets go.
+        self._finalizer = weakref.finalize(self, _drop_scoped, self._held)
+
+    def add(self, value: str | None) -> None:
+        """Register ``value`` for as long as this scope holds it."""
+        if not value or len(value) < MIN_SECRET_LENGTH or value in self._held:
+            return
+        with _lock:
+            new = []
+            for form in secret_forms(value):
+                if not _known(form):
+                    new.append(form)
+                _scoped[form] = _scoped.get(form, 0) + 1
+            self._held[value] = None
+            while len(self._held) > self.keep:
+                oldest = next(iter(self._held))
+                del self._held[oldest]
+                _drop_forms(oldest)
+            _rebuild()
+        _notify(new)
+
+    def release(self) -> None:
+        """Forget every value of this scope (unless another scope or a credential holds it)."""
+        with _lock:
+            for value in self._held:
+                _drop_forms(value)
+            self._held.clear()
+            _rebuild()
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._held
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
+def _drop_forms(value: str) -> None:
+    """One scope lets go of ``value`` (call with ``_lock`` held)."""
+    for form in secret_forms(value):
+        count = _scoped.get(form, 0) - 1
+        if count > 0:
+            _scoped[form] = count
         else:
-            _credentials[value] = None
-        # Longest first, so that a secret containing another is masked whole. Sorting a few
-        # hundred strings per registration is cheaper than any per-call work in redact().
-        _longest_first = tuple(sorted({**_credentials, **_ephemeral}, key=len, reverse=True))
-        hooks = list(_hooks)
-    for hook in hooks:
-        hook(value)
+            _scoped.pop(form, None)
+
+
+def _drop_scoped(held: dict[str, None]) -> None:
+    with _lock:
+        for value in held:
+            _drop_forms(value)
+        held.clear()
+        _rebuild()
 
 
 def add_secret_hook(hook: Callable[[str], object]) -> None:
@@ -81,7 +189,7 @@ def add_secret_hook(hook: Callable[[str], object]) -> None:
         if hook in _hooks:
             return
         _hooks.append(hook)
-        known = [*_credentials, *_ephemeral]
+        known = [*_credentials, *_ephemeral, *_scoped]
     for value in known:
         hook(value)
 

@@ -460,8 +460,8 @@ async def test_cancelled_request_leaves_the_handler_usable(make_async_handler: A
         await asyncio.wait_for(handler.async_get("sleep/0.5"), timeout=0.05)
     assert (await handler.async_get("x")).status_code == 200
     assert handler.async_connection is client
-    assert handler._async_slot is not None
-    assert handler._async_slot.in_flight == 0
+    assert handler._async.current is not None
+    assert handler._async.current.in_flight == 0
 
 
 async def test_retry_replaces_only_the_client_that_failed() -> None:

@@ -466,9 +466,9 @@ def test_subclass_properties_are_accepted(make_handler: Any) -> None:
         ({"max_conn_retries": True}, "max_conn_retries"),
         ({"max_retries": -1}, "max_retries"),
         ({"max_retries": 2.5}, "max_retries"),
-        ({"retry_wait_time": -1}, "max_wait"),
-        ({"exponential_min_retry_wait_time": -0.1}, "min_wait"),
-        ({"exponential_multiplier": "2"}, "multiplier"),
+        ({"retry_wait_time": -1}, "retry_wait_time"),
+        ({"exponential_min_retry_wait_time": -0.1}, "exponential_min_retry_wait_time"),
+        ({"exponential_multiplier": "2"}, "exponential_multiplier"),
     ],
 )
 def test_bad_retry_settings_are_value_errors(kwargs: dict[str, Any], message: str) -> None:
@@ -538,19 +538,21 @@ def test_client_swapped_by_another_thread_is_not_closed_under_a_request(
     """A retry's client swap in one thread never closes the client another thread just took."""
     import threading
 
-    handler = make_handler(max_retries=0)
-    first = handler._sync_slot
-    took_slot, go = threading.Event(), threading.Event()
-    original = HttpHandler._sync_client_slot
+    from echo_connhandler._handler import _ClientHolder
 
-    def slow_lookup(self: HttpHandler, failed: Any = None) -> Any:
-        slot = original(self, failed)
+    handler = make_handler(max_retries=0)
+    first = handler._sync.current
+    took_slot, go = threading.Event(), threading.Event()
+    original = _ClientHolder.checkout
+
+    def slow_checkout(self: Any, failed: Any = None, loop: Any = None) -> Any:
+        taken = original(self, failed, loop)
         if threading.current_thread().name == "request":
             took_slot.set()
             go.wait(0.5)  # the window between taking the slot and using it
-        return slot
+        return taken
 
-    monkeypatch.setattr(HttpHandler, "_sync_client_slot", slow_lookup)
+    monkeypatch.setattr(_ClientHolder, "checkout", slow_checkout)
     outcome: list[object] = []
 
     def request() -> None:
@@ -560,7 +562,10 @@ def test_client_swapped_by_another_thread_is_not_closed_under_a_request(
             outcome.append(exc)
 
     def swap() -> None:  # what a failed request in another thread does before its retry
-        original(handler, first)
+        slot, idle = original(handler._sync, first)
+        assert idle is None  # the request thread still uses the first client
+        if handler._sync.release(slot):
+            slot.client.close()
         go.set()
 
     requester = threading.Thread(target=request, name="request")
@@ -571,7 +576,7 @@ def test_client_swapped_by_another_thread_is_not_closed_under_a_request(
     requester.join(5)
     swapper.join(5)
     assert outcome == [200]
-    assert handler._sync_slot is not first
+    assert handler._sync.current is not first
     assert first is not None
     assert first.client.is_closed
 

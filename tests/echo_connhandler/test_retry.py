@@ -256,7 +256,9 @@ def test_legacy_renegotiation_failure_names_the_option() -> None:
         nonlocal attempts
         attempts += 1
         error = httpx.ConnectError("handshake failed", request=request)
-        error.__cause__ = ssl.SSLError(1, "[SSL: UNSAFE_LEGACY_RENEGOTIATION_DISABLED] unsafe")
+        handshake = ssl.SSLError(1, "[SSL: UNSAFE_LEGACY_RENEGOTIATION_DISABLED] unsafe")
+        handshake.reason = "UNSAFE_LEGACY_RENEGOTIATION_DISABLED"  # what OpenSSL sets
+        error.__cause__ = handshake
         raise error
 
     class Refused(HttpHandler):
