@@ -1,4 +1,4 @@
-"""Emulator of the Bazefield REST API (ServiceStack), see services.md "Bazefield".
+"""Emulator of the Bazefield REST API (ServiceStack), see docs/services/bazefield.md.
 
 What is emulated, and the quirks reproduced on purpose:
 
@@ -24,7 +24,8 @@ What is emulated, and the quirks reproduced on purpose:
   [{t, t_local, q, v}]}``. About 1 value in 500 is a non-numeric string (``"NaN"``, ``"Bad"``,
   ``"No Data"``, with ``q = 1``), as on the real service. There is no paging: a call producing more
   than :data:`MAX_VALUES_PER_CALL` values is refused with a ``responseStatus`` error, so clients
-  must split their windows (services.md: ~30 days and ~30 points per call).
+  must split their windows (docs/services/bazefield.md, "Time series": ~30 days and ~30 points
+  per call).
 
 The fleet (3 made-up wind farms with 10 to 40 turbines and a met mast each) and every value are
 deterministic functions of the seed. ``From`` / ``To`` accept epoch milliseconds, ISO-8601 (naive

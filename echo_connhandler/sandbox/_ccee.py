@@ -1,9 +1,9 @@
-"""Emulator of CCEE Dados Abertos: a CKAN portal behind a WAF, see services.md "CCEE".
+"""Emulator of CCEE Dados Abertos: a CKAN portal behind a WAF, see docs/services/ccee.md.
 
 What is emulated, and the quirks reproduced on purpose:
 
-* **the WAF** (services.md: "automated clients get 403 with an HTML page 'Acesso bloqueado'"; the
-  real cookie names are not public, ``ak_bmsc`` here is made up):
+* **the WAF** (docs/services/ccee.md, "The WAF": "automated clients get 403 with an HTML page
+  'Acesso bloqueado'"; the real cookie names are not public, ``ak_bmsc`` here is made up):
 
   - any request (except the ``/_sandbox/`` admin endpoints) whose ``User-Agent`` is missing, empty
     or bot-like (contains ``python-httpx``, ``python-requests``, ``curl``, ``wget``, ``bot``,

@@ -1,11 +1,11 @@
 """The CCEE datastore tables of the sandbox, computed row by row (never materialised).
 
-A table is one CKAN resource: one dataset and one year (services.md "CCEE": "datasets usually have
-one resource per year"). Row ``i`` (0-based; ``_id = i + 1``) is period ``i // 4`` counted from
-January 1st, 00:00 of the year (an hour or a day depending on the dataset) and submarket
-``i % 4`` in the order SUDESTE, SUL, NORDESTE, NORTE. So rows are ordered by date, hour and
-submarket, and any row is computed from its index alone. With ``ccee_rows_per_resource`` larger
-than the natural size the periods simply continue past the end of the year.
+A table is one CKAN resource: one dataset and one year (docs/services/ccee.md, "CKAN helpers":
+"datasets usually hold one resource per year"). Row ``i`` (0-based; ``_id = i + 1``) is period
+``i // 4`` counted from January 1st, 00:00 of the year (an hour or a day depending on the dataset)
+and submarket ``i % 4`` in the order SUDESTE, SUL, NORDESTE, NORTE. So rows are ordered by date,
+hour and submarket, and any row is computed from its index alone. With ``ccee_rows_per_resource``
+larger than the natural size the periods simply continue past the end of the year.
 
 Queries (``datastore_search`` and the CSV dump) are answered without materialising the table:
 

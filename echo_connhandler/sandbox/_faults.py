@@ -1,9 +1,10 @@
 """Fault injection for the sandbox emulators, and the ``/_sandbox/*`` admin endpoints.
 
-The failures listed in services.md ("Cross-cutting" and each service's "Failures seen") are what a
-handler must survive: 429 with ``Retry-After``, 502/503/504, connections dropped mid-response, HTML
-maintenance pages served with 200 or 5xx, expired tokens (401) and, for CCEE, the WAF blocking a
-client in the middle of a pull. A :class:`FaultInjector` (one per emulator) produces them:
+The failures of the real services (docs/sandbox.md, "Fault injection"; docs/services/ons.md,
+"Failures seen"; docs/services/ccee.md, "The WAF") are what a handler must survive: 429 with
+``Retry-After``, 502/503/504, connections dropped mid-response, HTML maintenance pages served
+with 200 or 5xx, expired tokens (401) and, for CCEE, the WAF blocking a client in the middle of
+a pull. A :class:`FaultInjector` (one per emulator) produces them:
 
 * **random faults** (:meth:`FaultInjector.configure`): drawn from ``random.Random`` seeded with the
   sandbox seed and the emulator name, re-seeded at every ``configure`` call, one fixed set of draws

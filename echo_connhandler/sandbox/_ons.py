@@ -1,4 +1,4 @@
-"""Emulator of the ONS POP login, SAGER renováveis and SINAPSE, see services.md "ONS".
+"""Emulator of the ONS POP login, SAGER renováveis and SINAPSE, see docs/services/ons.md.
 
 One app serves the three hosts of the real service under path prefixes:
 
@@ -6,16 +6,17 @@ One app serves the three hosts of the real service under path prefixes:
 
   - ``GET /ons.pop.federation/`` (any query, e.g. ``?ReturnUrl=...``) and ``POST`` to it answer
     an HTML login page with status 200 and set the (made-up) cookie ``.ONSPOPAUTH``; credentials
-    are never checked here (services.md: "this step is never the credential check");
+    are never checked here (docs/services/ons.md, "The login": "never the credential check");
   - ``POST /ons.pop.federation/oauth2/token``, form-encoded. ``grant_type=password`` with
     ``client_id`` ``SAGER`` or ``SINAPSE``, ``username``, ``password`` -> ``{"access_token"
     (JWT-shaped), "token_type": "bearer", "expires_in", "refresh_token"}``.
     ``grant_type=refresh_token`` with ``refresh_token`` and ``client_id`` -> a new pair (the old
     refresh token is consumed). Errors are 400 ``{"error", "error_description"}``, checked in
     this order: no ``Origin`` header (when ``SandboxConfig.ons_require_origin``; its value is
-    not checked, an ASSUMPTION in services.md) -> ``invalid_request``; unknown ``client_id`` ->
-    ``invalid_client``; other ``grant_type`` -> ``unsupported_grant_type``; bad credentials or an
-    unknown / used / revoked refresh token (or one of another client) -> ``invalid_grant``;
+    not checked, an ASSUMPTION in docs/services/ons.md) -> ``invalid_request``; unknown
+    ``client_id`` -> ``invalid_client``; other ``grant_type`` -> ``unsupported_grant_type``; bad
+    credentials or an unknown / used / revoked refresh token (or one of another client) ->
+    ``invalid_grant``;
   - access tokens expire server-side after ``expires_in`` seconds and on
     ``FaultInjector.expire_tokens()``; refresh tokens only on ``expire_tokens(refresh_tokens=
     True)``. Data endpoints then answer 401 ``{"error": "invalid_token"}`` (with
@@ -23,23 +24,24 @@ One app serves the three hosts of the real service under path prefixes:
     SAGER tokens on SAGER, SINAPSE tokens on SINAPSE (else 401 too).
 
 * **SAGER**, ``/api/sager/renovaveis/api``: ``POST RelatorioApuracaoUsinasRenovaveis/
-  exportarRelatorio`` with the JSON body of services.md returns a real ``.xlsx`` (one sheet,
-  header on row 1, one row per day and usina; ``tipoRelatorio`` 1 = general report, 2 = reference
-  generation) or an **empty 200 body** when nothing matches (period entirely before 2020-01-01 or
-  from today on, or filters that exclude every usina). Days go from the date of ``dataInicio`` to
-  the date of ``dataFim``, inclusive. Missing or bad dates or ids: 400 ``{"mensagem": ...}``; a
-  period longer than 366 days is refused the same way (a sandbox limit, an ASSUMPTION).
+  exportarRelatorio`` with the JSON body of docs/services/ons.md, "Exports", returns a real
+  ``.xlsx`` (one sheet, header on row 1, one row per day and usina; ``tipoRelatorio`` 1 = general
+  report, 2 = reference generation) or an **empty 200 body** when nothing matches (period entirely
+  before 2020-01-01 or from today on, or filters that exclude every usina). Days go from the date of
+  ``dataInicio`` to the date of ``dataFim``, inclusive. Missing or bad dates or ids: 400
+  ``{"mensagem": ...}``; a period longer than 366 days is refused the same way (a sandbox limit, an
+  ASSUMPTION).
 
-* **SINAPSE**, ``/sinapse/api``: ``GET usuario/perfis`` (the profile-list endpoint, an ASSUMPTION
-  in services.md) returns ``[{"perfil", "tipoEscopo", "idEscopo", "nomeEscopo"}]``: one profile
-  for ``demo.user``, three for ``multi.user``. ``POST solicitacao/pesquisa/exportar`` and
-  ``.../exportar-analitico`` need the header ``Perfil-Selecionado`` =
-  ``quote("<perfil>/<tipoEscopo>/<idEscopo>/<nomeEscopo>", safe="")`` naming one of the user's
-  profiles: it must be URL-encoded (a raw ``/`` or space is refused), else 403 ``{"mensagem":
-  "Perfil inválido"}``. The JSON body has ``periodoInicial`` / ``periodoFinal`` (ISO dates,
-  required), optional ``origem`` / ``destino`` / ``status`` (equality, case-insensitive) and
-  ``mensagem`` (substring of subject or message); the answer is ``;``-separated UTF-8 CSV
-  (dates written ``dd/mm/yyyy HH:MM``, as Brazilian exports do).
+* **SINAPSE**, ``/sinapse/api``: ``GET usuario/perfis`` (the profile-list endpoint, an ASSUMPTION in
+  docs/services/ons.md, "SINAPSE profile") returns ``[{"perfil", "tipoEscopo", "idEscopo",
+  "nomeEscopo"}]``: one profile for ``demo.user``, three for ``multi.user``. ``POST
+  solicitacao/pesquisa/exportar`` and ``.../exportar-analitico`` need the header
+  ``Perfil-Selecionado`` = ``quote("<perfil>/<tipoEscopo>/<idEscopo>/<nomeEscopo>", safe="")``
+  naming one of the user's profiles: it must be URL-encoded (a raw ``/`` or space is refused), else
+  403 ``{"mensagem": "Perfil inválido"}``. The JSON body has ``periodoInicial`` / ``periodoFinal``
+  (ISO dates, required), optional ``origem`` / ``destino`` / ``status`` (equality, case-insensitive)
+  and ``mensagem`` (substring of subject or message); the answer is ``;``-separated UTF-8 CSV (dates
+  written ``dd/mm/yyyy HH:MM``, as Brazilian exports do).
 """
 
 from __future__ import annotations
@@ -224,7 +226,7 @@ def _maintenance_page() -> str:
     )
 
 
-#: SAGER's dates: ISO-8601 UTC with milliseconds and ``Z`` (services.md, ONS "Data endpoints").
+#: SAGER's dates: ISO-8601 UTC with milliseconds and ``Z`` (docs/services/ons.md, "Exports").
 _SAGER_MOMENT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 
 

@@ -1,4 +1,4 @@
-"""Hooks of the provider, one per connection type (see the contract's table)."""
+"""Hooks of the provider, one per connection type (see the table in docs/airflow/hooks.md)."""
 
 from echo_connhandler_provider.hooks.bazefield import BazefieldHook
 from echo_connhandler_provider.hooks.ccee import CceeHook

@@ -72,9 +72,9 @@ def _mask_for_airflow(secret: str) -> None:
         mask_secret(secret)
         return
     # In a trigger (or any coroutine) the sync variant may talk to the supervisor with a
-    # blocking call; the async variant is the one made for the event loop (airflow.md). The
-    # process's own masker learns the value now, before anything can log it (see
-    # _add_local_mask); the task tells the supervisor.
+    # blocking call; the async variant is the one made for the event loop (docs/airflow/hooks.md,
+    # "Secret masking"). The process's own masker learns the value now, before anything can log
+    # it (see _add_local_mask); the task tells the supervisor.
     _add_local_mask(secret)
     task = loop.create_task(amask_secret(secret))
     _pending_masks.add(task)
@@ -194,7 +194,8 @@ class HandlerHook(BaseHook, Generic[HandlerT]):
     async def _aload_settings(self) -> ConnectionSettings:
         if self._settings is None:
             conn = await self.aget_connection(self.conn_id)
-            extra = await conn.aextra_dejson()  # Airflow >= 3.3.2: never block the loop
+            # Airflow >= 3.3.2: never block the loop (docs/airflow/hooks.md, "Getting the handler")
+            extra = await conn.aextra_dejson()
             self._settings = self._settings_from(conn, extra)
         return self._settings
 

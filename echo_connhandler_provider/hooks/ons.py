@@ -13,7 +13,7 @@ class OnsHook(HandlerHook[OnsHttpHandler]):
 
     ``test_connection()`` runs the whole login (federation page, token, and for SINAPSE the
     profile selection): ONS offers no cheap read-only data call, and the token endpoint is where
-    credentials are checked (services.md, ONS).
+    credentials are checked (docs/services/ons.md, "The login (POP identity provider, HIGH)").
     """
 
     conn_name_attr = "conn_id"

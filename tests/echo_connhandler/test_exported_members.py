@@ -82,7 +82,7 @@ def test_star_import_gives_exactly_all() -> None:
 
 
 def test_guide_import_line() -> None:
-    """The contract's import line works."""
+    """The import line of the four handlers and their properties works (docs/handlers.md)."""
     from echo_connhandler import (  # noqa: F401
         BazeHttpHandler,
         CceeHttpHandler,

@@ -18,8 +18,8 @@ from echo_connhandler._properties import (
 HOST = "https://api.example.com"
 
 
-def test_defaults_match_the_contract() -> None:
-    """Defaults are those of the contract's signature."""
+def test_defaults_match_the_docs() -> None:
+    """Defaults are those of docs/handlers.md, "Connection properties"."""
     props = HttpConnProperties(host=HOST)
     assert (props.user, props.password, props.api_key) == (None, None, None)
     assert props.conn_timeout == 30

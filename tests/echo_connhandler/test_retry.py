@@ -58,8 +58,8 @@ def http_date(offset: float) -> str:
 
 
 # -- the status sets ------------------------------------------------------------------------------
-def test_status_sets_match_the_contract() -> None:
-    """Transient statuses are the contract's; those safe for any method are a subset."""
+def test_status_sets_match_the_docs() -> None:
+    """The statuses of docs/retries.md, "What is retried"; those safe for any method a subset."""
     assert frozenset(TRANSIENT) == TRANSIENT_STATUSES
     assert frozenset(NOT_ACTED) == NOT_ACTED_STATUSES
     assert NOT_ACTED_STATUSES <= TRANSIENT_STATUSES

@@ -229,7 +229,10 @@ async def test_async_mixed_sync_and_async_on_the_same_instance(props: HttpConnPr
 async def test_async_mixed_warning_is_lifted(
     props: HttpConnProperties, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The contract lifts the guide's warning: concurrent async_* on one instance are safe."""
+    """The guide's warning is lifted: concurrent async_* on one instance are safe.
+
+    See docs/handlers.md, "Many coroutines on one handler".
+    """
     created: list[int] = []
     original = HttpHandler._new_async_client
 

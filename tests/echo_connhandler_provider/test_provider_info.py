@@ -84,7 +84,7 @@ def test_connection_type_hook_matches(conn_type: str) -> None:
 
 
 def test_exactly_the_four_connection_types() -> None:
-    """No more and no fewer connection types than the contract's table."""
+    """No more and no fewer connection types than the table of docs/airflow/connections.md."""
     assert set(_connection_types()) == set(EXPECTED_TYPES)
 
 

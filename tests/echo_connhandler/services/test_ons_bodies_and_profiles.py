@@ -31,7 +31,7 @@ BRT = timezone(timedelta(hours=-3))
     ],
 )
 def test_ons_dates_are_utc_with_milliseconds_and_z(value: Any, expected: str) -> None:
-    """SAGER's format: ISO-8601 UTC, milliseconds, Z (services.md)."""
+    """SAGER's format: ISO-8601 UTC, milliseconds, Z (docs/services/ons.md, "Exports")."""
     assert format_ons_datetime(value) == expected
 
 
