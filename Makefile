@@ -34,7 +34,7 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 docs: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # The sandbox extra on its own, in a fresh venv: `python -m echo_connhandler.sandbox` must work.
 sandbox-extra:

@@ -1,6 +1,6 @@
 """CCEE Dados Abertos: a CKAN portal behind a web application firewall.
 
-Quirks handled here, all from reference/services.md "CCEE Dados Abertos":
+Quirks handled here, all from docs/services/ccee.md:
 
 - The WAF answers automated clients with **403 and an HTML "Acesso bloqueado" page** (HIGH; no
   cookie names are public). What works in public code, and what :class:`CceeWafAuth` does:
@@ -49,12 +49,13 @@ __all__ = [
 ]
 
 DEFAULT_CCEE_HOST = "https://dadosabertos.ccee.org.br"
-#: CKAN's default ``ckan.datastore.search.rows_max`` (services.md): the largest page asked for.
+#: CKAN's default ``ckan.datastore.search.rows_max``: the largest page asked for
+#: (docs/services/ccee.md, "The pager").
 CKAN_MAX_LIMIT = 32_000
 ACTION_PATH = "api/3/action"
 
 #: A current desktop browser's headers. The WAF lets browsers through; a bot-like User-Agent
-#: (python-httpx, curl, ...) is blocked outright (services.md, CCEE "WAF").
+#: (python-httpx, curl, ...) is blocked outright (docs/services/ccee.md, "The WAF").
 BROWSER_HEADERS: dict[str, str] = {
     "User-Agent": (
         "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "

@@ -1,6 +1,7 @@
 """ONS SAGER / SINAPSE: the POP OAuth2 login, refresh, SINAPSE profile, report exports.
 
-The flow, from reference/services.md "ONS" (1. POP identity provider, HIGH unless noted):
+The flow, from docs/services/ons.md, "The login (POP identity provider, HIGH)" (HIGH unless
+noted):
 
 1. ``GET {auth_url}/?ReturnUrl=...``: the federation page; sets cookies. A bad password also
    gets HTML 200 here, so this step is never the credential check; a non-200 is tolerated.
@@ -59,8 +60,8 @@ logger = logging.getLogger("echo_connhandler.ons")
 
 SAGER_REPORT_ENDPOINT = "RelatorioApuracaoUsinasRenovaveis/exportarRelatorio"
 SINAPSE_EXPORT_ENDPOINT = "solicitacao/pesquisa/exportar"
-#: Refresh this long before ``expires_in`` runs out (services.md: "about 60 s"); for short-lived
-#: tokens, a quarter of their life.
+#: Refresh this long before ``expires_in`` runs out (docs/services/ons.md, "Refresh"); for
+#: short-lived tokens, a quarter of their life.
 REFRESH_MARGIN_S = 60.0
 #: OAuth2 error codes that mean the credentials (or the client id) are wrong.
 _CREDENTIAL_ERRORS = frozenset(
@@ -328,7 +329,7 @@ class OnsHttpHandler(HttpHandler):
     @staticmethod
     def _binary(response: httpx.Response, what: str) -> bytes:
         if is_html(response):
-            # ONS maintenance pages arrive as HTML with 200 (services.md, ONS "Failures seen").
+            # ONS maintenance pages arrive as HTML with 200 (docs/services/ons.md, "Failures seen").
             raise UnexpectedContentError.from_response(response, f"HTML page instead of the {what}")
         return response.content
 
@@ -390,7 +391,7 @@ class OnsHttpHandler(HttpHandler):
 
 
 class SagerReportOptions(TypedDict, total=False):
-    """Filters of the SAGER report (services.md, ONS "Data endpoints"); all optional."""
+    """Filters of the SAGER report (docs/services/ons.md, "Exports"); all optional."""
 
     tipo_relatorio: int  # 1 geral (default), 2 geração de referência
     ids_conjuntos: Sequence[int]

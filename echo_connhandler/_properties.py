@@ -30,12 +30,13 @@ __all__ = [
 PayloadKwargsKey = Literal["json", "data", "params"]
 PAYLOAD_KWARGS_KEYS: tuple[str, ...] = ("json", "data", "params")
 
-#: ONS POP identity provider (services.md, ONS 1: HIGH); token at ``{auth_url}/oauth2/token``.
+#: ONS POP identity provider (docs/services/ons.md, "The login"); token at
+#: ``{auth_url}/oauth2/token``.
 DEFAULT_ONS_AUTH_URL = "https://pops.ons.org.br/ons.pop.federation"
-#: SINAPSE profile list. ASSUMPTION (services.md, ONS 1 step 4: the endpoint is not public);
+#: SINAPSE profile list. ASSUMPTION (docs/services/ons.md, "SINAPSE profile": not public);
 #: override it with ``profile_url`` or skip the call with ``selected_profile``.
 DEFAULT_SINAPSE_PROFILE_URL = "https://api.sinapse.ons.org.br/api/usuario/perfis"
-#: ``Origin`` sent on the token request by every public client (services.md, ONS 1 step 2).
+#: ``Origin`` sent on the token request by every public client (docs/services/ons.md, "The login").
 ONS_DEFAULT_ORIGINS = {"SAGER": "https://apps18.ons.org.br", "SINAPSE": "https://pops.ons.org.br"}
 
 
@@ -228,15 +229,16 @@ class OnsHttpConnProperties(HttpConnProperties):
 
     - ``login_target``: ``"SAGER"`` or ``"SINAPSE"``; it is also the OAuth2 ``client_id``.
     - ``auth_url``: the POP identity provider; the token endpoint is ``{auth_url}/oauth2/token``.
-    - ``origin``: ``Origin`` header of the token request; default per target (services.md says
-      every public client sends it; whether ONS checks it is an ASSUMPTION, so it is configurable).
+    - ``origin``: ``Origin`` header of the token request; default per target
+      (docs/services/ons.md: every public client sends it; whether ONS checks it is an
+      ASSUMPTION, so it is configurable).
     - ``profile_url`` (SINAPSE): where the user's profiles are listed. ASSUMPTION, see
       :data:`DEFAULT_SINAPSE_PROFILE_URL`.
     - ``selected_profile`` (SINAPSE): the ``Perfil-Selecionado`` value
       (``"<perfil>/<tipo escopo>/<id escopo>/<nome escopo>"``, plain or already URL-encoded);
       skips the profile call.
     - ``legacy_tls_renegotiation``: opt-in ``ssl.OP_LEGACY_SERVER_CONNECT``, needed by several
-      clients to reach ``integra.ons.org.br`` under OpenSSL 3 (services.md, ONS "TLS").
+      clients to reach ``integra.ons.org.br`` under OpenSSL 3 (docs/services/ons.md, "TLS").
     """
 
     login_target: Literal["SAGER", "SINAPSE"]

@@ -1,6 +1,6 @@
 """The retry policy: one object, built once per handler, driving tenacity on both paths.
 
-What is retried (contract, "Retries"):
+What is retried (docs/retries.md, "What is retried"):
 
 - transport failures: connect errors and timeouts, read/write errors and timeouts, pool timeouts,
   connection resets, protocol errors from the server; TLS failures (certificate, handshake,
@@ -60,7 +60,7 @@ __all__ = [
 
 logger = logging.getLogger("echo_connhandler.retry")
 
-#: Statuses worth another attempt (contract): timeouts, rate limits and gateway/server hiccups.
+#: Statuses worth another attempt (docs/retries.md): timeouts, rate limits, gateway hiccups.
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 #: Statuses that say the server did not act on the request, so even a POST may be replayed.
 NOT_ACTED_STATUSES = frozenset({408, 425, 429, 503})
