@@ -12,9 +12,6 @@ whose path or query contains ``key``, so each test picks a unique key):
 - ``/login/{key}``: sets ``session=sess-{key}`` and answers ``{"token": ...}``.
 - ``/html``: an HTML page with HTTP 200.
 - ``/redirect?to=...``: a 307 redirect.
-- ``POST /BazeField.Services/api/auth/baze``: a Bazefield login answering a ``sessionId``.
-- ``POST /ons-auth/oauth2/token``: an ONS password grant answering an ``access_token``.
-  (Both accept only :data:`GUIDE_CREDENTIALS`, the user and password of the user guide.)
 - anything else: echoes ``method``, ``path``, ``query``, ``headers``, ``json``, ``body``.
 """
 
@@ -32,7 +29,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 import pytest
 import uvicorn
@@ -45,8 +41,6 @@ from starlette.types import Receive, Scope, Send
 from echo_connhandler import HttpConnProperties, HttpHandler
 
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
-#: The user and password of the user guide's snippets.
-GUIDE_CREDENTIALS = ("my.user", "my-password")
 
 
 @dataclass
@@ -120,26 +114,6 @@ def build_app(state: ServerState) -> Starlette:
         response.set_cookie("session", token)
         return response
 
-    async def baze_login(request: Request) -> Response:
-        body = await request.json()
-        if (body.get("UserName"), body.get("Password")) != GUIDE_CREDENTIALS:
-            return JSONResponse({"responseStatus": {"errorCode": "Unauthorized"}}, 401)
-        count = state.bump("baze-login")
-        return JSONResponse({"sessionId": f"baze-session-{count:04d}"})
-
-    async def ons_token(request: Request) -> Response:
-        form = dict(parse_qsl((await request.body()).decode()))  # no python-multipart needed
-        if (form.get("username"), form.get("password")) != GUIDE_CREDENTIALS:
-            return JSONResponse({"error": "invalid_grant"}, 400)
-        count = state.bump("ons-token")
-        return JSONResponse(
-            {
-                "access_token": f"ons-access-{count:04d}",
-                "refresh_token": f"ons-refresh-{count:04d}",
-                "expires_in": 1199,
-            }
-        )
-
     async def redirect(request: Request) -> Response:
         return RedirectResponse(request.query_params["to"], status_code=307)
 
@@ -163,8 +137,6 @@ def build_app(state: ServerState) -> Starlette:
         Route("/login/{key}", login, methods=ALL_METHODS),
         Route("/html", html, methods=ALL_METHODS),
         Route("/redirect", redirect, methods=ALL_METHODS),
-        Route("/BazeField.Services/api/auth/baze", baze_login, methods=["POST"]),
-        Route("/ons-auth/oauth2/token", ons_token, methods=["POST"]),
         Route("/{path:path}", echo, methods=ALL_METHODS),
     ]
     app = Starlette(routes=routes)
@@ -321,6 +293,18 @@ def make_handler(server: LoopbackServer) -> Iterator[HandlerFactory]:
     yield factory
     for handler in made:
         handler.close()
+
+
+@pytest.fixture
+def make_sync_handler(make_handler: HandlerFactory) -> HandlerFactory:
+    """``make_handler`` with ``skip_connect=True`` by default: the sync twin of
+    ``make_async_handler``, for tests that compare both paths from the same starting point."""
+
+    def factory(*args: Any, **kwargs: Any) -> HttpHandler:
+        kwargs.setdefault("skip_connect", True)
+        return make_handler(*args, **kwargs)
+
+    return factory
 
 
 @pytest.fixture

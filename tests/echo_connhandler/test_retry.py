@@ -7,7 +7,6 @@ import email.utils
 import logging
 import ssl
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -320,246 +319,445 @@ def test_other_exceptions_are_not_retried(error: BaseException) -> None:
 
 
 # -- both handler paths over loopback -------------------------------------------------------------
-@dataclass
-class Mode:
-    """Runs a request on the sync or the async path, so that each test covers both."""
-
-    name: str
-
-    async def send(self, handler: HttpHandler, method: str, endpoint: str, **kw: Any) -> Any:
-        if self.name == "sync":
-            return handler.request(method, endpoint, **kw)
-        return await handler.async_request(method, endpoint, **kw)
-
-    def client(self, handler: HttpHandler) -> httpx.Client | httpx.AsyncClient | None:
-        return handler.connection if self.name == "sync" else handler.async_connection
-
-
-@pytest.fixture(params=["sync", "async"])
-def mode(request: pytest.FixtureRequest) -> Mode:
-    """The sync and the async path."""
-    return Mode(request.param)
-
-
+# Each scenario is a pair: ``test_..._sync`` (plain function, sync API, no event loop) and
+# ``test_..._async`` (coroutine, ``async_*`` API). Both start from an unconnected handler
+# (``make_sync_handler`` / ``make_async_handler``: ``skip_connect=True``) unless stated.
 def retry_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.getMessage().startswith("Retrying ")]
 
 
-@pytest.mark.parametrize("status", TRANSIENT)
-async def test_get_retries_transient_statuses(
-    mode: Mode, make_async_handler: Any, server: Any, key: str, status: int
+def check_attempts(server: Any, key: str, response: httpx.Response, attempts: int) -> None:
+    """The response came from attempt ``attempts``, which was also the server's last request."""
+    assert response.json()["attempt"] == attempts
+    assert server.hits(key) == attempts
+
+
+def check_raised_once(
+    server: Any, key: str, info: pytest.ExceptionInfo[HttpStatusError], status: int
 ) -> None:
-    """A GET answered twice with a transient status succeeds on the third attempt."""
+    assert info.value.status_code == status
+    assert server.hits(key) == 1
+
+
+@pytest.mark.parametrize("status", TRANSIENT)
+def test_get_retries_transient_statuses_sync(
+    make_sync_handler: Any, server: Any, key: str, status: int
+) -> None:
+    """A GET answered twice with a transient status succeeds on the third attempt (sync)."""
+    handler = make_sync_handler(max_retries=3)
+    response = handler.request("GET", f"flaky/{key}/2?status={status}")
+    check_attempts(server, key, response, 3)
+
+
+@pytest.mark.parametrize("status", TRANSIENT)
+async def test_get_retries_transient_statuses_async(
+    make_async_handler: Any, server: Any, key: str, status: int
+) -> None:
+    """A GET answered twice with a transient status succeeds on the third attempt (async)."""
     handler = make_async_handler(max_retries=3)
-    response = await mode.send(handler, "GET", f"flaky/{key}/2?status={status}")
-    assert response.json()["attempt"] == 3
-    assert server.hits(key) == 3
+    response = await handler.async_request("GET", f"flaky/{key}/2?status={status}")
+    check_attempts(server, key, response, 3)
 
 
 @pytest.mark.parametrize("status", PERMANENT)
 @pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE"])
-async def test_permanent_statuses_raise_at_once(
-    mode: Mode, make_async_handler: Any, server: Any, key: str, status: int, method: str
+def test_permanent_statuses_raise_at_once_sync(
+    make_sync_handler: Any, server: Any, key: str, status: int, method: str
 ) -> None:
-    """A 4xx that is not transient raises HttpStatusError after one request."""
+    """A 4xx that is not transient raises HttpStatusError after one request (sync)."""
+    handler = make_sync_handler(max_retries=5)
+    with pytest.raises(HttpStatusError) as info:
+        handler.request(method, f"flaky/{key}/1?status={status}")
+    check_raised_once(server, key, info, status)
+
+
+@pytest.mark.parametrize("status", PERMANENT)
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE"])
+async def test_permanent_statuses_raise_at_once_async(
+    make_async_handler: Any, server: Any, key: str, status: int, method: str
+) -> None:
+    """A 4xx that is not transient raises HttpStatusError after one request (async)."""
     handler = make_async_handler(max_retries=5)
     with pytest.raises(HttpStatusError) as info:
-        await mode.send(handler, method, f"flaky/{key}/1?status={status}")
-    assert info.value.status_code == status
-    assert server.hits(key) == 1
+        await handler.async_request(method, f"flaky/{key}/1?status={status}")
+    check_raised_once(server, key, info, status)
 
 
 @pytest.mark.parametrize("method", ["POST", "PATCH"])
 @pytest.mark.parametrize("status", ACTED)
-async def test_non_idempotent_not_retried_on_server_errors(
-    mode: Mode, make_async_handler: Any, server: Any, key: str, status: int, method: str
+def test_non_idempotent_not_retried_on_server_errors_sync(
+    make_sync_handler: Any, server: Any, key: str, status: int, method: str
 ) -> None:
-    """POST/PATCH on 500/502/504 may have been acted on: one request, then the error."""
-    handler = make_async_handler(max_retries=5)
+    """POST/PATCH on 500/502/504 may have been acted on: one request, then the error (sync)."""
+    handler = make_sync_handler(max_retries=5)
     with pytest.raises(HttpStatusError) as info:
-        await mode.send(handler, method, f"flaky/{key}/1?status={status}")
-    assert info.value.status_code == status
-    assert server.hits(key) == 1
+        handler.request(method, f"flaky/{key}/1?status={status}")
+    check_raised_once(server, key, info, status)
 
 
 @pytest.mark.parametrize("method", ["POST", "PATCH"])
-@pytest.mark.parametrize("status", NOT_ACTED)
-async def test_non_idempotent_retried_when_not_acted_on(
-    mode: Mode, make_async_handler: Any, server: Any, key: str, status: int, method: str
+@pytest.mark.parametrize("status", ACTED)
+async def test_non_idempotent_not_retried_on_server_errors_async(
+    make_async_handler: Any, server: Any, key: str, status: int, method: str
 ) -> None:
-    """POST/PATCH on 408/425/429/503 are replayed: the server did not act."""
-    handler = make_async_handler(max_retries=2)
-    response = await mode.send(handler, method, f"flaky/{key}/1?status={status}", json={"a": 1})
+    """POST/PATCH on 500/502/504 may have been acted on: one request, then the error (async)."""
+    handler = make_async_handler(max_retries=5)
+    with pytest.raises(HttpStatusError) as info:
+        await handler.async_request(method, f"flaky/{key}/1?status={status}")
+    check_raised_once(server, key, info, status)
+
+
+def check_replayed_body(server: Any, key: str, response: httpx.Response) -> None:
     assert response.json()["json"] == {"a": 1}
     assert server.hits(key) == 2
 
 
-@pytest.mark.parametrize("status", ACTED)
-async def test_idempotent_true_lifts_the_post_restriction(
-    mode: Mode, make_async_handler: Any, server: Any, key: str, status: int
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+@pytest.mark.parametrize("status", NOT_ACTED)
+def test_non_idempotent_retried_when_not_acted_on_sync(
+    make_sync_handler: Any, server: Any, key: str, status: int, method: str
 ) -> None:
-    """idempotent=True: a read-only POST is retried like a GET."""
+    """POST/PATCH on 408/425/429/503 are replayed: the server did not act (sync)."""
+    handler = make_sync_handler(max_retries=2)
+    response = handler.request(method, f"flaky/{key}/1?status={status}", json={"a": 1})
+    check_replayed_body(server, key, response)
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+@pytest.mark.parametrize("status", NOT_ACTED)
+async def test_non_idempotent_retried_when_not_acted_on_async(
+    make_async_handler: Any, server: Any, key: str, status: int, method: str
+) -> None:
+    """POST/PATCH on 408/425/429/503 are replayed: the server did not act (async)."""
     handler = make_async_handler(max_retries=2)
-    response = await mode.send(
-        handler, "POST", f"flaky/{key}/1?status={status}", idempotent=True, json={"q": 1}
+    endpoint = f"flaky/{key}/1?status={status}"
+    response = await handler.async_request(method, endpoint, json={"a": 1})
+    check_replayed_body(server, key, response)
+
+
+@pytest.mark.parametrize("status", ACTED)
+def test_idempotent_true_lifts_the_post_restriction_sync(
+    make_sync_handler: Any, server: Any, key: str, status: int
+) -> None:
+    """idempotent=True: a read-only POST is retried like a GET (sync)."""
+    handler = make_sync_handler(max_retries=2)
+    response = handler.request(
+        "POST", f"flaky/{key}/1?status={status}", idempotent=True, json={"q": 1}
     )
-    assert response.json()["attempt"] == 2
-    assert server.hits(key) == 2
+    check_attempts(server, key, response, 2)
+
+
+@pytest.mark.parametrize("status", ACTED)
+async def test_idempotent_true_lifts_the_post_restriction_async(
+    make_async_handler: Any, server: Any, key: str, status: int
+) -> None:
+    """idempotent=True: a read-only POST is retried like a GET (async)."""
+    handler = make_async_handler(max_retries=2)
+    response = await handler.async_request(
+        "POST", f"flaky/{key}/1?status={status}", idempotent=True, json={"q": 1}
+    )
+    check_attempts(server, key, response, 2)
 
 
 @pytest.mark.parametrize("verb", ["post", "patch"])
-async def test_verbs_pass_idempotent_through(
-    mode: Mode, make_async_handler: Any, server: Any, key: str, verb: str
+def test_verbs_pass_idempotent_through_sync(
+    make_sync_handler: Any, server: Any, key: str, verb: str
 ) -> None:
-    """post/patch (and async_post/async_patch) accept idempotent=True."""
-    handler = make_async_handler(max_retries=2)
-    method = getattr(handler, verb if mode.name == "sync" else f"async_{verb}")
-    result = method(f"flaky/{key}/1?status=502", idempotent=True)
-    response = result if mode.name == "sync" else await result
-    assert response.json()["attempt"] == 2
-    assert server.hits(key) == 2
+    """post/patch accept idempotent=True (sync)."""
+    handler = make_sync_handler(max_retries=2)
+    response = getattr(handler, verb)(f"flaky/{key}/1?status=502", idempotent=True)
+    check_attempts(server, key, response, 2)
 
 
-async def test_idempotent_false_stops_retrying_a_get(
-    mode: Mode, make_async_handler: Any, server: Any, key: str
+@pytest.mark.parametrize("verb", ["post", "patch"])
+async def test_verbs_pass_idempotent_through_async(
+    make_async_handler: Any, server: Any, key: str, verb: str
 ) -> None:
-    """idempotent=False: a GET with side effects is not replayed after a 500."""
+    """async_post/async_patch accept idempotent=True (async)."""
     handler = make_async_handler(max_retries=2)
+    response = await getattr(handler, f"async_{verb}")(f"flaky/{key}/1?status=502", idempotent=True)
+    check_attempts(server, key, response, 2)
+
+
+def test_idempotent_false_stops_retrying_a_get_sync(
+    make_sync_handler: Any, server: Any, key: str
+) -> None:
+    """idempotent=False: a GET with side effects is not replayed after a 500 (sync)."""
+    handler = make_sync_handler(max_retries=2)
     with pytest.raises(HttpStatusError):
-        await mode.send(handler, "GET", f"flaky/{key}/1?status=500", idempotent=False)
+        handler.request("GET", f"flaky/{key}/1?status=500", idempotent=False)
     assert server.hits(key) == 1
 
 
-@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
-async def test_dropped_connection_retried_for_idempotent_methods(
-    mode: Mode, make_async_handler: Any, server: Any, key: str, method: str
+async def test_idempotent_false_stops_retrying_a_get_async(
+    make_async_handler: Any, server: Any, key: str
 ) -> None:
-    """A connection dropped mid-response is replayed for idempotent methods."""
+    """idempotent=False: a GET with side effects is not replayed after a 500 (async)."""
     handler = make_async_handler(max_retries=2)
-    response = await mode.send(handler, method, f"drop/{key}/1")
+    with pytest.raises(HttpStatusError):
+        await handler.async_request("GET", f"flaky/{key}/1?status=500", idempotent=False)
+    assert server.hits(key) == 1
+
+
+def check_replayed_method(server: Any, key: str, response: httpx.Response, method: str) -> None:
     assert response.json()["method"] == method
     assert server.hits(key) == 2
 
 
-@pytest.mark.parametrize("method", ["POST", "PATCH"])
-async def test_dropped_connection_not_retried_for_post(
-    mode: Mode, make_async_handler: Any, server: Any, key: str, method: str
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_dropped_connection_retried_for_idempotent_methods_sync(
+    make_sync_handler: Any, server: Any, key: str, method: str
 ) -> None:
-    """A POST whose connection dropped mid-response may have been acted on: not replayed."""
-    handler = make_async_handler(max_retries=5)
-    with pytest.raises(HttpTransportError) as info:
-        await mode.send(handler, method, f"drop/{key}/1")
+    """A connection dropped mid-response is replayed for idempotent methods (sync)."""
+    handler = make_sync_handler(max_retries=2)
+    response = handler.request(method, f"drop/{key}/1")
+    check_replayed_method(server, key, response, method)
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+async def test_dropped_connection_retried_for_idempotent_methods_async(
+    make_async_handler: Any, server: Any, key: str, method: str
+) -> None:
+    """A connection dropped mid-response is replayed for idempotent methods (async)."""
+    handler = make_async_handler(max_retries=2)
+    response = await handler.async_request(method, f"drop/{key}/1")
+    check_replayed_method(server, key, response, method)
+
+
+def check_dropped_once(server: Any, key: str, info: pytest.ExceptionInfo[Exception]) -> None:
     assert isinstance(info.value.__cause__, httpx.RemoteProtocolError)
     assert server.hits(key) == 1
-    response = await mode.send(handler, method, f"drop/{key}/1", idempotent=True)
+
+
+def check_dropped_then_replayed(server: Any, key: str, response: httpx.Response) -> None:
     assert response.status_code == 200
     assert server.hits(key) == 2
 
 
-@pytest.mark.parametrize("method", ["GET", "POST"])
-async def test_read_timeout_retried_only_when_idempotent(
-    mode: Mode, make_async_handler: Any, server: Any, key: str, method: str
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+def test_dropped_connection_not_retried_for_post_sync(
+    make_sync_handler: Any, server: Any, key: str, method: str
 ) -> None:
-    """A read timeout is replayed for a GET, not for a POST."""
-    handler = make_async_handler(max_retries=1, request_timeout=0.1)
+    """A POST whose connection dropped mid-response may have been acted on (sync)."""
+    handler = make_sync_handler(max_retries=5)
     with pytest.raises(HttpTransportError) as info:
-        await mode.send(handler, method, f"sleep/0.4?k={key}")
+        handler.request(method, f"drop/{key}/1")
+    check_dropped_once(server, key, info)
+    response = handler.request(method, f"drop/{key}/1", idempotent=True)
+    check_dropped_then_replayed(server, key, response)
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+async def test_dropped_connection_not_retried_for_post_async(
+    make_async_handler: Any, server: Any, key: str, method: str
+) -> None:
+    """A POST whose connection dropped mid-response may have been acted on (async)."""
+    handler = make_async_handler(max_retries=5)
+    with pytest.raises(HttpTransportError) as info:
+        await handler.async_request(method, f"drop/{key}/1")
+    check_dropped_once(server, key, info)
+    response = await handler.async_request(method, f"drop/{key}/1", idempotent=True)
+    check_dropped_then_replayed(server, key, response)
+
+
+def check_read_timeout(
+    server: Any, key: str, info: pytest.ExceptionInfo[Exception], method: str
+) -> None:
     assert isinstance(info.value.__cause__, httpx.ReadTimeout)
     assert server.hits(key) == (2 if method == "GET" else 1)
 
 
-@pytest.mark.parametrize("method", ["GET", "POST", "PATCH"])
-async def test_connection_refused_is_retried_for_every_method(
-    mode: Mode,
-    make_async_handler: Any,
-    closed_port: int,
-    caplog: pytest.LogCaptureFixture,
-    method: str,
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_read_timeout_retried_only_when_idempotent_sync(
+    make_sync_handler: Any, server: Any, key: str, method: str
 ) -> None:
-    """Connect errors are replayed even for POST; exhaustion re-raises HttpTransportError."""
-    handler = make_async_handler(f"http://127.0.0.1:{closed_port}", max_retries=2)
-    with (
-        caplog.at_level(logging.WARNING, "echo_connhandler"),
-        pytest.raises(HttpTransportError) as info,
-    ):
-        await mode.send(handler, method, "x")
+    """A read timeout is replayed for a GET, not for a POST (sync)."""
+    handler = make_sync_handler(max_retries=1, request_timeout=0.1)
+    with pytest.raises(HttpTransportError) as info:
+        handler.request(method, f"sleep/0.4?k={key}")
+    check_read_timeout(server, key, info, method)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_read_timeout_retried_only_when_idempotent_async(
+    make_async_handler: Any, server: Any, key: str, method: str
+) -> None:
+    """A read timeout is replayed for a GET, not for a POST (async)."""
+    handler = make_async_handler(max_retries=1, request_timeout=0.1)
+    with pytest.raises(HttpTransportError) as info:
+        await handler.async_request(method, f"sleep/0.4?k={key}")
+    check_read_timeout(server, key, info, method)
+
+
+def check_connect_retries(
+    caplog: pytest.LogCaptureFixture, info: pytest.ExceptionInfo[Exception]
+) -> None:
     assert isinstance(info.value.__cause__, httpx.ConnectError)
     assert len(retry_records(caplog)) == 2
     assert all("ConnectError" in r.getMessage() for r in retry_records(caplog))
 
 
-@pytest.mark.parametrize("endpoint", ["flaky/{key}/5?status=503", "drop/{key}/5"])
-async def test_max_retries_zero_sends_exactly_one_request(
-    mode: Mode, make_async_handler: Any, server: Any, key: str, endpoint: str
+@pytest.mark.parametrize("method", ["GET", "POST", "PATCH"])
+def test_connection_refused_is_retried_for_every_method_sync(
+    make_sync_handler: Any, closed_port: int, caplog: pytest.LogCaptureFixture, method: str
 ) -> None:
-    """max_retries=0: one request, then the typed error."""
-    handler = make_async_handler(max_retries=0)
+    """Connect errors are replayed even for POST; exhaustion re-raises the error (sync)."""
+    handler = make_sync_handler(f"http://127.0.0.1:{closed_port}", max_retries=2)
+    with (
+        caplog.at_level(logging.WARNING, "echo_connhandler"),
+        pytest.raises(HttpTransportError) as info,
+    ):
+        handler.request(method, "x")
+    check_connect_retries(caplog, info)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PATCH"])
+async def test_connection_refused_is_retried_for_every_method_async(
+    make_async_handler: Any, closed_port: int, caplog: pytest.LogCaptureFixture, method: str
+) -> None:
+    """Connect errors are replayed even for POST; exhaustion re-raises the error (async)."""
+    handler = make_async_handler(f"http://127.0.0.1:{closed_port}", max_retries=2)
+    with (
+        caplog.at_level(logging.WARNING, "echo_connhandler"),
+        pytest.raises(HttpTransportError) as info,
+    ):
+        await handler.async_request(method, "x")
+    check_connect_retries(caplog, info)
+
+
+ONE_REQUEST_ENDPOINTS = ["flaky/{key}/5?status=503", "drop/{key}/5"]
+
+
+@pytest.mark.parametrize("endpoint", ONE_REQUEST_ENDPOINTS)
+def test_max_retries_zero_sends_exactly_one_request_sync(
+    make_sync_handler: Any, server: Any, key: str, endpoint: str
+) -> None:
+    """max_retries=0: one request, then the typed error (sync)."""
+    handler = make_sync_handler(max_retries=0)
     with pytest.raises((HttpStatusError, HttpTransportError)):
-        await mode.send(handler, "GET", endpoint.format(key=key))
+        handler.request("GET", endpoint.format(key=key))
     assert server.hits(key) == 1
 
 
-@pytest.mark.parametrize("max_retries", [1, 3])
-async def test_exhaustion_reraises_the_last_status_error(
-    mode: Mode, make_async_handler: Any, server: Any, key: str, max_retries: int
+@pytest.mark.parametrize("endpoint", ONE_REQUEST_ENDPOINTS)
+async def test_max_retries_zero_sends_exactly_one_request_async(
+    make_async_handler: Any, server: Any, key: str, endpoint: str
 ) -> None:
-    """After max_retries + 1 attempts the last HttpStatusError is raised, not a RetryError."""
-    handler = make_async_handler(max_retries=max_retries)
-    with pytest.raises(HttpStatusError) as info:
-        await mode.send(handler, "GET", f"flaky/{key}/99?status=503")
+    """max_retries=0: one request, then the typed error (async)."""
+    handler = make_async_handler(max_retries=0)
+    with pytest.raises((HttpStatusError, HttpTransportError)):
+        await handler.async_request("GET", endpoint.format(key=key))
+    assert server.hits(key) == 1
+
+
+def check_last_status_error(
+    server: Any, key: str, info: pytest.ExceptionInfo[HttpStatusError], max_retries: int
+) -> None:
     assert not isinstance(info.value, tenacity.RetryError)
     assert info.value.status_code == 503
     assert info.value.response.json() == {"attempt": max_retries + 1}
     assert server.hits(key) == max_retries + 1
 
 
-async def test_exhaustion_reraises_the_last_transport_error(
-    mode: Mode, make_async_handler: Any, server: Any, key: str
+@pytest.mark.parametrize("max_retries", [1, 3])
+def test_exhaustion_reraises_the_last_status_error_sync(
+    make_sync_handler: Any, server: Any, key: str, max_retries: int
 ) -> None:
-    """A transport failure on every attempt ends in HttpTransportError, not a RetryError."""
-    handler = make_async_handler(max_retries=2)
-    with pytest.raises(HttpTransportError) as info:
-        await mode.send(handler, "GET", f"drop/{key}/99")
+    """After max_retries + 1 attempts the last HttpStatusError is raised (sync)."""
+    handler = make_sync_handler(max_retries=max_retries)
+    with pytest.raises(HttpStatusError) as info:
+        handler.request("GET", f"flaky/{key}/99?status=503")
+    check_last_status_error(server, key, info, max_retries)
+
+
+@pytest.mark.parametrize("max_retries", [1, 3])
+async def test_exhaustion_reraises_the_last_status_error_async(
+    make_async_handler: Any, server: Any, key: str, max_retries: int
+) -> None:
+    """After max_retries + 1 attempts the last HttpStatusError is raised (async)."""
+    handler = make_async_handler(max_retries=max_retries)
+    with pytest.raises(HttpStatusError) as info:
+        await handler.async_request("GET", f"flaky/{key}/99?status=503")
+    check_last_status_error(server, key, info, max_retries)
+
+
+def check_last_transport_error(
+    server: Any, key: str, info: pytest.ExceptionInfo[Exception]
+) -> None:
     assert isinstance(info.value.__cause__, httpx.RemoteProtocolError)
     assert server.hits(key) == 3
 
 
-@pytest.mark.parametrize(
+def test_exhaustion_reraises_the_last_transport_error_sync(
+    make_sync_handler: Any, server: Any, key: str
+) -> None:
+    """A transport failure on every attempt ends in HttpTransportError (sync)."""
+    handler = make_sync_handler(max_retries=2)
+    with pytest.raises(HttpTransportError) as info:
+        handler.request("GET", f"drop/{key}/99")
+    check_last_transport_error(server, key, info)
+
+
+async def test_exhaustion_reraises_the_last_transport_error_async(
+    make_async_handler: Any, server: Any, key: str
+) -> None:
+    """A transport failure on every attempt ends in HttpTransportError (async)."""
+    handler = make_async_handler(max_retries=2)
+    with pytest.raises(HttpTransportError) as info:
+        await handler.async_request("GET", f"drop/{key}/99")
+    check_last_transport_error(server, key, info)
+
+
+RETRY_AFTER = pytest.mark.parametrize(
     "retry_after", ["100", email.utils.formatdate(time.time() + 3600, usegmt=True)]
 )
-async def test_retry_after_is_honoured_and_capped(
-    mode: Mode,
-    make_async_handler: Any,
-    key: str,
-    caplog: pytest.LogCaptureFixture,
-    retry_after: str,
+
+
+def check_capped_wait(
+    caplog: pytest.LogCaptureFixture, response: httpx.Response, started: float
 ) -> None:
-    """A 429 with Retry-After (seconds or HTTP date) waits that long, cut at retry_after_cap."""
-    handler = make_async_handler(max_retries=1, retry_after_cap=0.2)
-    started = time.monotonic()
-    with caplog.at_level(logging.WARNING, "echo_connhandler"):
-        response = await mode.send(
-            handler, "POST", f"flaky/{key}/1?status=429", params={"retry_after": retry_after}
-        )
     assert response.status_code == 200
     assert time.monotonic() - started >= 0.2
     [record] = retry_records(caplog)
     assert "in 0.20 s" in record.getMessage()
 
 
-async def test_retries_are_logged_without_secrets(
-    mode: Mode,
-    make_async_handler: Any,
-    server: Any,
-    key: str,
-    caplog: pytest.LogCaptureFixture,
+@RETRY_AFTER
+def test_retry_after_is_honoured_and_capped_sync(
+    make_sync_handler: Any, key: str, caplog: pytest.LogCaptureFixture, retry_after: str
 ) -> None:
-    """Each retry is a WARNING with method, redacted URL, cause and wait; no secret appears."""
-    query_secret, header_secret = f"query-secret-{key}", f"header-secret-{key}"
-    handler = make_async_handler(max_retries=3, headers={"X-Auth-Token": header_secret})
-    endpoint = f"flaky/{key}/2?status=503&api_key={query_secret}"
-    with caplog.at_level(logging.DEBUG, "echo_connhandler"):
-        await mode.send(handler, "GET", endpoint)
+    """A 429 with Retry-After (seconds or HTTP date) waits that long, cut at the cap (sync)."""
+    handler = make_sync_handler(max_retries=1, retry_after_cap=0.2)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, "echo_connhandler"):
+        response = handler.request(
+            "POST", f"flaky/{key}/1?status=429", params={"retry_after": retry_after}
+        )
+    check_capped_wait(caplog, response, started)
+
+
+@RETRY_AFTER
+async def test_retry_after_is_honoured_and_capped_async(
+    make_async_handler: Any, key: str, caplog: pytest.LogCaptureFixture, retry_after: str
+) -> None:
+    """A 429 with Retry-After (seconds or HTTP date) waits that long, cut at the cap (async)."""
+    handler = make_async_handler(max_retries=1, retry_after_cap=0.2)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, "echo_connhandler"):
+        response = await handler.async_request(
+            "POST", f"flaky/{key}/1?status=429", params={"retry_after": retry_after}
+        )
+    check_capped_wait(caplog, response, started)
+
+
+def secrets_for(key: str) -> tuple[str, str]:
+    """A query secret and a header secret unique to the test."""
+    return f"query-secret-{key}", f"header-secret-{key}"
+
+
+def check_retry_log(
+    caplog: pytest.LogCaptureFixture, server: Any, key: str, secrets: tuple[str, str]
+) -> None:
     records = retry_records(caplog)
     assert [r.levelno for r in records] == [logging.WARNING] * 2
     assert {r.name for r in records} == {"echo_connhandler.retry"}
@@ -567,46 +765,119 @@ async def test_retries_are_logged_without_secrets(
     url = f"{server.url}/flaky/{key}/2?status=503&api_key=***"
     assert first == f"Retrying GET {url} in 0.00 s (attempt 1 of 4 failed): HTTP 503"
     assert second == f"Retrying GET {url} in 0.00 s (attempt 2 of 4 failed): HTTP 503"
+    query_secret, header_secret = secrets
     assert query_secret not in caplog.text
     assert header_secret not in caplog.text
 
 
-async def test_transport_retry_log_names_the_cause(
-    mode: Mode, make_async_handler: Any, key: str, caplog: pytest.LogCaptureFixture
+def test_retries_are_logged_without_secrets_sync(
+    make_sync_handler: Any, server: Any, key: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A retried transport failure is logged with the httpx exception's name."""
-    handler = make_async_handler(max_retries=1)
-    with caplog.at_level(logging.WARNING, "echo_connhandler"):
-        await mode.send(handler, "GET", f"drop/{key}/1")
+    """Each retry is a WARNING with method, redacted URL, cause and wait; no secret (sync)."""
+    query_secret, header_secret = secrets = secrets_for(key)
+    handler = make_sync_handler(max_retries=3, headers={"X-Auth-Token": header_secret})
+    with caplog.at_level(logging.DEBUG, "echo_connhandler"):
+        handler.request("GET", f"flaky/{key}/2?status=503&api_key={query_secret}")
+    check_retry_log(caplog, server, key, secrets)
+
+
+async def test_retries_are_logged_without_secrets_async(
+    make_async_handler: Any, server: Any, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each retry is a WARNING with method, redacted URL, cause and wait; no secret (async)."""
+    query_secret, header_secret = secrets = secrets_for(key)
+    handler = make_async_handler(max_retries=3, headers={"X-Auth-Token": header_secret})
+    with caplog.at_level(logging.DEBUG, "echo_connhandler"):
+        await handler.async_request("GET", f"flaky/{key}/2?status=503&api_key={query_secret}")
+    check_retry_log(caplog, server, key, secrets)
+
+
+def check_transport_retry_log(caplog: pytest.LogCaptureFixture) -> None:
     [record] = retry_records(caplog)
     assert "(attempt 1 of 2 failed): RemoteProtocolError: " in record.getMessage()
 
 
-@pytest.mark.parametrize("endpoint", ["drop/{key}/1", "flaky/{key}/1?status=503"])
-async def test_retry_uses_a_fresh_client_and_keeps_cookies(
-    mode: Mode, make_async_handler: Any, key: str, endpoint: str
+def test_transport_retry_log_names_the_cause_sync(
+    make_sync_handler: Any, key: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """After a failure the next attempt runs on a new client that still has the cookies."""
-    handler = make_async_handler(skip_connect=False, max_retries=2)
-    await mode.send(handler, "GET", "cookie/sid/keep-me")
-    before = mode.client(handler)
-    response = await mode.send(handler, "GET", endpoint.format(key=key))
-    after = mode.client(handler)
+    """A retried transport failure is logged with the httpx exception's name (sync)."""
+    handler = make_sync_handler(max_retries=1)
+    with caplog.at_level(logging.WARNING, "echo_connhandler"):
+        handler.request("GET", f"drop/{key}/1")
+    check_transport_retry_log(caplog)
+
+
+async def test_transport_retry_log_names_the_cause_async(
+    make_async_handler: Any, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A retried transport failure is logged with the httpx exception's name (async)."""
+    handler = make_async_handler(max_retries=1)
+    with caplog.at_level(logging.WARNING, "echo_connhandler"):
+        await handler.async_request("GET", f"drop/{key}/1")
+    check_transport_retry_log(caplog)
+
+
+FAILING_ENDPOINTS = pytest.mark.parametrize(
+    "endpoint", ["drop/{key}/1", "flaky/{key}/1?status=503"]
+)
+Client = httpx.Client | httpx.AsyncClient | None
+
+
+def check_fresh_client_kept_cookies(
+    before: Client, after: Client, response: httpx.Response
+) -> None:
     assert after is not before
     assert before is not None
     assert before.is_closed
+    assert after is not None
     assert after.cookies["sid"] == "keep-me"
     assert "sid=keep-me" in response.json()["headers"]["cookie"]
 
 
-async def test_success_keeps_the_client(mode: Mode, make_async_handler: Any) -> None:
-    """Without failures the same client (and connection pool) serves every request."""
-    handler = make_async_handler(skip_connect=False)
-    await mode.send(handler, "GET", "x")
-    before = mode.client(handler)
+@FAILING_ENDPOINTS
+def test_retry_uses_a_fresh_client_and_keeps_cookies_sync(
+    make_handler: Any, key: str, endpoint: str
+) -> None:
+    """After a failure the next attempt runs on a new client with the cookies (sync)."""
+    handler = make_handler(max_retries=2)  # connected by the constructor
+    handler.request("GET", "cookie/sid/keep-me")
+    before = handler.connection
+    response = handler.request("GET", endpoint.format(key=key))
+    check_fresh_client_kept_cookies(before, handler.connection, response)
+
+
+@FAILING_ENDPOINTS
+async def test_retry_uses_a_fresh_client_and_keeps_cookies_async(
+    make_async_handler: Any, key: str, endpoint: str
+) -> None:
+    """After a failure the next attempt runs on a new client with the cookies (async)."""
+    handler = make_async_handler(max_retries=2)
+    await handler.async_reconnect()  # connected, as the async path connects
+    await handler.async_request("GET", "cookie/sid/keep-me")
+    before = handler.async_connection
+    response = await handler.async_request("GET", endpoint.format(key=key))
+    check_fresh_client_kept_cookies(before, handler.async_connection, response)
+
+
+def test_success_keeps_the_client_sync(make_handler: Any) -> None:
+    """Without failures the same client (and connection pool) serves every request (sync)."""
+    handler = make_handler()  # connected by the constructor
+    handler.request("GET", "x")
+    before = handler.connection
     for _ in range(3):
-        await mode.send(handler, "GET", "x")
-    assert mode.client(handler) is before
+        handler.request("GET", "x")
+    assert handler.connection is before
+
+
+async def test_success_keeps_the_client_async(make_async_handler: Any) -> None:
+    """Without failures the same client (and connection pool) serves every request (async)."""
+    handler = make_async_handler()
+    await handler.async_reconnect()  # connected, as the async path connects
+    await handler.async_request("GET", "x")
+    before = handler.async_connection
+    for _ in range(3):
+        await handler.async_request("GET", "x")
+    assert handler.async_connection is before
 
 
 class FlakyLoginAuth(SessionAuth):
@@ -641,50 +912,81 @@ def flaky_login_handler(key: str, failures: int) -> type[HttpHandler]:
     return Handler
 
 
-async def connect(mode: Mode, handler: HttpHandler) -> None:
-    if mode.name == "sync":
-        handler.reconnect()
-    else:
-        await handler.async_reconnect()
+CONNECT_RETRIES = pytest.mark.parametrize(
+    ("failures", "max_conn_retries"), [(0, 0), (2, 2), (3, 5)]
+)
 
 
-@pytest.mark.parametrize(("failures", "max_conn_retries"), [(0, 0), (2, 2), (3, 5)])
-async def test_connect_step_retries_up_to_max_conn_retries(
-    mode: Mode,
-    make_async_handler: Any,
-    server: Any,
-    key: str,
-    failures: int,
-    max_conn_retries: int,
+def check_logged_in_after(server: Any, key: str, failures: int, response: httpx.Response) -> None:
+    assert server.hits(f"login-{key}") == failures + 1
+    assert response.json()["headers"]["x-session"] == f"token-{failures + 1}"
+
+
+@CONNECT_RETRIES
+def test_connect_step_retries_up_to_max_conn_retries_sync(
+    make_sync_handler: Any, server: Any, key: str, failures: int, max_conn_retries: int
+) -> None:
+    """A login answered 503 is retried max_conn_retries times; the token is then used."""
+    handler = make_sync_handler(
+        handler_cls=flaky_login_handler(key, failures), max_conn_retries=max_conn_retries
+    )
+    handler.reconnect()
+    assert server.hits(f"login-{key}") == failures + 1
+    check_logged_in_after(server, key, failures, handler.request("GET", "x"))
+
+
+@CONNECT_RETRIES
+async def test_connect_step_retries_up_to_max_conn_retries_async(
+    make_async_handler: Any, server: Any, key: str, failures: int, max_conn_retries: int
 ) -> None:
     """A login answered 503 is retried max_conn_retries times; the token is then used."""
     handler = make_async_handler(
         handler_cls=flaky_login_handler(key, failures), max_conn_retries=max_conn_retries
     )
-    await connect(mode, handler)
+    await handler.async_reconnect()
     assert server.hits(f"login-{key}") == failures + 1
-    response = await mode.send(handler, "GET", "x")
-    assert response.json()["headers"]["x-session"] == f"token-{failures + 1}"
+    check_logged_in_after(server, key, failures, await handler.async_request("GET", "x"))
 
 
-async def test_connect_step_gives_up_after_max_conn_retries(
-    mode: Mode, make_async_handler: Any, server: Any, key: str
+def test_connect_step_gives_up_after_max_conn_retries_sync(
+    make_sync_handler: Any, server: Any, key: str
 ) -> None:
-    """More login failures than max_conn_retries: the last HttpStatusError is raised."""
-    handler = make_async_handler(handler_cls=flaky_login_handler(key, 5), max_conn_retries=1)
+    """More login failures than max_conn_retries: the last HttpStatusError is raised (sync)."""
+    handler = make_sync_handler(handler_cls=flaky_login_handler(key, 5), max_conn_retries=1)
     with pytest.raises(HttpStatusError, match="login failed"):
-        await connect(mode, handler)
+        handler.reconnect()
     assert server.hits(f"login-{key}") == 2
 
 
-async def test_request_retry_does_not_log_in_again(
-    mode: Mode, make_async_handler: Any, server: Any, key: str
+async def test_connect_step_gives_up_after_max_conn_retries_async(
+    make_async_handler: Any, server: Any, key: str
 ) -> None:
-    """A transient failure swaps the client but keeps the session: no second login."""
-    handler = make_async_handler(handler_cls=flaky_login_handler(key, 0), max_retries=2)
-    response = await mode.send(handler, "GET", f"drop/{key}/1")
+    """More login failures than max_conn_retries: the last HttpStatusError is raised (async)."""
+    handler = make_async_handler(handler_cls=flaky_login_handler(key, 5), max_conn_retries=1)
+    with pytest.raises(HttpStatusError, match="login failed"):
+        await handler.async_reconnect()
+    assert server.hits(f"login-{key}") == 2
+
+
+def check_one_login(server: Any, key: str, response: httpx.Response) -> None:
     assert response.json()["headers"]["x-session"] == "token-1"
     assert server.hits(f"login-{key}") == 1
+
+
+def test_request_retry_does_not_log_in_again_sync(
+    make_sync_handler: Any, server: Any, key: str
+) -> None:
+    """A transient failure swaps the client but keeps the session: no second login (sync)."""
+    handler = make_sync_handler(handler_cls=flaky_login_handler(key, 0), max_retries=2)
+    check_one_login(server, key, handler.request("GET", f"drop/{key}/1"))
+
+
+async def test_request_retry_does_not_log_in_again_async(
+    make_async_handler: Any, server: Any, key: str
+) -> None:
+    """A transient failure swaps the client but keeps the session: no second login (async)."""
+    handler = make_async_handler(handler_cls=flaky_login_handler(key, 0), max_retries=2)
+    check_one_login(server, key, await handler.async_request("GET", f"drop/{key}/1"))
 
 
 async def test_concurrent_requests_survive_each_others_retries(

@@ -2,7 +2,9 @@
 
 Each test is named after the guide's section and runs the snippet as written, with the host
 replaced by the loopback server (``/api/session/start`` becomes ``cookie/session/started`` so
-that the server sets a cookie; the ONS ``auth_url`` points at the loopback token endpoint).
+that the server sets a cookie). The snippets that log in (Bazefield user/password, ONS OAuth2)
+run against the project's sandbox instead, with its demo credentials in place of the guide's
+``my.user``/``my-password`` (the sandbox only accepts its own made-up accounts).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -22,8 +25,51 @@ from echo_connhandler import (
     OnsHttpConnProperties,
     OnsHttpHandler,
 )
+from echo_connhandler.sandbox import DEMO_CREDENTIALS, Sandbox, SandboxConfig
 
 Track = Callable[[HttpHandler], HttpHandler]
+BAZE_CREDS = DEMO_CREDENTIALS["bazefield"]
+ONS_CREDS = DEMO_CREDENTIALS["ons"]
+BAZE_LOGIN = "/BazeField.Services/api/auth/baze"
+ONS_FEDERATION = "/ons.pop.federation/"
+ONS_TOKEN = "/ons.pop.federation/oauth2/token"
+#: The sandbox demo user's only SINAPSE profile (the guide's example is made up).
+SINAPSE_PROFILE = "Apurador Agente/AGENTES/189/ECHO ENERGIA"
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    """The sandbox for the login snippets; Bazefield answers a session id, not a bearer token,
+    so that the session the guide describes is what travels (``x-ss-id``)."""
+    with Sandbox(SandboxConfig(seed=42, baze_issue_bearer_token=False)) as running:
+        yield running
+
+
+@pytest.fixture
+def sb(sandbox: Sandbox) -> Iterator[Sandbox]:
+    """The module's sandbox, faults and counters reset before and after the test."""
+    sandbox.reset()
+    yield sandbox
+    sandbox.reset()
+
+
+def sandbox_requests(sb: Sandbox, service: str) -> dict[str, int]:
+    """Requests the sandbox's ``service`` emulator received since the last reset, by path."""
+    return dict(sb.faults(service).stats["requests"])
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """``(method, path)`` of every request the sync transport sends, in order (logins too)."""
+    requests: list[tuple[str, str]] = []
+    original = httpx.HTTPTransport.handle_request
+
+    def record(self: httpx.HTTPTransport, request: httpx.Request) -> httpx.Response:
+        requests.append((request.method, request.url.path))
+        return original(self, request)
+
+    monkeypatch.setattr(httpx.HTTPTransport, "handle_request", record)
+    return requests
 
 
 @pytest.fixture
@@ -82,18 +128,18 @@ def test_connection_properties(server: Any, track: Track) -> None:
 
 
 # -- ONS - extended properties --------------------------------------------------------------------
-def test_ons_extended_properties(server: Any, track: Track) -> None:
+def test_ons_extended_properties(sb: Sandbox, server: Any, track: Track) -> None:
     """OnsHttpHandler takes OnsHttpConnProperties with login_target, and logs in on construction."""
-    before = server.hits("/ons-auth/oauth2/token")
     props = OnsHttpConnProperties(
-        host=f"{server.url}/api/sager/renovaveis/api",
-        user="my.user",
-        password="my-password",
+        host=sb.urls.ons_sager,
+        user=ONS_CREDS["user"],  # the guide's "my.user"
+        password=ONS_CREDS["password"],  # the guide's "my-password"
         login_target="SAGER",  # or "SINAPSE"
-        auth_url=f"{server.url}/ons-auth",  # loopback instead of pops.ons.org.br
+        auth_url=sb.urls.ons_auth_url,  # the sandbox instead of pops.ons.org.br
     )
     handler = track(OnsHttpHandler(props))
-    assert server.hits("/ons-auth/oauth2/token") == before + 1
+    assert sandbox_requests(sb, "ons").get(ONS_TOKEN) == 1
+    assert sb.faults("ons").stats["logins"] == {"password": 1}
     with pytest.raises(TypeError, match="OnsHttpConnProperties"):
         OnsHttpHandler(HttpConnProperties(host=server.url), skip_connect=True)
     assert isinstance(handler.props, OnsHttpConnProperties)
@@ -256,20 +302,23 @@ def test_authentication_api_key(server: Any, track: Track) -> None:
         assert handler.get(endpoint).json()["headers"]["authorization"] == "Bearer my-key"
 
 
-def test_authentication_user_password(server: Any, track: Track) -> None:
+def test_authentication_user_password(sb: Sandbox, track: Track) -> None:
     """The login POST is called during _connect(), once; its session serves later requests."""
-    before = server.hits("/BazeField.Services/api/auth/baze")
     props = HttpConnProperties(
-        host=server.url,
-        user="my.user",
-        password="my-password",
+        host=sb.urls.bazefield,
+        user=BAZE_CREDS["user"],  # the guide's "my.user"
+        password=BAZE_CREDS["password"],  # the guide's "my-password"
     )
     handler = track(BazeHttpHandler(props))
     # Login POST is called during _connect()
-    assert server.hits("/BazeField.Services/api/auth/baze") == before + 1
-    headers = handler.get("BazeField.Services/api/allocationTypes").json()["headers"]
-    assert headers["x-ss-id"].startswith("baze-session-")
-    assert server.hits("/BazeField.Services/api/auth/baze") == before + 1
+    assert sandbox_requests(sb, "bazefield") == {BAZE_LOGIN.lower(): 1}
+    response = handler.get("BazeField.Services/api/allocationTypes")
+    assert response.json()["allocationTypes"]  # the session was accepted
+    headers = response.request.headers
+    assert len(headers["x-ss-id"]) >= 15  # the session id the login answered
+    assert "authorization" not in headers
+    assert sandbox_requests(sb, "bazefield").get(BAZE_LOGIN.lower()) == 1
+    assert sb.faults("bazefield").stats["logins"] == {"password": 1}
 
 
 def test_authentication_per_request_token_payload_kwargs(server: Any, track: Track) -> None:
@@ -288,31 +337,45 @@ def test_authentication_per_request_token_payload_kwargs(server: Any, track: Tra
     ("target", "extra", "profile"),
     [
         ("SAGER", {}, None),
-        ("SINAPSE", {"selected_profile": "Apurador/AGENTES/189/X"}, "Apurador/AGENTES/189/X"),
+        ("SINAPSE", {"selected_profile": SINAPSE_PROFILE}, SINAPSE_PROFILE),
     ],
 )
 def test_authentication_oauth2_ons(
-    server: Any, track: Track, target: str, extra: dict[str, str], profile: str | None
+    sb: Sandbox,
+    sent: list[tuple[str, str]],
+    track: Track,
+    target: str,
+    extra: dict[str, str],
+    profile: str | None,
 ) -> None:
     """GET federation (cookies), POST token, Bearer on every request, SINAPSE profile header."""
-    mark = len(server.state.log)
     props = OnsHttpConnProperties(
-        host=server.url,
-        user="my.user",
-        password="my-password",
+        host=sb.urls.ons_sager if target == "SAGER" else sb.urls.ons_sinapse,
+        user=ONS_CREDS["user"],  # the guide's "my.user"
+        password=ONS_CREDS["password"],  # the guide's "my-password"
         login_target=target,  # type: ignore[arg-type]
-        auth_url=f"{server.url}/ons-auth",
+        auth_url=sb.urls.ons_auth_url,
         **extra,
     )
     handler = track(OnsHttpHandler(props))
-    login = [line.split("?")[0] for line in server.state.log[mark:]]
-    assert login == ["GET /ons-auth/", "POST /ons-auth/oauth2/token"]
-    headers = handler.get("api/data").json()["headers"]
-    assert headers["authorization"].startswith("Bearer ons-access-")
+    assert sent == [("GET", ONS_FEDERATION), ("POST", ONS_TOKEN)]
+    assert ".ONSPOPAUTH" in handler.connection.cookies  # the federation page's cookie is kept
+    if target == "SAGER":
+        endpoint = "RelatorioApuracaoUsinasRenovaveis/exportarRelatorio"
+        day = "2024-01-01T00:00:00.000Z"
+        body: dict[str, Any] = {"dataInicio": day, "dataFim": day, "tipoRelatorio": 1}
+    else:
+        endpoint = "solicitacao/pesquisa/exportar"
+        body = {"periodoInicial": "2024-01-01", "periodoFinal": "2024-01-02"}
+    response = handler.post(endpoint, json=body)  # 200: the sandbox accepted token and profile
+    headers = response.request.headers
+    scheme, _, token = headers["authorization"].partition(" ")
+    assert scheme == "Bearer"
+    assert token.count(".") == 2  # the sandbox's JWT-shaped access token
     if profile is None:
         assert "perfil-selecionado" not in headers
     else:
-        assert httpx.URL(f"http://x/?p={headers['perfil-selecionado']}").params["p"] == profile
+        assert unquote(headers["perfil-selecionado"]) == profile
 
 
 # -- Retry behaviour ------------------------------------------------------------------------------

@@ -4,10 +4,16 @@
 faults and counters reset before and after each test. ``make_sb(**config)`` gives a sandbox with
 other :class:`SandboxConfig` settings (started once per module and per settings, reset like
 ``sb``). Helpers are fixtures, not imports: this directory has no package layout.
+
+Each scenario runs on both paths as a pair of tests: a plain ``def test_..._sync`` that uses
+``sync_connect`` / ``sync_handlers`` and the sync API (no event loop running, as in production),
+and an ``async def test_..._async`` that uses ``async_connect`` / ``async_handlers`` and the
+``async_*`` API. Assertions that do no I/O are shared as plain helper functions in the module.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -21,7 +27,7 @@ from echo_connhandler.sandbox import Sandbox, SandboxConfig
 FAST: dict[str, Any] = {"retry_wait_time": 0, "exponential_min_retry_wait_time": 0}
 
 SandboxFactory = Callable[..., Sandbox]
-Call = Callable[..., Awaitable[Any]]
+Track = Callable[[HttpHandler], HttpHandler]
 
 
 @pytest.fixture(scope="module")
@@ -76,61 +82,73 @@ def fast() -> dict[str, Any]:
     return dict(FAST)
 
 
-@pytest.fixture(params=["sync", "async"])
-def mode(request: pytest.FixtureRequest) -> str:
-    """Run the test on the sync path, then on the async path."""
-    return str(request.param)
+def _assert_no_running_loop() -> None:
+    """Sync tests run the sync API as production does: outside any event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise AssertionError("sync_connect is for plain (def) tests; use async_connect")
 
 
-@pytest.fixture
-async def handlers() -> AsyncIterator[Callable[[HttpHandler], HttpHandler]]:
-    """``track(handler)``: close the handler's sync and async clients after the test."""
-    made: list[HttpHandler] = []
-
+def _tracker(made: list[HttpHandler]) -> Track:
     def track(handler: HttpHandler) -> HttpHandler:
         made.append(handler)
         return handler
 
-    yield track
+    return track
+
+
+@pytest.fixture
+def sync_handlers() -> Iterator[Track]:
+    """``track(handler)``: close the handler's sync client after the (sync) test."""
+    made: list[HttpHandler] = []
+    yield _tracker(made)
+    for handler in made:
+        handler.close()
+
+
+@pytest.fixture
+async def async_handlers() -> AsyncIterator[Track]:
+    """``track(handler)``: close the handler's async and sync clients after the (async) test."""
+    made: list[HttpHandler] = []
+    yield _tracker(made)
     for handler in made:
         await handler.async_close()
         handler.close()
 
 
 @pytest.fixture
-def connect(
-    mode: str, fast: dict[str, Any], handlers: Callable[[HttpHandler], HttpHandler]
-) -> Callable[..., Awaitable[Any]]:
-    """``await connect(HandlerClass, props, **kwargs)``: a handler connected on ``mode``'s path.
+def sync_connect(fast: dict[str, Any], sync_handlers: Track) -> Callable[..., Any]:
+    """``sync_connect(HandlerClass, props, **kwargs)``: a handler connected on the sync path.
 
-    Sync: the constructor connects (login, warm-up). Async: ``skip_connect=True`` then
-    ``async_reconnect()``, as the provider's ``aget_conn`` does. ``connect=False`` skips both.
+    The constructor connects (login, warm-up); ``connect=False`` passes ``skip_connect=True``.
     """
 
-    async def make(
-        cls: type[HttpHandler], props: Any, *, connect: bool = True, **kwargs: Any
-    ) -> Any:
-        options = {**fast, **kwargs}
-        if mode == "sync" and connect:
-            return handlers(cls(props, **options))
-        handler = handlers(cls(props, skip_connect=True, **options))
-        if connect:
-            await handler.async_reconnect()
-        return handler
+    def make(cls: type[HttpHandler], props: Any, *, connect: bool = True, **kwargs: Any) -> Any:
+        _assert_no_running_loop()
+        return sync_handlers(cls(props, skip_connect=not connect, **{**fast, **kwargs}))
 
     return make
 
 
 @pytest.fixture
-def call(mode: str) -> Call:
-    """``await call(handler, "get", ...)``: ``handler.get(...)`` or ``handler.async_get(...)``."""
+def async_connect(fast: dict[str, Any], async_handlers: Track) -> Callable[..., Awaitable[Any]]:
+    """``await async_connect(HandlerClass, props, **kwargs)``: connected on the async path.
 
-    async def run(handler: Any, name: str, *args: Any, **kwargs: Any) -> Any:
-        if mode == "sync":
-            return getattr(handler, name)(*args, **kwargs)
-        return await getattr(handler, f"async_{name}")(*args, **kwargs)
+    ``skip_connect=True`` then ``async_reconnect()``, as the provider's ``aget_conn`` does;
+    ``connect=False`` skips the reconnect.
+    """
 
-    return run
+    async def make(
+        cls: type[HttpHandler], props: Any, *, connect: bool = True, **kwargs: Any
+    ) -> Any:
+        handler = async_handlers(cls(props, skip_connect=True, **{**fast, **kwargs}))
+        if connect:
+            await handler.async_reconnect()
+        return handler
+
+    return make
 
 
 @pytest.fixture

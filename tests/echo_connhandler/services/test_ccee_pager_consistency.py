@@ -28,7 +28,7 @@ def _portal(page: Page, seen: list[dict[str, str]]) -> Callable[[httpx.Request],
     return handle
 
 
-def _handler(page: Page, seen: list[dict[str, str]]) -> CceeHttpHandler:
+def _handler(page: Page, seen: list[dict[str, str]], **kwargs: Any) -> CceeHttpHandler:
     class Fake(CceeHttpHandler):
         def _client_settings(self) -> dict[str, Any]:
             return {
@@ -36,7 +36,7 @@ def _handler(page: Page, seen: list[dict[str, str]]) -> CceeHttpHandler:
                 "transport": httpx.MockTransport(_portal(page, seen)),
             }
 
-    return Fake(HttpConnProperties(host="https://ccee.test"), max_retries=0)
+    return Fake(HttpConnProperties(host="https://ccee.test"), max_retries=0, **kwargs)
 
 
 def _rows(offset: int, count: int) -> list[dict[str, Any]]:
@@ -75,20 +75,37 @@ def test_empty_first_page_with_a_total_is_an_error() -> None:
         list(_handler(page, []).iter_datastore_records("r1"))
 
 
-@pytest.mark.parametrize(
+NON_UNIQUE_SORTS = pytest.mark.parametrize(
     ("sort", "sent"), [("DATA", "DATA, _id"), ("_id desc", "_id desc"), ("", "_id")]
 )
-async def test_non_unique_sort_gets_id_as_tiebreaker(sort: str, sent: str) -> None:
-    """Pages of a non-unique order could overlap: _id is appended as the last sort key."""
 
-    def page(offset: int, limit: int) -> dict[str, Any]:
-        return {"records": _rows(offset, min(limit, 15 - offset)), "total": 15, "limit": 10}
 
-    seen: list[dict[str, str]] = []
-    handler = _handler(page, seen)
-    records = [r async for r in handler.aiter_datastore_records("r1", sort=sort, page_size=10)]
+def _fifteen_rows(offset: int, limit: int) -> dict[str, Any]:
+    return {"records": _rows(offset, min(limit, 15 - offset)), "total": 15, "limit": 10}
+
+
+def _check_tiebreaker(records: list[dict[str, Any]], seen: list[dict[str, str]], sent: str) -> None:
     assert [r["_id"] for r in records] == list(range(1, 16))
     assert {params["sort"] for params in seen} == {sent}
+
+
+@NON_UNIQUE_SORTS
+def test_non_unique_sort_gets_id_as_tiebreaker_sync(sort: str, sent: str) -> None:
+    """Pages of a non-unique order could overlap: _id is appended as the last sort key (sync)."""
+    seen: list[dict[str, str]] = []
+    handler = _handler(_fifteen_rows, seen)
+    records = list(handler.iter_datastore_records("r1", sort=sort, page_size=10))
+    _check_tiebreaker(records, seen, sent)
+    handler.close()
+
+
+@NON_UNIQUE_SORTS
+async def test_non_unique_sort_gets_id_as_tiebreaker_async(sort: str, sent: str) -> None:
+    """Pages of a non-unique order could overlap: _id is appended as the last sort key (async)."""
+    seen: list[dict[str, str]] = []
+    handler = _handler(_fifteen_rows, seen, skip_connect=True)  # the async path warms up itself
+    records = [r async for r in handler.aiter_datastore_records("r1", sort=sort, page_size=10)]
+    _check_tiebreaker(records, seen, sent)
     await handler.async_close()
     handler.close()
 
