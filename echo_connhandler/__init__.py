@@ -5,7 +5,7 @@ The public surface is this module's ``__all__``; the ``_modules`` are private.
 """
 
 from echo_connhandler._auth import BearerAuth, SessionAuth
-from echo_connhandler._bazefield import BazefieldLoginAuth, BazeHttpHandler
+from echo_connhandler._bazefield import BazefieldLoginAuth, BazeHttpHandler, bazefield_api_root
 from echo_connhandler._ccee import CceeHttpHandler, CceeWafAuth, CkanResource, DatastorePage
 from echo_connhandler._exceptions import (
     ApiError,
@@ -16,7 +16,9 @@ from echo_connhandler._exceptions import (
     HttpStatusError,
     HttpTransportError,
     ProfileSelectionError,
+    ResponseTooLargeError,
     UnexpectedContentError,
+    UnsafeRedirectError,
     WafBlockedError,
 )
 from echo_connhandler._handler import HttpHandler, expect_json
@@ -24,6 +26,7 @@ from echo_connhandler._ons import OnsHttpHandler, OnsOAuth2, profile_header_valu
 from echo_connhandler._properties import HttpConnProperties, OnsHttpConnProperties
 from echo_connhandler._retry import RetryPolicy
 from echo_connhandler._secrets import (
+    SecretScope,
     add_secret_hook,
     install_log_redaction,
     redact,
@@ -56,11 +59,15 @@ __all__ = [
     "OnsHttpHandler",
     "OnsOAuth2",
     "ProfileSelectionError",
+    "ResponseTooLargeError",
     "RetryPolicy",
+    "SecretScope",
     "SessionAuth",
     "UnexpectedContentError",
+    "UnsafeRedirectError",
     "WafBlockedError",
     "add_secret_hook",
+    "bazefield_api_root",
     "expect_json",
     "profile_header_value",
     "redact",

@@ -99,15 +99,12 @@ def _find(exc: BaseException, kind: type[ExcT]) -> ExcT | None:
     return next((e for e in _chain(exc) if isinstance(e, kind)), None)
 
 
-_LEGACY_RENEGOTIATION = "UNSAFE_LEGACY_RENEGOTIATION_DISABLED"
-
-
 def _explain_transport_failure(exc: HttpTransportError) -> str:
     """TLS, timeout, unreachable or other, decided by the types in the exception chain."""
     tls = _find(exc, ssl.SSLError)
     if tls is not None:  # before ConnectError: a failed handshake is a ConnectError too
         hint = ""
-        if _LEGACY_RENEGOTIATION in f"{getattr(tls, 'reason', None)} {tls}":
+        if exc.legacy_tls_renegotiation:  # decided once by the library, from the SSL reason
             hint = (
                 " (the server needs legacy TLS renegotiation, which OpenSSL 3 refuses: on an "
                 "'ons' connection set the extra field legacy_tls_renegotiation to true)"
@@ -201,8 +198,16 @@ class HandlerHook(BaseHook, Generic[HandlerT]):
 
     @property
     def options(self) -> dict[str, Any]:
-        """Hook-level options of the connection (e.g. ``concurrency``), once loaded."""
-        return dict(self._settings.hook_options) if self._settings else {}
+        """Hook-level options of the connection (e.g. ``concurrency``), read when asked for.
+
+        Reads the Connection on first use (a blocking call): in a coroutine, use
+        :meth:`aget_options`.
+        """
+        return dict(self._load_settings().hook_options)
+
+    async def aget_options(self) -> dict[str, Any]:
+        """:attr:`options` without blocking the event loop."""
+        return dict((await self._aload_settings()).hook_options)
 
     def _make_handler(self, settings: ConnectionSettings, **overrides: Any) -> HandlerT:
         props = self.properties_class(**settings.properties)

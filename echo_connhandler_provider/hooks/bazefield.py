@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from echo_connhandler import BazeHttpHandler
-from echo_connhandler._bazefield import bazefield_api_root
+from echo_connhandler import BazeHttpHandler, bazefield_api_root
 from echo_connhandler_provider.hooks._base import HandlerHook
 
 __all__ = ["BazefieldHook"]

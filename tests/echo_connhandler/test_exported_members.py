@@ -30,11 +30,15 @@ EXPECTED = [
     "OnsHttpHandler",
     "OnsOAuth2",
     "ProfileSelectionError",
+    "ResponseTooLargeError",
     "RetryPolicy",
+    "SecretScope",
     "SessionAuth",
     "UnexpectedContentError",
+    "UnsafeRedirectError",
     "WafBlockedError",
     "add_secret_hook",
+    "bazefield_api_root",
     "expect_json",
     "profile_header_value",
     "redact",
@@ -120,3 +124,26 @@ def test_typed_marker_is_shipped() -> None:
     from importlib.resources import files
 
     assert files("echo_connhandler").joinpath("py.typed").is_file()
+
+
+def test_the_provider_uses_only_the_public_surface() -> None:
+    """The provider imports nothing from a private module of the library (``echo_connhandler._*``),
+    and every name it imports from the library is in ``__all__``."""
+    import ast
+    from pathlib import Path
+
+    import echo_connhandler_provider
+
+    root = Path(echo_connhandler_provider.__file__).parent
+    private, unexported = [], []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module.startswith("echo_connhandler._"):
+                    private.append(f"{path.name}: {node.module}")
+                elif node.module == "echo_connhandler":
+                    unexported += [a.name for a in node.names if a.name not in EXPECTED]
+            if isinstance(node, ast.Import):
+                private += [a.name for a in node.names if a.name.startswith("echo_connhandler._")]
+    assert private == []
+    assert unexported == []

@@ -265,8 +265,9 @@ def test_legacy_renegotiation_failure_names_the_option() -> None:
             return {**super()._client_settings(), "transport": httpx.MockTransport(refuse)}
 
     handler = Refused(HttpConnProperties(host="https://integra.ons.test"), retry_wait_time=0)
-    with pytest.raises(HttpTransportError, match="legacy_tls_renegotiation"):
+    with pytest.raises(HttpTransportError, match="legacy_tls_renegotiation") as info:
         handler.get("api")
+    assert info.value.legacy_tls_renegotiation is True
     handler.close()
     assert attempts == 1
 

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from echo_connhandler import AuthenticationError, HttpTransportError, ProfileSelectionError
+from echo_connhandler._retry import needs_legacy_renegotiation
 from echo_connhandler.sandbox import Sandbox
 from echo_connhandler_provider.hooks import EchoHttpHook, OnsHook
 from echo_connhandler_provider.hooks._base import explain_test_failure
@@ -106,6 +107,9 @@ def test_legacy_renegotiation_suggests_the_field() -> None:
     error = _transport(
         httpx.ConnectError("unsafe legacy renegotiation disabled"), _legacy_renegotiation_error()
     )
+    # The library decides it once, from the SSL error's reason, when it builds the error.
+    assert needs_legacy_renegotiation(error)
+    error.legacy_tls_renegotiation = True
     message = explain_test_failure(error)
     assert message.startswith(TLS)
     assert "legacy_tls_renegotiation" in message

@@ -176,6 +176,19 @@ def test_json_and_uri_connections_build_the_same_properties(
         assert handler.props.request_timeout == 30.0
 
 
+def test_options_are_read_when_asked_for(conns: Any, make_hook: Any) -> None:
+    """hook.options reads the Connection itself: no get_conn() needed first."""
+    hook = make_hook(BazefieldHook, "bazefield_uri")
+    assert hook.options == {"concurrency": 2}
+    assert hook._handler is None  # nothing connected to answer it
+
+
+async def test_options_are_read_without_blocking_the_loop(conns: Any, make_hook: Any) -> None:
+    """aget_options() reads the Connection on the async path."""
+    hook = make_hook(BazefieldHook, "bazefield_uri")
+    assert await hook.aget_options() == {"concurrency": 2}
+
+
 def test_ons_uri_connection_keeps_host_path_and_extras(conns: Any, sb: Sandbox) -> None:
     """An ONS URI with a URL-encoded host keeps the path; its extras are coerced."""
     hook = OnsHook("ons_sinapse_uri")
