@@ -22,7 +22,7 @@ Transport errors keep the original httpx exception as ``__cause__``.
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Any, Self
 
 import httpx
 
@@ -80,6 +80,13 @@ def body_excerpt(response: httpx.Response, limit: int = EXCERPT_CHARS) -> str:
     return text
 
 
+def _rebuild(cls: type[EchoHttpError], message: str) -> EchoHttpError:
+    """An error of the tree from its message; ``copy``/``pickle`` restore its attributes."""
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    return error
+
+
 class EchoHttpError(Exception):
     """Base class of every error raised by :mod:`echo_connhandler`."""
 
@@ -103,6 +110,10 @@ class HttpTransportError(EchoHttpError):
         self.request = request
         self.legacy_tls_renegotiation = legacy_tls_renegotiation
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only arguments: copy and pickle need to be told how to rebuild the error.
+        return (_rebuild, (type(self), self.args[0]), self.__dict__)
+
 
 class HttpResponseError(EchoHttpError, RuntimeError):
     """A response arrived but cannot be used. Carries ``status_code``, ``request``, ``response``."""
@@ -112,6 +123,9 @@ class HttpResponseError(EchoHttpError, RuntimeError):
         self.request: httpx.Request | None = response._request
         self.status_code = response.status_code
         super().__init__(redact(message))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args[0]), self.__dict__)
 
     @classmethod
     def from_response(cls, response: httpx.Response, reason: str) -> Self:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote_plus
 
 import pytest
 
 from echo_connhandler import (
     HttpConnProperties,
+    HttpStatusError,
+    SecretScope,
     add_secret_hook,
     redact,
     register_secret,
@@ -247,3 +252,57 @@ def test_http_stack_log_records_are_redacted(
     assert not any(token in m for m in messages)
     # The cookie value is in the request path (httpx's line) but never in a header trace.
     assert not any("session-value-abc123" in m for m in messages if "set-cookie" in m.lower())
+
+
+# -- escaped forms, scopes, HTTP Basic ------------------------------------------------------------
+@pytest.mark.parametrize(
+    "render",
+    [
+        lambda s: repr(s.encode("utf-8")),  # httpx's "Illegal header value b'...'"
+        lambda s: repr(s),
+        lambda s: json.dumps({"password": s}),
+        lambda s: json.dumps({"password": s}, ensure_ascii=False),
+        lambda s: "password=" + quote_plus(s),
+    ],
+)
+def test_escaped_forms_of_a_secret_are_redacted(render: Any) -> None:
+    """A secret shows up escaped in reprs of bytes, in JSON and URL-encoded: all are masked."""
+    secret = unique("sënha 'secreta'\\ç")
+    register_secret(secret)
+    shown = render(secret)
+    assert MASK in redact(shown)
+    assert "cret" not in redact(shown).replace(MASK, "")
+
+
+def test_a_scope_keeps_its_secrets_until_released() -> None:
+    """A handler's scope: registered while held, gone once released, kept if still held
+    elsewhere."""
+    first, second = SecretScope(), SecretScope()
+    token = unique("scoped-token")
+    first.add(token)
+    second.add(token)
+    assert redact(token) == MASK
+    first.release()
+    assert redact(token) == MASK  # the second scope still holds it
+    second.release()
+    assert redact(token) == token
+
+
+def test_a_scope_forgets_superseded_values_beyond_its_size() -> None:
+    scope = SecretScope(keep=2)
+    values = [unique(f"superseded{i}") for i in range(4)]
+    for value in values:
+        scope.add(value)
+    assert [redact(v) == MASK for v in values] == [False, False, True, True]
+    scope.release()
+
+
+def test_basic_credentials_echoed_by_a_server_are_redacted(make_handler: Any) -> None:
+    """The base64 of user:password (HTTP Basic) is a secret: an echo of it is masked."""
+    user, password = "basic.user", unique("basic-password")
+    handler = make_handler(user=user, password=password)
+    encoded = base64.b64encode(f"{user}:{password}".encode()).decode()
+    with pytest.raises(HttpStatusError) as info:
+        handler.get("echo-basic", response_ok=201)  # the echo answers 200 with the headers
+    assert encoded not in str(info.value)
+    assert "Basic ***" in str(info.value)
