@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 150, 1000])
     parser.add_argument("--services", nargs="+", default=list(_ENDPOINTS))
     parser.add_argument("--latency-ms", type=float, default=300)
-    parser.add_argument("--expire-after-ms", type=float, default=100)
+    parser.add_argument("--expire-after-ms", type=float, default=250)
     parser.add_argument("--request-timeout", type=float, default=20)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)

@@ -8,8 +8,8 @@ Clients
     The sync ``httpx.Client`` is opened by the constructor (unless ``skip_connect=True``) or on
     first sync use; the ``httpx.AsyncClient`` on first async use, one per event loop. Both share
     the handler's auth flow, default headers, timeouts and one SSL context (built once per
-    process and per TLS setting: building one costs ~26 ms, docs/retries.md, "Between
-    attempts"). One :class:`_ClientHolder` per path keeps the live client and the retired ones
+    process and per TLS setting: building one costs ~26 ms, docs/handlers.md, "The SSL
+    context"). One :class:`_ClientHolder` per path keeps the live client and the retired ones
     still finishing requests; many threads or coroutines may use a handler at once.
 
 Requests in flight
@@ -107,8 +107,7 @@ def expect_json(response: httpx.Response) -> Any:
     """``response.json()``, or :class:`UnexpectedContentError` for HTML and non-JSON bodies.
 
     All three services can answer an HTML page (WAF block, login, maintenance, preview) where
-    JSON was expected (docs/errors.md, "HTML where JSON was expected"): never call ``.json()``
-    blindly.
+    JSON was expected (docs/errors.md, "expect_json"): never call ``.json()`` blindly.
     """
     content_type = response.headers.get("content-type", "").lower()
     if is_html(response):

@@ -203,7 +203,7 @@ _RETRY = (
     ExtraField(
         "max_conn_retries",
         "Max connect retries",
-        "Attempts after the first to open the connection (login, warm-up).",
+        "Attempts after the first of a login or warm-up, on connect or inside a request.",
         "integer",
         3,
         target="handler",
@@ -244,6 +244,23 @@ _RETRY = (
         300,
         target="handler",
         minimum=0,
+    ),
+    ExtraField(
+        "retry_time_budget",
+        "Retry time budget (s)",
+        "No new attempt of a request starts after this long since its first one.",
+        "number",
+        900,
+        target="handler",
+        minimum=0,
+    ),
+    ExtraField(
+        "max_response_bytes",
+        "Max response size (bytes)",
+        "Refuse a response body larger than this once decoded; empty: no limit.",
+        "integer",
+        target="handler",
+        minimum=1,
     ),
 )
 _CONCURRENCY = ExtraField(
