@@ -19,10 +19,8 @@ Quirks handled here, all from docs/services/ccee.md:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypedDict, Unpack
@@ -37,6 +35,7 @@ from echo_connhandler._exceptions import (
     WafBlockedError,
 )
 from echo_connhandler._handler import HttpHandler, expect_json, is_html
+from echo_connhandler._window import ordered_window
 
 __all__ = [
     "CKAN_MAX_LIMIT",
@@ -357,8 +356,8 @@ class CceeHttpHandler(HttpHandler):
         so memory stays bounded by ``concurrency`` pages whatever the resource size. Sorted as
         :meth:`iter_datastore_pages`.
         """
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
         query["sort"] = _stable(query.get("sort") or "")
         result = await self.async_datastore_search(resource_id, limit=page_size, offset=0, **query)
         first = self._page(result, 0)
@@ -371,24 +370,8 @@ class CceeHttpHandler(HttpHandler):
             )
             return self._verify(self._page(page, offset), plan)
 
-        pending = iter(plan.offsets)
-        window: deque[asyncio.Task[DatastorePage]] = deque()
-        try:
-            for offset in pending:
-                window.append(asyncio.ensure_future(fetch(offset)))
-                if len(window) >= concurrency:
-                    break
-            while window:
-                page = await window.popleft()
-                next_offset = next(pending, None)
-                if next_offset is not None:
-                    window.append(asyncio.ensure_future(fetch(next_offset)))
-                yield page
-        finally:
-            for task in window:
-                task.cancel()
-            if window:
-                await asyncio.gather(*window, return_exceptions=True)
+        async for page in ordered_window(plan.offsets, fetch, concurrency):
+            yield page
 
     async def aiter_datastore_records(
         self, resource_id: str, **kwargs: Any

@@ -158,6 +158,9 @@ def _accepted_statuses(response_ok: ResponseOk) -> frozenset[int] | None:
     )
 
 
+_MAX_STATUS_PARTS = 6
+
+
 def describe_statuses(statuses: Collection[int]) -> str:
     """``2xx or 3xx``, ``200-204, 301`` or ``200``: short, whatever the collection's size."""
     remaining = set(statuses)
@@ -174,6 +177,9 @@ def describe_statuses(statuses: Collection[int]) -> str:
         else:
             runs.append([status])
     parts += [f"{r[0]}-{r[-1]}" if len(r) > 2 else ", ".join(map(str, r)) for r in runs]
+    if len(parts) > _MAX_STATUS_PARTS:  # a scattered collection: the start, and how many
+        shown = ", ".join(parts[:_MAX_STATUS_PARTS])
+        return f"{shown}, ... ({len(set(statuses))} statuses)"
     return " or ".join(parts) if len(parts) <= 2 else ", ".join(parts)
 
 
@@ -621,11 +627,13 @@ class HttpHandler:
         response = client.send(request, stream=True, **call.send_options)
         with contextlib.closing(response):
             chunks: list[bytes] = []
+            size = 0
             for chunk in response.iter_bytes():
                 chunks.append(chunk)
-                if sum(map(len, chunks)) > self.max_response_bytes:
+                size += len(chunk)
+                if size > self.max_response_bytes:
                     raise self._too_large(response)
-        self._keep_body(response, chunks, sum(map(len, chunks)))
+        self._keep_body(response, chunks, size)
         return response
 
     def _send_sync(
@@ -791,13 +799,15 @@ class HttpHandler:
         response = await client.send(request, stream=True, **call.send_options)
         try:
             chunks: list[bytes] = []
+            size = 0
             async for chunk in response.aiter_bytes():
                 chunks.append(chunk)
-                if sum(map(len, chunks)) > self.max_response_bytes:
+                size += len(chunk)
+                if size > self.max_response_bytes:
                     raise self._too_large(response)
         finally:
             await response.aclose()
-        self._keep_body(response, chunks, sum(map(len, chunks)))
+        self._keep_body(response, chunks, size)
         return response
 
     async def _send_async(
