@@ -298,7 +298,7 @@ class CceeHttpHandler(HttpHandler):
 
         Sorted by ``query["sort"]`` with ``_id`` as the last key (by ``_id`` alone by default).
         """
-        query["sort"] = _stable(query.get("sort") or "")
+        query["sort"] = stable_sort(query.get("sort") or "")
         result = self.datastore_search(resource_id, limit=page_size, offset=0, **query)
         first = self._page(result, 0)
         plan = self._plan(first, result, page_size)
@@ -358,7 +358,7 @@ class CceeHttpHandler(HttpHandler):
         """
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
-        query["sort"] = _stable(query.get("sort") or "")
+        query["sort"] = stable_sort(query.get("sort") or "")
         result = await self.async_datastore_search(resource_id, limit=page_size, offset=0, **query)
         first = self._page(result, 0)
         plan = self._plan(first, result, page_size)
@@ -382,7 +382,7 @@ class CceeHttpHandler(HttpHandler):
                 yield record
 
 
-def _stable(sort: str) -> str:
+def stable_sort(sort: str) -> str:
     """``sort`` with ``_id`` as the last key: pages of a non-unique order could overlap."""
     keys = [part.split()[0] for part in sort.split(",") if part.strip()]
     if not keys:

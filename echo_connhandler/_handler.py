@@ -389,6 +389,8 @@ class HttpHandler:
         )
         self.max_conn_retries = max_conn_retries
         self.max_response_bytes = max_response_bytes
+        #: Retries this handler has made so far (every request, both paths).
+        self.retry_count = 0
         self._auth = self._build_auth()
         self._trusted = self._trusted_origins()
         self._sync: _ClientHolder[httpx.Client] = _ClientHolder(
@@ -603,6 +605,9 @@ class HttpHandler:
             raise self._too_large(response)
         response._content = b"".join(chunks)
 
+    def _count_retry(self) -> None:
+        self.retry_count += 1
+
     def _connect_step_call(self) -> _Call:
         """The connect step as a call: a login (or warm-up), retried under the same rules."""
         return _Call(_CONNECT, self.props.host, {}, None, True)
@@ -658,7 +663,9 @@ class HttpHandler:
     def _run_sync(self, call: _Call) -> httpx.Response | None:
         policy = self.retry_policy if call.replayable else self.retry_policy.single_attempt()
         used: _Slot[httpx.Client] | None = None
-        for attempt in policy.sync_attempts(idempotent=call.idempotent, label=call.describe):
+        for attempt in policy.sync_attempts(
+            idempotent=call.idempotent, label=call.describe, on_retry=self._count_retry
+        ):
             with attempt:
                 used, outcome = self._send_sync(call, used)
                 return outcome if outcome is None else self._check(_result_or_raise(outcome), call)
@@ -831,7 +838,9 @@ class HttpHandler:
         """The async :meth:`_run_sync`."""
         policy = self.retry_policy if call.replayable else self.retry_policy.single_attempt()
         used: _Slot[httpx.AsyncClient] | None = None
-        async for attempt in policy.async_attempts(idempotent=call.idempotent, label=call.describe):
+        async for attempt in policy.async_attempts(
+            idempotent=call.idempotent, label=call.describe, on_retry=self._count_retry
+        ):
             with attempt:
                 used, outcome = await self._send_async(call, used)
                 return outcome if outcome is None else self._check(_result_or_raise(outcome), call)

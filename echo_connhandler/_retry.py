@@ -216,7 +216,13 @@ class RetryPolicy:
         return self.backoff(attempt_number)
 
     # -- tenacity ----------------------------------------------------------------------------
-    def _settings(self, *, idempotent: bool, label: str | Callable[[], str]) -> dict[str, Any]:
+    def _settings(
+        self,
+        *,
+        idempotent: bool,
+        label: str | Callable[[], str],
+        on_retry: Callable[[], object] | None,
+    ) -> dict[str, Any]:
         failures = {"login": 0, "request": 0}
 
         def wait(state: tenacity.RetryCallState) -> float:
@@ -256,6 +262,8 @@ class RetryPolicy:
         def log(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             kind, allowed = budget(exc)
+            if on_retry is not None:
+                on_retry()
             logger.warning(
                 "Retrying %s in %.2f s (%sattempt %d of %d failed): %s",
                 label() if callable(label) else label,
@@ -269,19 +277,30 @@ class RetryPolicy:
         return {"stop": stop, "wait": wait, "retry": retry, "before_sleep": log, "reraise": True}
 
     def sync_attempts(
-        self, *, idempotent: bool, label: str | Callable[[], str]
+        self,
+        *,
+        idempotent: bool,
+        label: str | Callable[[], str],
+        on_retry: Callable[[], object] | None = None,
     ) -> tenacity.Retrying:
         """``for attempt in policy.sync_attempts(...): with attempt: ...``.
 
-        ``label`` names the operation in log lines (method and redacted URL).
+        ``label`` names the operation in log lines (method and redacted URL); ``on_retry`` is
+        called before each wait (the handler counts its retries with it).
         """
-        return tenacity.Retrying(**self._settings(idempotent=idempotent, label=label))
+        settings = self._settings(idempotent=idempotent, label=label, on_retry=on_retry)
+        return tenacity.Retrying(**settings)
 
     def async_attempts(
-        self, *, idempotent: bool, label: str | Callable[[], str]
+        self,
+        *,
+        idempotent: bool,
+        label: str | Callable[[], str],
+        on_retry: Callable[[], object] | None = None,
     ) -> tenacity.AsyncRetrying:
         """``async for attempt in policy.async_attempts(...): with attempt: ...``."""
-        return tenacity.AsyncRetrying(**self._settings(idempotent=idempotent, label=label))
+        settings = self._settings(idempotent=idempotent, label=label, on_retry=on_retry)
+        return tenacity.AsyncRetrying(**settings)
 
     def single_attempt(self) -> RetryPolicy:
         """This policy without retries: for a body that cannot be sent twice (``files=``, a

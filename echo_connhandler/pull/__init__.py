@@ -1,0 +1,52 @@
+"""The pull engine: long pulls from the services into files, resumable, framework-free.
+
+A pull is a :class:`Source` (what to read, from which service) run by :func:`run_pull` on one
+handler's async path: a plan of chunks fetched ``concurrency`` at a time, written in plan order
+as JSON Lines, CSV (gzip or not) or Parquet, to a local path or any fsspec URL, atomically, with
+a checkpoint next to the output that lets a rerun fetch only what is missing::
+
+    import asyncio
+    from echo_connhandler import CceeHttpHandler, HttpConnProperties
+    from echo_connhandler.pull import CceeDatastoreSource, run_pull
+
+    async def main():
+        props = HttpConnProperties(host="https://dadosabertos.ccee.org.br")
+        async with CceeHttpHandler(props, skip_connect=True) as ccee:
+            source = CceeDatastoreSource(dataset="pld_horario", years=[2024, 2025])
+            summary = await run_pull(ccee, source, "pld_horario.parquet", concurrency=4)
+            print(summary["rows"], summary["output"])
+
+    asyncio.run(main())
+
+Importing it never imports Airflow; Parquet needs the ``parquet`` extra (pyarrow), URLs other
+than local paths the ``storage`` extra (fsspec).
+"""
+
+from echo_connhandler.pull._ccee import CceeDatastoreSource, ckan_column_type
+from echo_connhandler.pull._engine import Progress, PullSummary, run_pull
+from echo_connhandler.pull._formats import FORMATS, OutputFormat, UnknownFieldError, format_for
+from echo_connhandler.pull._plan import Chunk, Column, ColumnType, FilePart, Plan, Rows, Source
+from echo_connhandler.pull._storage import FsspecStorage, LocalStorage, Storage, storage_for
+
+__all__ = [
+    "FORMATS",
+    "CceeDatastoreSource",
+    "Chunk",
+    "Column",
+    "ColumnType",
+    "FilePart",
+    "FsspecStorage",
+    "LocalStorage",
+    "OutputFormat",
+    "Plan",
+    "Progress",
+    "PullSummary",
+    "Rows",
+    "Source",
+    "Storage",
+    "UnknownFieldError",
+    "ckan_column_type",
+    "format_for",
+    "run_pull",
+    "storage_for",
+]

@@ -1,0 +1,110 @@
+"""Output formats: JSON Lines, CSV (either gzip-compressed), Parquet.
+
+Each chunk is encoded on its own into a *part* (bytes, or a Parquet file), off the event loop;
+the parts are joined in plan order at the end. JSON Lines and CSV parts are plain byte runs (a
+CSV part has no header: the header is written once, first), and gzip parts are gzip *members*:
+a file of several members is a valid gzip file (RFC 1952), so parts join by concatenation.
+Parquet parts share one schema, built from the plan's columns; joining copies their row groups
+into one file, one part in memory at a time.
+
+Every row is checked against the columns: a field the plan does not know is an error that names
+it, never a silently dropped column.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+from echo_connhandler.pull._plan import Column, Rows
+
+__all__ = ["FORMATS", "OutputFormat", "check_rows", "encode_part", "format_for", "header_part"]
+
+OutputFormat = Literal["jsonl", "jsonl.gz", "csv", "csv.gz", "parquet"]
+FORMATS: tuple[str, ...] = ("jsonl", "jsonl.gz", "csv", "csv.gz", "parquet")
+#: Output name endings and the format they mean (longest first).
+_SUFFIXES = (
+    (".jsonl.gz", "jsonl.gz"),
+    (".ndjson.gz", "jsonl.gz"),
+    (".csv.gz", "csv.gz"),
+    (".jsonl", "jsonl"),
+    (".ndjson", "jsonl"),
+    (".csv", "csv"),
+    (".parquet", "parquet"),
+    (".pq", "parquet"),
+)
+_GZIP_LEVEL = 6
+
+
+def format_for(output: str, given: str | None) -> OutputFormat:
+    """The format asked for, or the one the output's name ends with; a clear error otherwise."""
+    if given is not None:
+        if given not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {given!r}")
+        return given  # type: ignore[return-value]
+    lowered = output.lower()
+    for suffix, name in _SUFFIXES:
+        if lowered.endswith(suffix):
+            return name  # type: ignore[return-value]
+    raise ValueError(
+        f"cannot tell the format from the output name {output!r}: end it with .jsonl, .csv, "
+        ".parquet (or .jsonl.gz, .csv.gz), or pass format="
+    )
+
+
+class UnknownFieldError(ValueError):
+    """A row has a field that the plan's columns do not know."""
+
+
+def check_rows(rows: Rows, columns: Sequence[Column], where: str) -> None:
+    """Raise :class:`UnknownFieldError` naming the first field the columns do not know."""
+    known = {c.name for c in columns}
+    for row in rows:
+        if not row.keys() <= known:
+            unknown = sorted(set(row) - known)
+            raise UnknownFieldError(
+                f"{where}: field {unknown[0]!r} is not in the output's columns "
+                f"({', '.join(sorted(known))}); it would be lost"
+            )
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return value
+
+
+def _jsonl(rows: Rows, names: Sequence[str]) -> bytes:
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+    lines = [dumps({n: row.get(n) for n in names}) for row in rows]
+    return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+
+
+def _csv(rows: Iterable[Sequence[Any]]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue().encode("utf-8")
+
+
+def header_part(columns: Sequence[Column], fmt: OutputFormat) -> bytes:
+    """What the output starts with: the CSV header row (gzip-compressed for csv.gz), else none."""
+    if not fmt.startswith("csv"):
+        return b""
+    header = _csv([[c.name for c in columns]])
+    return gzip.compress(header, _GZIP_LEVEL, mtime=0) if fmt.endswith(".gz") else header
+
+
+def encode_part(rows: Rows, columns: Sequence[Column], fmt: OutputFormat) -> bytes:
+    """One chunk's rows as a JSON Lines or CSV part (a gzip member for the ``.gz`` formats)."""
+    names = [c.name for c in columns]
+    if fmt.startswith("jsonl"):
+        data = _jsonl(rows, names)
+    elif fmt.startswith("csv"):
+        data = _csv([_cell(row.get(n)) for n in names] for row in rows)
+    else:
+        raise ValueError(f"{fmt} parts are written by the Parquet writer")
+    return gzip.compress(data, _GZIP_LEVEL, mtime=0) if fmt.endswith(".gz") and data else data
