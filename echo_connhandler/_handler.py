@@ -37,7 +37,7 @@ import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, ClassVar, Generic, Self, TypeVar, cast
+from typing import Any, BinaryIO, ClassVar, Generic, Self, TypeVar, cast
 
 import certifi
 import httpx
@@ -183,6 +183,12 @@ def describe_statuses(statuses: Collection[int]) -> str:
     return " or ".join(parts) if len(parts) <= 2 else ", ".join(parts)
 
 
+def _streams_to_sink(response: httpx.Response, call: _Call) -> bool:
+    """Whether a download's answer is the file (else it is an error to read and raise)."""
+    accepted = call.accepted is None or response.status_code in call.accepted
+    return accepted and not (call.accepted is not None and is_html(response))
+
+
 def _carries_body(request: httpx.Request) -> bool:
     return request.headers.get("content-length", "0") != "0" or (
         "transfer-encoding" in request.headers
@@ -210,6 +216,8 @@ class _Call:
     replayable: bool = True
     #: ``Client.send`` options (``auth``, ``follow_redirects``), apart from the request's own.
     send_options: dict[str, Any] = field(default_factory=dict)
+    #: Where a download streams its body (rewound by every attempt); ``None``: read in memory.
+    sink: BinaryIO | None = None
 
     @property
     def is_connect_step(self) -> bool:
@@ -335,6 +343,10 @@ class HttpHandler:
             passed since its first attempt (default 900; ``None``: no budget).
         max_response_bytes: refuse a response whose body, decoded, is larger than this
             (:class:`ResponseTooLargeError`; default ``None``: no limit).
+        transport: the httpx transport of the sync client (tests: ``httpx.MockTransport``,
+            which serves the async client too; a proxy or a custom ``HTTPTransport``).
+        async_transport: the httpx transport of the async client (default: ``transport`` when
+            it can serve both paths, else httpx's own).
     """
 
     #: The properties class this handler accepts.
@@ -355,6 +367,8 @@ class HttpHandler:
         retry_after_cap: float = DEFAULT_RETRY_AFTER_CAP,
         retry_time_budget: float | None = DEFAULT_TIME_BUDGET,
         max_response_bytes: int | None = None,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not isinstance(props, self.properties_type):
             raise TypeError(
@@ -389,6 +403,10 @@ class HttpHandler:
         )
         self.max_conn_retries = max_conn_retries
         self.max_response_bytes = max_response_bytes
+        self._transport = transport
+        if async_transport is None and isinstance(transport, httpx.AsyncBaseTransport):
+            async_transport = transport  # httpx.MockTransport serves both paths
+        self._async_transport = async_transport
         #: Retries this handler has made so far (every request, both paths).
         self.retry_count = 0
         self._auth = self._build_auth()
@@ -569,6 +587,16 @@ class HttpHandler:
     def _check(self, response: httpx.Response, call: _Call) -> httpx.Response:
         if call.accepted is None:  # response_ok=None: no check at all, as the guide says
             return response
+        if (
+            call.sink is not None
+            and response.is_stream_consumed
+            and not hasattr(response, "_content")
+        ):
+            return response  # streamed to the sink after its status and type were checked
+        if call.sink is not None and is_html(response):
+            raise UnexpectedContentError.from_response(
+                response, "an HTML page where a file was expected"
+            )
         # Service errors first: CKAN reports them with 404/409 and a body worth more than a status.
         self._check_response(response)
         if response.status_code not in call.accepted:
@@ -618,7 +646,10 @@ class HttpHandler:
             "request": [self._withhold_foreign_credentials],
             "response": [self._refuse_unsafe_redirect],
         }
-        return httpx.Client(cookies=cookies, event_hooks=hooks, **self._client_settings())
+        settings = self._client_settings()
+        if self._transport is not None:
+            settings.setdefault("transport", self._transport)
+        return httpx.Client(cookies=cookies, event_hooks=hooks, **settings)
 
     def _exchange_sync(self, client: httpx.Client, call: _Call) -> httpx.Response | None:
         """Send ``call`` on ``client`` (or run the connect step) and read the body."""
@@ -627,6 +658,17 @@ class HttpHandler:
                 self._auth.sync_connect(client)
             return None
         request = client.build_request(call.method, call.url, **call.kwargs)
+        if call.sink is not None:
+            response = client.send(request, stream=True, **call.send_options)
+            with contextlib.closing(response):
+                if not _streams_to_sink(response, call):
+                    response.read()  # an error: kept in memory for the exception's excerpt
+                    return response
+                call.sink.seek(0)
+                call.sink.truncate()
+                for chunk in response.iter_bytes():
+                    call.sink.write(chunk)
+            return response
         if self.max_response_bytes is None:
             return client.send(request, **call.send_options)
         response = client.send(request, stream=True, **call.send_options)
@@ -762,6 +804,32 @@ class HttpHandler:
         """``DELETE endpoint``; see :meth:`request`."""
         return self.request("DELETE", endpoint, response_ok=response_ok, **kwargs)
 
+    def download(
+        self,
+        method: str,
+        endpoint: str,
+        sink: BinaryIO,
+        *,
+        response_ok: ResponseOk = 200,
+        idempotent: bool | None = None,
+        allow_cross_origin_body: bool = False,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """Stream the response body into ``sink`` (a binary file object), with retries.
+
+        The body never sits in memory whole. Every attempt rewinds and truncates ``sink``, so a
+        retried download never leaves parts of two answers in it. The returned response has the
+        status and headers; its body is in ``sink``. An error status or an HTML page is read
+        and raised as for :meth:`request`, never written to ``sink``.
+        """
+        call = self._prepare(
+            method, endpoint, response_ok, idempotent, allow_cross_origin_body, kwargs
+        )
+        call.sink = sink
+        response = self._run_sync(call)
+        assert response is not None
+        return response
+
     def __enter__(self) -> Self:
         return self
 
@@ -782,7 +850,10 @@ class HttpHandler:
             self._refuse_unsafe_redirect(response)
 
         hooks: dict[str, list[Callable[..., Any]]] = {"request": [withhold], "response": [refuse]}
-        return httpx.AsyncClient(cookies=cookies, event_hooks=hooks, **self._client_settings())
+        settings = self._client_settings()
+        if self._async_transport is not None:
+            settings.setdefault("transport", self._async_transport)
+        return httpx.AsyncClient(cookies=cookies, event_hooks=hooks, **settings)
 
     async def _close_async(self, slot: _Slot[httpx.AsyncClient] | None) -> None:
         if slot is None:
@@ -801,6 +872,19 @@ class HttpHandler:
                 await self._auth.async_connect(client)
             return None
         request = client.build_request(call.method, call.url, **call.kwargs)
+        if call.sink is not None:
+            response = await client.send(request, stream=True, **call.send_options)
+            try:
+                if not _streams_to_sink(response, call):
+                    await response.aread()  # an error: kept for the exception's excerpt
+                    return response
+                call.sink.seek(0)
+                call.sink.truncate()
+                async for chunk in response.aiter_bytes():
+                    call.sink.write(chunk)  # one chunk at a time: short, bounded writes
+            finally:
+                await response.aclose()
+            return response
         if self.max_response_bytes is None:
             return await client.send(request, **call.send_options)
         response = await client.send(request, stream=True, **call.send_options)
@@ -915,6 +999,26 @@ class HttpHandler:
     ) -> httpx.Response:
         """The async :meth:`delete`."""
         return await self.async_request("DELETE", endpoint, response_ok=response_ok, **kwargs)
+
+    async def async_download(
+        self,
+        method: str,
+        endpoint: str,
+        sink: BinaryIO,
+        *,
+        response_ok: ResponseOk = 200,
+        idempotent: bool | None = None,
+        allow_cross_origin_body: bool = False,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """The async :meth:`download` (each chunk is written as it arrives)."""
+        call = self._prepare(
+            method, endpoint, response_ok, idempotent, allow_cross_origin_body, kwargs
+        )
+        call.sink = sink
+        response = await self._run_async(call)
+        assert response is not None
+        return response
 
     async def __aenter__(self) -> Self:
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -632,3 +633,25 @@ def test_payload_in_data_with_caller_json_is_a_clear_error(make_handler: Any) ->
     handler = make_handler(payload_kwargs={"api_token": "xyzzy"}, payload_kwargs_key="data")
     with pytest.raises(ValueError, match=r"payload_kwargs go into the data= body.*json="):
         handler.post("echo", json={"a": 1})
+
+
+def test_a_transport_is_given_publicly() -> None:
+    """transport= serves the sync client, and (a MockTransport) the async one too."""
+    seen: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(200, json={"ok": True})
+
+    handler = HttpHandler(
+        HttpConnProperties(host="https://svc.test"), transport=httpx.MockTransport(handle)
+    )
+    assert handler.get("sync").json() == {"ok": True}
+
+    async def use_async() -> None:
+        assert (await handler.async_get("async")).json() == {"ok": True}
+        await handler.async_close()
+
+    asyncio.run(use_async())
+    handler.close()
+    assert seen == ["/sync", "/async"]
