@@ -19,7 +19,12 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from echo_connhandler import CceeHttpHandler, DataConsistencyError, HttpConnProperties
+from echo_connhandler import (
+    CceeHttpHandler,
+    DataConsistencyError,
+    EchoHttpError,
+    HttpConnProperties,
+)
 from echo_connhandler.pull import (
     CceeDatastoreSource,
     Chunk,
@@ -198,7 +203,7 @@ async def test_a_failed_pull_leaves_nothing_at_the_output(sb: Sandbox, tmp_path:
     sb.faults("ccee").script("datastore_search", status=404, times=50)
     source = CceeDatastoreSource(dataset="pld_horario", years=[2024], page_size=4_000)
     async with _handler(sb) as ccee:
-        with pytest.raises(Exception):  # noqa: PT011 - the 404's type is the handler's concern
+        with pytest.raises(EchoHttpError):
             await run_pull(ccee, source, output)
     assert not output.exists()
 
