@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Reference page (under docs/) -> the package it renders.
 PAGES = {
     "reference/echo_connhandler.md": "echo_connhandler",
+    "reference/echo_connhandler.pull.md": "echo_connhandler.pull",
     "reference/echo_connhandler_provider.hooks.md": "echo_connhandler_provider.hooks",
     "reference/echo_connhandler_provider.md": "echo_connhandler_provider",
 }

@@ -65,7 +65,10 @@ class CceeDatastoreSource(Source):
         dataset: the CKAN dataset id (``pld_horario``); its datastore resources are read.
         years: only the resources of these years (by the year in their name).
         resource_ids: resources to read, instead of ``dataset``/``years``.
-        filters, q, sort, fields: as in ``datastore_search`` (``sort`` gets ``_id`` last).
+        filters: equality filters, as in ``datastore_search``.
+        q: full-text search, as in ``datastore_search``.
+        sort: ``"COL asc|desc, ..."``; ``_id`` is added last so that pages never overlap.
+        fields: the columns to read (default: all).
         page_size: rows per request (CKAN caps it; the applied value is used).
     """
 
