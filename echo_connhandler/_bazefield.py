@@ -11,7 +11,8 @@ Quirks handled here, all from docs/services/bazefield.md:
 - ``Accept: application/json`` always, or an HTML preview page may come back with HTTP 200.
 - Errors may arrive with HTTP 200 as ``responseStatus`` or ``replyInfo.error``: raised as
   :class:`ApiError`.
-- ``objects/timeseries/*`` POST queries are read-only: marked idempotent for retries.
+- ``objects/timeseries/aggregated`` POST queries are read-only: marked idempotent for retries
+  (decided on the exact path, never the query string).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ Quirks handled here, all from docs/services/ccee.md:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -370,8 +371,9 @@ class CceeHttpHandler(HttpHandler):
             )
             return self._verify(self._page(page, offset), plan)
 
-        async for page in ordered_window(plan.offsets, fetch, concurrency):
-            yield page
+        async with contextlib.aclosing(ordered_window(plan.offsets, fetch, concurrency)) as pages:
+            async for page in pages:
+                yield page
 
     async def aiter_datastore_records(
         self, resource_id: str, **kwargs: Any

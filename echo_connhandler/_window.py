@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import TypeVar
 
 __all__ = ["ordered_window"]
@@ -24,7 +24,7 @@ async def ordered_window(
     items: Iterable[ItemT],
     fetch: Callable[[ItemT], Awaitable[ResultT]],
     concurrency: int,
-) -> AsyncIterator[ResultT]:
+) -> AsyncGenerator[ResultT, None]:
     """``fetch(item)`` for every item, ``concurrency`` at a time, results in item order."""
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")

@@ -22,14 +22,17 @@ Importing it never imports Airflow; Parquet needs the ``parquet`` extra (pyarrow
 than local paths the ``storage`` extra (fsspec).
 """
 
+from echo_connhandler.pull._bazefield import BazefieldTimeseriesSource
 from echo_connhandler.pull._ccee import CceeDatastoreSource, ckan_column_type
 from echo_connhandler.pull._engine import Progress, PullSummary, run_pull
 from echo_connhandler.pull._formats import FORMATS, OutputFormat, UnknownFieldError, format_for
+from echo_connhandler.pull._ons import OnsSagerReportSource, OnsSinapseExportSource
 from echo_connhandler.pull._plan import Chunk, Column, ColumnType, FilePart, Plan, Rows, Source
 from echo_connhandler.pull._storage import FsspecStorage, LocalStorage, Storage, storage_for
 
 __all__ = [
     "FORMATS",
+    "BazefieldTimeseriesSource",
     "CceeDatastoreSource",
     "Chunk",
     "Column",
@@ -37,6 +40,8 @@ __all__ = [
     "FilePart",
     "FsspecStorage",
     "LocalStorage",
+    "OnsSagerReportSource",
+    "OnsSinapseExportSource",
     "OutputFormat",
     "Plan",
     "Progress",

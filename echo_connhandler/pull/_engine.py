@@ -130,6 +130,12 @@ class _Checkpoint:
         self.done = {str(k): dict(v) for k, v in (raw.get("done") or {}).items()}
         return True
 
+    def forget_missing_files(self) -> None:
+        """Chunks of a source of files whose file is gone are no longer done."""
+        for index, stats in list(self.done.items()):
+            if "file_path" in stats and not self.storage.exists(str(stats["file_path"])):
+                del self.done[index]
+
     def save(self) -> None:
         assert self.plan is not None
         document = {"identity": self.identity, "plan": self.plan.to_json(), "done": self.done}
@@ -188,6 +194,9 @@ async def run_pull(
     retries_before = handler.retry_count
 
     resumed = await asyncio.to_thread(checkpoint.load)
+    if resumed and files:
+        # A delivered file removed since the crash is fetched again, not trusted to the manifest.
+        await asyncio.to_thread(checkpoint.forget_missing_files)
     if not resumed:
         checkpoint.plan = await source.plan(handler)
         await asyncio.to_thread(checkpoint.save)
@@ -211,7 +220,8 @@ async def run_pull(
             target = storage.join(path, result.name)
             await asyncio.to_thread(storage.makedirs, path)
             await asyncio.to_thread(storage.write_atomic, target, result.content)
-            return chunk, {"rows": 0, "bytes": len(result.content), "file": storage.url(target)}
+            stats = {"rows": 0, "bytes": len(result.content), "file": storage.url(target)}
+            return chunk, {**stats, "file_path": target}
         rows = result
         encoded = await asyncio.to_thread(_encode, rows, plan, fmt, chunk)
         await asyncio.to_thread(storage.write_atomic, checkpoint.part(chunk, extension), encoded)
@@ -221,15 +231,17 @@ async def run_pull(
     for stats in done.values():
         progress.add(stats)
     last_log = time.monotonic()
-    async for chunk, stats in ordered_window(todo, fetch, concurrency):
-        done[str(chunk.index)] = stats
-        await asyncio.to_thread(checkpoint.save)
-        snapshot = progress.add(stats)
-        if on_progress is not None:
-            on_progress(snapshot)
-        if time.monotonic() - last_log >= progress_every:
-            last_log = time.monotonic()
-            logger.info("%s: %s", source.describe(), snapshot.line())
+    # Closed on any exit: a failure here cancels the fetches in flight before run_pull raises.
+    async with contextlib.aclosing(ordered_window(todo, fetch, concurrency)) as results:
+        async for chunk, stats in results:
+            done[str(chunk.index)] = stats
+            await asyncio.to_thread(checkpoint.save)
+            snapshot = progress.add(stats)
+            if on_progress is not None:
+                on_progress(snapshot)
+            if time.monotonic() - last_log >= progress_every:
+                last_log = time.monotonic()
+                logger.info("%s: %s", source.describe(), snapshot.line())
 
     if fmt is not None:
         await asyncio.to_thread(_assemble, storage, path, checkpoint, plan, fmt, extension)

@@ -25,7 +25,9 @@ from echo_connhandler.pull._plan import Column, Rows
 __all__ = ["FORMATS", "OutputFormat", "check_rows", "encode_part", "format_for", "header_part"]
 
 OutputFormat = Literal["jsonl", "jsonl.gz", "csv", "csv.gz", "parquet"]
+"""The output formats of a pull of rows."""
 FORMATS: tuple[str, ...] = ("jsonl", "jsonl.gz", "csv", "csv.gz", "parquet")
+"""Every :data:`OutputFormat`, in the order the docs list them."""
 #: Output name endings and the format they mean (longest first).
 _SUFFIXES = (
     (".jsonl.gz", "jsonl.gz"),

@@ -12,12 +12,12 @@ if TYPE_CHECKING:
 
 __all__ = ["Chunk", "Column", "ColumnType", "FilePart", "Plan", "Rows", "Source"]
 
-#: Logical column types; each output format maps them (Parquet: int64, float64, string, ...).
 ColumnType = Literal["int", "float", "text", "bool", "timestamp", "date", "json"]
+"""Logical column types; each output format maps them (Parquet: int64, float64, string, ...)."""
 COLUMN_TYPES: tuple[str, ...] = ("int", "float", "text", "bool", "timestamp", "date", "json")
 
-#: The rows of one chunk, decoded (off the event loop) by the source.
 Rows = list[dict[str, Any]]
+"""The rows of one chunk, decoded (off the event loop) by the source."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,495 @@
+"""Bazefield aggregated time series: windows of time x groups of objects and points.
+
+Bazefield has no paging (docs/services/bazefield.md, "Time series"): one call returns every value
+of its objects x points x aggregates x time steps, and public clients keep a call within about
+30 days and 30 points; the sandbox refuses a call of more than 100 000 values. The plan splits
+``[start, end)`` into windows of a whole number of time steps (so that windows meet exactly: no
+timestamp twice, none missing), then each window into groups of objects and points, so that every
+request stays within ``window`` (30 days by default), ``points_per_request`` points and
+``max_values_per_request`` values. Chunks come in order: window, then object group, then point
+group. Each answer is decoded in a thread into flat rows (docs/services/bazefield.md, "Pulling
+time series").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import httpx
+
+from echo_connhandler._bazefield import BazeHttpHandler, bazefield_api_root
+from echo_connhandler._exceptions import UnexpectedContentError
+from echo_connhandler._handler import HttpHandler, expect_json
+from echo_connhandler.pull._plan import Chunk, Column, Plan, Rows, Source
+
+__all__ = ["TIMESERIES_COLUMNS", "BazefieldTimeseriesSource", "timeseries_rows"]
+
+#: The endpoint, relative to the API root.
+TIMESERIES_PATH = "objects/timeseries/aggregated"
+#: Default longest window of one request (public clients use about 30 days).
+DEFAULT_WINDOW = timedelta(days=30)
+
+TIMESERIES_COLUMNS: tuple[Column, ...] = (
+    Column("object", "text"),
+    Column("point", "text"),
+    Column("aggregate", "text"),
+    Column("timestamp_utc", "timestamp"),
+    Column("local_time", "text"),
+    Column("quality", "int"),
+    Column("value", "float"),
+    Column("value_text", "text"),
+)
+
+_INTERVAL = re.compile(r"^(\d+)\s*(s|m|min|h|d)$", re.IGNORECASE)
+_TIMESPAN = re.compile(r"^(\d+):(\d{2}):(\d{2})$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+_NUMBER = re.compile(r"^\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def interval_seconds(interval: str) -> int:
+    """``Interval`` text (``10m``, ``1h``, ``1d``, ``00:10:00``) in seconds; ValueError if bad."""
+    if not isinstance(interval, str):
+        raise ValueError(f"interval must be text such as '10m', '1h' or '1d', got {interval!r}")
+    text = interval.strip()
+    match = _INTERVAL.fullmatch(text)
+    if match:
+        seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+    else:
+        span = _TIMESPAN.fullmatch(text)
+        if not span:
+            raise ValueError(
+                f"interval must be <n>s, <n>m, <n>h, <n>d or HH:MM:SS (e.g. '10m', '1h', '1d'), "
+                f"got {interval!r}"
+            )
+        hours, minutes, secs = (int(part) for part in span.groups())
+        seconds = hours * 3600 + minutes * 60 + secs
+    if seconds < 60:
+        raise ValueError(f"interval must be at least one minute, got {interval!r}")
+    return seconds
+
+
+def _moment(name: str, value: object) -> datetime:
+    """A datetime (naive = UTC), a date (its UTC midnight) or ISO-8601 text, in UTC."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(
+                f"{name} must be a datetime or ISO-8601 text (e.g. '2024-01-01T00:00:00Z'), "
+                f"got {value!r}"
+            ) from None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime(value.year, value.month, value.day)
+    else:
+        raise ValueError(f"{name} must be a datetime or ISO-8601 text, got {value!r}")
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _iso_z(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _names(name: str, values: object, *, ids: bool = False) -> list[str]:
+    """A non-empty list of distinct, non-blank names (object ids may be integers)."""
+    if isinstance(values, str | bytes) or not isinstance(values, Sequence):
+        raise ValueError(f"{name} must be a list, got {values!r}")
+    result: list[str] = []
+    for item in values:
+        if ids and isinstance(item, int) and not isinstance(item, bool):
+            if item < 0:
+                raise ValueError(f"{name}: object ids must not be negative, got {item!r}")
+            text = str(item)
+        elif isinstance(item, str) and item.strip():
+            text = item.strip()
+        else:
+            kind = "non-blank text or integers" if ids else "non-blank text"
+            raise ValueError(f"{name} must hold {kind}, got {item!r}")
+        if text in result:
+            raise ValueError(f"{name}: {text!r} is given twice")
+        result.append(text)
+    if not result:
+        raise ValueError(f"{name} must not be empty")
+    return result
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _groups(items: Sequence[str], most: int) -> list[list[str]]:
+    """``items`` in order, in as few groups of at most ``most`` as possible, of balanced sizes."""
+    count = math.ceil(len(items) / most)
+    size = math.ceil(len(items) / count)
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def _zone(name: str | None) -> tzinfo:
+    """The zone for whole-day windows: an IANA zone when ``name`` is one, else UTC (a Windows
+    zone id is sent to Bazefield as is; Brazil's have no daylight saving time since 2019)."""
+    if not name:
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC
+
+
+class BazefieldTimeseriesSource(Source):
+    """Rows of Bazefield aggregated time series, one per object, point, aggregate and time step.
+
+    Args:
+        objects: object ids (``"1001"`` or ``1001``), in output order.
+        points: point names (``"ActivePower"``), in output order.
+        aggregates: aggregate names (``"Average"``, ``"Min"``, ...), in output order.
+        start: the first instant, a datetime (naive ones are UTC) or ISO-8601 text.
+        end: the end of the range ``[start, end)``, excluded; as ``start``.
+        interval: the time step, ``<n>m``, ``<n>h``, ``<n>d`` or ``HH:MM:SS`` (at least 1 min).
+        time_zone: sent as ``TimeZone`` (an IANA name or a Windows id) when given: ``t_local``
+            and whole-day steps follow it.
+        window: the longest time span of one request (default 30 days), rounded down to whole
+            steps.
+        points_per_request: the most points in one request (public clients use 30).
+        max_values_per_request: the most values (objects x points x aggregates x steps) in one
+            request; the sandbox refuses more than 100 000.
+    """
+
+    kind = "rows"
+
+    def __init__(
+        self,
+        *,
+        objects: Sequence[str | int],
+        points: Sequence[str],
+        aggregates: Sequence[str],
+        start: datetime | str,
+        end: datetime | str,
+        interval: str = "1h",
+        time_zone: str | None = None,
+        window: timedelta | None = None,
+        points_per_request: int = 30,
+        max_values_per_request: int = 100_000,
+    ) -> None:
+        self.objects = _names("objects", objects, ids=True)
+        self.points = _names("points", points)
+        self.aggregates = _names("aggregates", aggregates)
+        self.start = _moment("start", start)
+        self.end = _moment("end", end)
+        if self.start >= self.end:
+            raise ValueError(
+                f"start must be before end, got start={_iso_z(self.start)} end={_iso_z(self.end)}"
+            )
+        self.interval = interval.strip() if isinstance(interval, str) else interval
+        self.step_s = interval_seconds(interval)
+        if time_zone is not None and (not isinstance(time_zone, str) or not time_zone.strip()):
+            raise ValueError(f"time_zone must be a zone name or None, got {time_zone!r}")
+        self.time_zone = time_zone.strip() if time_zone is not None else None
+        if window is not None:
+            if not isinstance(window, timedelta):
+                raise ValueError(f"window must be a timedelta or None, got {window!r}")
+            if window.total_seconds() < self.step_s:
+                raise ValueError(
+                    f"window must hold at least one interval ({self.interval}), got {window}"
+                )
+        self.window = window
+        self.points_per_request = _positive_int("points_per_request", points_per_request)
+        self.max_values_per_request = _positive_int(
+            "max_values_per_request", max_values_per_request
+        )
+        if len(self.aggregates) > self.max_values_per_request:
+            raise ValueError(
+                f"max_values_per_request ({self.max_values_per_request}) is below the number of "
+                f"aggregates ({len(self.aggregates)}): not even one value of each fits a request"
+            )
+        self._chunks = self._make_chunks()
+
+    # -- the plan (pure: computed once, in the constructor) --------------------------------------
+    def _steps_per_window(self) -> int:
+        span = (self.window or DEFAULT_WINDOW).total_seconds()
+        steps = max(1, int(span // self.step_s))
+        return min(steps, self.max_values_per_request // len(self.aggregates))
+
+    def _boundaries(self, steps: int) -> list[datetime]:
+        """``start``, then every ``steps`` steps, then ``end``: windows of whole steps."""
+        bounds = [self.start]
+        if self.step_s % 86400 == 0:
+            # Whole days: step in the zone's calendar, so windows begin on local midnights
+            # when start does (the grid of day steps is local midnights).
+            zone = _zone(self.time_zone)
+            local = self.start.astimezone(zone)
+            days = steps * self.step_s // 86400
+            k = 1
+            while True:
+                moment = (local + timedelta(days=days * k)).astimezone(UTC)
+                if moment >= self.end:
+                    break
+                bounds.append(moment)
+                k += 1
+        else:
+            span = timedelta(seconds=steps * self.step_s)
+            moment = self.start + span
+            while moment < self.end:
+                bounds.append(moment)
+                moment += span
+        bounds.append(self.end)
+        return bounds
+
+    def _make_chunks(self) -> list[Chunk]:
+        steps = self._steps_per_window()
+        per_step = len(self.aggregates) * steps
+        most_points = min(self.points_per_request, self.max_values_per_request // per_step)
+        point_groups = _groups(self.points, most_points)
+        widest = max(len(g) for g in point_groups)
+        most_objects = self.max_values_per_request // (per_step * widest)
+        object_groups = _groups(self.objects, most_objects)
+        bounds = self._boundaries(steps)
+        chunks: list[Chunk] = []
+        for begin, finish in itertools.pairwise(bounds):
+            for o, object_group in enumerate(object_groups):
+                for p, point_group in enumerate(point_groups):
+                    chunks.append(
+                        Chunk(
+                            index=len(chunks),
+                            key=f"{_iso_z(begin)}/{_iso_z(finish)}/o{o}/p{p}",
+                            params={
+                                "from": _iso_z(begin),
+                                "to": _iso_z(finish),
+                                "objects": object_group,
+                                "points": point_group,
+                            },
+                        )
+                    )
+        return chunks
+
+    # -- Source -----------------------------------------------------------------------------------
+    def identity(self) -> dict[str, Any]:
+        return {
+            "objects": self.objects,
+            "points": self.points,
+            "aggregates": self.aggregates,
+            "start": _iso_z(self.start),
+            "end": _iso_z(self.end),
+            "interval": self.interval,
+            "time_zone": self.time_zone,
+            "window_s": None if self.window is None else self.window.total_seconds(),
+            "points_per_request": self.points_per_request,
+            "max_values_per_request": self.max_values_per_request,
+        }
+
+    def describe(self) -> str:
+        return (
+            f"Bazefield {len(self.objects)} objects x {len(self.points)} points "
+            f"x {len(self.aggregates)} aggregates"
+        )
+
+    def body(self, chunk: Chunk) -> dict[str, Any]:
+        """The JSON body of one chunk's request."""
+        body: dict[str, Any] = {
+            "ObjectIds": list(chunk.params["objects"]),
+            "Points": list(chunk.params["points"]),
+            "Aggregates": list(self.aggregates),
+            "From": chunk.params["from"],
+            "To": chunk.params["to"],
+            "Interval": self.interval,
+        }
+        if self.time_zone is not None:
+            body["TimeZone"] = self.time_zone
+        return body
+
+    async def plan(self, handler: HttpHandler) -> Plan:
+        _baze(handler)
+        return Plan(list(self._chunks), list(TIMESERIES_COLUMNS), list(self.objects))
+
+    async def fetch(self, handler: HttpHandler, chunk: Chunk, plan: Plan) -> Rows:
+        baze = _baze(handler)
+        response = await baze.async_post(_endpoint(baze.props.host), json=self.body(chunk))
+        return await asyncio.to_thread(
+            _response_rows,
+            response,
+            list(chunk.params["objects"]),
+            list(chunk.params["points"]),
+            list(self.aggregates),
+            _moment("from", chunk.params["from"]),
+            _moment("to", chunk.params["to"]),
+        )
+
+
+def _baze(handler: HttpHandler) -> BazeHttpHandler:
+    if not isinstance(handler, BazeHttpHandler):
+        raise TypeError(f"a Bazefield pull needs a BazeHttpHandler, got {type(handler).__name__}")
+    return handler
+
+
+def _endpoint(host: str) -> str:
+    """The time-series endpoint relative to ``host`` (the tenant root or the API root)."""
+    root = bazefield_api_root(host)
+    prefix = root[len(host.rstrip("/")) :].strip("/")
+    return f"{prefix}/{TIMESERIES_PATH}" if prefix else TIMESERIES_PATH
+
+
+def _response_rows(
+    response: httpx.Response,
+    objects: Sequence[str],
+    points: Sequence[str],
+    aggregates: Sequence[str],
+    start: datetime,
+    end: datetime,
+) -> Rows:
+    """One answer's rows (in a thread)."""
+    payload = expect_json(response)
+    try:
+        return timeseries_rows(payload, objects, points, aggregates, start, end)
+    except ValueError as exc:
+        raise UnexpectedContentError.from_response(
+            response, f"Bazefield time series: {exc}"
+        ) from exc
+
+
+def _lookup(mapping: Mapping[str, Any], name: str) -> Any:
+    """``mapping[name]``, else the entry whose key matches ``name`` ignoring case."""
+    if name in mapping:
+        return mapping[name]
+    folded = name.casefold()
+    for key, value in mapping.items():
+        if str(key).casefold() == folded:
+            return value
+    return None
+
+
+def _epoch_ms(raw: object) -> int:
+    if isinstance(raw, bool):
+        raise ValueError(f"timestamp t is not epoch milliseconds: {raw!r}")
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, float) and math.isfinite(raw):
+        return round(raw)
+    if isinstance(raw, str) and re.fullmatch(r"\s*-?\d+\s*", raw):
+        return int(raw)
+    raise ValueError(f"timestamp t is not epoch milliseconds: {raw!r}")
+
+
+def _value(raw: object) -> tuple[float | None, str | None]:
+    """``(value, value_text)``: a finite number, or the raw value as text (``"NaN"``, ...)."""
+    if raw is None:
+        return None, None
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        number = float(raw)
+        if math.isfinite(number):
+            return number, None
+        return None, str(raw)
+    if isinstance(raw, str):
+        if _NUMBER.fullmatch(raw):
+            number = float(raw)
+            if math.isfinite(number):
+                return number, None
+        return None, raw
+    return None, json.dumps(raw, ensure_ascii=False)
+
+
+def _quality(raw: object) -> int | None:
+    if isinstance(raw, bool):
+        return int(raw)
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    if isinstance(raw, str) and re.fullmatch(r"\s*-?\d+\s*", raw):
+        return int(raw)
+    return None
+
+
+def timeseries_rows(
+    payload: Any,
+    objects: Sequence[str],
+    points: Sequence[str],
+    aggregates: Sequence[str],
+    start: datetime,
+    end: datetime,
+) -> Rows:
+    """Flatten an ``objects/timeseries/aggregated`` answer into rows.
+
+    Rows come in the order of ``objects``, ``points`` and ``aggregates`` as requested (aggregates
+    the server names otherwise come last, by name), then by time. Values outside ``[start, end)``
+    are dropped (a server that treats ``To`` as inclusive would repeat them in the next window).
+    An object or point missing from the answer gives no rows. Raises ValueError when the answer
+    does not have the documented shape.
+    """
+    if not isinstance(payload, Mapping):
+        raise ValueError(f"the answer is not a JSON object ({type(payload).__name__})")
+    if "objects" not in payload and "Objects" not in payload:
+        raise ValueError("the answer has no 'objects'")
+    found = payload.get("objects", payload.get("Objects")) or {}
+    if not isinstance(found, Mapping):
+        raise ValueError("'objects' is not an object")
+    start_ms = (start - _EPOCH) // timedelta(milliseconds=1)
+    end_ms = math.ceil((end - _EPOCH) / timedelta(milliseconds=1))
+    order = {name.casefold(): index for index, name in enumerate(aggregates)}
+    by_fold = {name.casefold(): name for name in aggregates}
+    rows: Rows = []
+    for object_id in objects:
+        entry = _lookup(found, object_id)
+        if not isinstance(entry, Mapping):
+            continue
+        series_by_point = _lookup(entry, "points")
+        if not isinstance(series_by_point, Mapping):
+            continue
+        for point in points:
+            series_list = _lookup(series_by_point, point)
+            if not isinstance(series_list, Sequence) or isinstance(series_list, str):
+                continue
+            keyed: list[tuple[tuple[int, str], str, Sequence[Any]]] = []
+            for series in series_list:
+                if not isinstance(series, Mapping):
+                    raise ValueError(f"object {object_id} point {point}: a series is not an object")
+                name = str(series.get("aggregate") or series.get("Aggregate") or "")
+                values = series.get("timeSeries", series.get("TimeSeries")) or []
+                if not isinstance(values, Sequence) or isinstance(values, str):
+                    raise ValueError(f"object {object_id} point {point}: timeSeries is not a list")
+                folded = name.casefold()
+                rank = order.get(folded, len(aggregates))
+                keyed.append(((rank, name), by_fold.get(folded, name), values))
+            keyed.sort(key=lambda item: item[0])
+            for _, aggregate, values in keyed:
+                series_rows: list[tuple[int, dict[str, Any]]] = []
+                for item in values:
+                    if not isinstance(item, Mapping):
+                        raise ValueError(
+                            f"object {object_id} point {point}: a value is not an object"
+                        )
+                    t = _epoch_ms(item.get("t"))
+                    if not start_ms <= t < end_ms:
+                        continue
+                    value, value_text = _value(item.get("v"))
+                    local = item.get("t_local")
+                    series_rows.append(
+                        (
+                            t,
+                            {
+                                "object": object_id,
+                                "point": point,
+                                "aggregate": aggregate,
+                                "timestamp_utc": (_EPOCH + timedelta(milliseconds=t)).isoformat(),
+                                "local_time": None if local is None else str(local),
+                                "quality": _quality(item.get("q")),
+                                "value": value,
+                                "value_text": value_text,
+                            },
+                        )
+                    )
+                series_rows.sort(key=lambda pair: pair[0])
+                rows.extend(row for _, row in series_rows)
+    return rows
