@@ -15,9 +15,18 @@ __all__ = ["get_provider_info"]
 
 DISTRIBUTION = "echo-connhandler-provider"
 
+#: The operators of each connection type (pulls into files; one HTTP request for echo_http).
+_OPERATOR_MODULES = {
+    "echo_http": "echo_connhandler_provider.operators.http",
+    "bazefield": "echo_connhandler_provider.operators.pull",
+    "ccee": "echo_connhandler_provider.operators.pull",
+    "ons": "echo_connhandler_provider.operators.pull",
+}
+_TRIGGERS_MODULE = "echo_connhandler_provider.triggers.pull"
+
 
 def get_provider_info() -> dict[str, Any]:
-    """Provider metadata: hooks, connection types and their forms (Airflow 3.2+ React UI)."""
+    """Provider metadata: hooks, operators, triggers, connection types and their forms."""
     from echo_connhandler_provider._fields import CONNECTION_TYPES
 
     types = list(CONNECTION_TYPES.values())
@@ -39,5 +48,12 @@ def get_provider_info() -> dict[str, Any]:
             for t in types
         ],
         "hooks": [{"integration-name": t.hook_name, "python-modules": [t.module]} for t in types],
+        "operators": [
+            {"integration-name": t.hook_name, "python-modules": [_OPERATOR_MODULES[t.conn_type]]}
+            for t in types
+        ],
+        "triggers": [
+            {"integration-name": t.hook_name, "python-modules": [_TRIGGERS_MODULE]} for t in types
+        ],
         "connection-types": [t.provider_entry() for t in types],
     }

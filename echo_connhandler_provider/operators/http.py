@@ -1,0 +1,241 @@
+"""``EchoHttpOperator``: one HTTP request through a provider connection, in the worker or the
+triggerer.
+
+The request goes through the connection type's handler (``echo_http`` by default, or
+``bazefield``, ``ccee``, ``ons``): its login, retries, typed errors and secret redaction apply.
+
+What the task returns (its XCom) is kept small:
+
+* with ``response_filter``: what ``response_filter(response)`` returns;
+* otherwise a dict: ``status_code``, ``headers`` (without cookies or authentication
+  challenges), ``bytes``, ``output`` (where the body was written, or None) and ``body``: the
+  decoded JSON or the text of a textual body of at most ``max_body_bytes`` when there is no
+  ``output``, else None. A larger body belongs in ``output``.
+
+``output`` (a path or URL) receives the body atomically (a temporary name, then a move).
+
+Deferral (``deferrable=True``): a :class:`~echo_connhandler_provider.triggers.pull.
+RequestTrigger` sends the request from the triggerer. A POST or PATCH is refused there unless
+``idempotent=True``: a triggerer restart would send it again. ``response_check`` and
+``response_filter`` are callables, which a trigger cannot carry: they run in the worker on
+resume, on an ``httpx.Response`` rebuilt from the event (status code, the kept headers, the
+body, and a request with the method and URL only), so the body must fit ``max_body_bytes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json as jsonlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import httpx
+from airflow.sdk import BaseOperator, Context, conf
+from airflow.sdk.exceptions import AirflowException
+
+from echo_connhandler_provider.triggers.pull import (
+    HOOKS,
+    NON_IDEMPOTENT_METHODS,
+    RequestTrigger,
+    rebuild_error,
+    request_job,
+    response_from_event,
+    response_ok_to_json,
+)
+
+__all__ = ["EchoHttpOperator"]
+
+ResponseCheck = Callable[[httpx.Response], bool]
+ResponseFilter = Callable[[httpx.Response], Any]
+
+
+def _default_deferrable() -> bool:
+    return conf.getboolean("operators", "default_deferrable", fallback=False)
+
+
+class EchoHttpOperator(BaseOperator):
+    """One HTTP request through an ``echo_http`` (or other provider) connection.
+
+    Args:
+        endpoint: the path after the connection's Base URL (or a full URL on the same host).
+        conn_id: the connection (default: the connection type's ``<type>_default``).
+        conn_type: ``echo_http``, ``bazefield``, ``ccee`` or ``ons`` (picks the hook).
+        method: the HTTP method.
+        query: the query string parameters (httpx's ``params``; not called ``params``, which
+            is Airflow's own task argument).
+        json: a JSON body. data: a form (mapping) or text body. headers: extra headers.
+        response_ok: accepted status codes (an int, a collection, or None for any); another
+            status fails the task with :class:`echo_connhandler.HttpStatusError`.
+        response_check: ``(response) -> bool``; False fails the task.
+        response_filter: ``(response) -> value``; the value is the task's XCom.
+        output: a path or URL the body is written to (atomically).
+        idempotent: whether the request may be replayed (retries; and for deferral of a POST
+            or PATCH, which requires True).
+        max_body_bytes: the largest body returned in the XCom (or, deferred with a callable,
+            sent back from the trigger).
+        deferrable: send the request from the triggerer.
+    """
+
+    template_fields: Sequence[str] = (
+        "conn_id",
+        "endpoint",
+        "method",
+        "query",
+        "json",
+        "data",
+        "headers",
+        "output_path",
+    )
+    template_fields_renderers = {"json": "json", "query": "py", "data": "py", "headers": "json"}
+    ui_color = "#e8eef4"
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        conn_id: str | None = None,
+        conn_type: str = "echo_http",
+        method: str = "GET",
+        query: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: Mapping[str, Any] | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        response_ok: int | Sequence[int] | None = 200,
+        response_check: ResponseCheck | None = None,
+        response_filter: ResponseFilter | None = None,
+        output: str | None = None,
+        idempotent: bool | None = None,
+        max_body_bytes: int = 65_536,
+        deferrable: bool = _default_deferrable(),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if conn_type not in HOOKS:
+            raise ValueError(
+                f"unknown conn_type {conn_type!r}; expected one of {', '.join(sorted(HOOKS))}"
+            )
+        response_ok_to_json(response_ok)  # a bad value fails when the DAG is parsed
+        self.endpoint = endpoint
+        self.conn_id = conn_id
+        self.conn_type = conn_type
+        self.method = method
+        self.query = query
+        self.json = json
+        self.data = data
+        self.headers = headers
+        self.response_ok = response_ok
+        self.response_check = response_check
+        self.response_filter = response_filter
+        # ``output`` is BaseOperator's XComArg property: the value lives in output_path.
+        self.output_path = output
+        self.idempotent = idempotent
+        self.max_body_bytes = max_body_bytes
+        self.deferrable = deferrable
+
+    def _request_kwargs(self) -> dict[str, Any]:
+        if isinstance(self.data, bytes | bytearray):
+            raise TypeError("data must be a mapping or text (bytes cannot go to a trigger)")
+        kwargs = {"params": self.query, "json": self.json, "data": self.data}
+        kwargs["headers"] = self.headers
+        return {k: v for k, v in kwargs.items() if v is not None}
+
+    def _output_text(self) -> str | None:
+        if self.output_path is None or isinstance(self.output_path, str):
+            return self.output_path or None
+        raise TypeError(f"output must be a path or URL string, got {self.output_path!r}")
+
+    @property
+    def _ship_body(self) -> bool:
+        return self.response_check is not None or self.response_filter is not None
+
+    def execute(self, context: Context) -> Any:
+        method = str(self.method).upper()
+        output = self._output_text()
+        if self.deferrable:
+            if method in NON_IDEMPOTENT_METHODS and self.idempotent is not True:
+                raise ValueError(
+                    f"a deferred {method} needs idempotent=True: the triggerer may send it "
+                    "again after a restart; set idempotent=True if the endpoint tolerates it, "
+                    "or use deferrable=False"
+                )
+            self.log.info("Deferring: %s %s is sent from the triggerer", method, self.endpoint)
+            self.defer(
+                trigger=RequestTrigger(
+                    conn_type=self.conn_type,
+                    conn_id=self.conn_id,
+                    method=method,
+                    endpoint=self.endpoint,
+                    request_kwargs=self._request_kwargs(),
+                    response_ok=response_ok_to_json(self.response_ok),
+                    idempotent=self.idempotent,
+                    output=output,
+                    ship_body=self._ship_body,
+                    max_body_bytes=self.max_body_bytes,
+                ),
+                method_name="execute_complete",
+                timeout=self.execution_timeout,
+            )
+        payload, response = asyncio.run(
+            request_job(
+                conn_type=self.conn_type,
+                conn_id=self.conn_id,
+                method=method,
+                endpoint=self.endpoint,
+                request_kwargs=self._request_kwargs(),
+                response_ok=self.response_ok,
+                idempotent=self.idempotent,
+                output=output,
+                max_body_bytes=self.max_body_bytes,
+            )
+        )
+        return self._finish(payload, response)
+
+    def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> Any:
+        """Resume after the trigger: the result, or the library's error raised again."""
+        if event is None:
+            raise RuntimeError(f"{type(self).__name__} resumed without a trigger event")
+        if event.get("status") != "success":
+            raise rebuild_error(event)
+        response = response_from_event(event) if self._ship_body else None
+        return self._finish(dict(event), response)
+
+    def _finish(self, payload: dict[str, Any], response: httpx.Response | None) -> Any:
+        self.log.info(
+            "%s %s -> HTTP %s (%d bytes)%s",
+            payload.get("method"),
+            payload.get("url"),
+            payload["status_code"],
+            payload["bytes"],
+            f", written to {payload['output']}" if payload.get("output") else "",
+        )
+        if response is not None:
+            if self.response_check is not None and not self.response_check(response):
+                raise AirflowException("Response check returned False.")
+            if self.response_filter is not None:
+                return self.response_filter(response)
+        return self._result(payload)
+
+    def _result(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        body = payload.get("body")
+        content_type = str(payload.get("content_type") or "")
+        if body is not None and (
+            content_type == "application/json" or content_type.endswith("+json")
+        ):
+            with contextlib.suppress(ValueError):
+                body = jsonlib.loads(body)
+        elif body is None and payload.get("output") is None and payload["bytes"]:
+            self.log.warning(
+                "The body (%d bytes, %s) is not returned: it is larger than max_body_bytes "
+                "(%d) or not text; set output to keep it",
+                payload["bytes"],
+                content_type or "no content type",
+                self.max_body_bytes,
+            )
+        return {
+            "status_code": payload["status_code"],
+            "headers": dict(payload.get("headers") or {}),
+            "bytes": payload["bytes"],
+            "output": payload.get("output"),
+            "body": body,
+        }

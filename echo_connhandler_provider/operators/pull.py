@@ -1,0 +1,508 @@
+"""Operators that pull from CCEE, Bazefield and ONS into files, in the worker or the triggerer.
+
+Each operator names a source of :mod:`echo_connhandler.pull` and its arguments; the shared
+:class:`PullOperator` runs the pull:
+
+* ``deferrable=True``: the task defers once to a :class:`~echo_connhandler_provider.triggers.
+  pull.PullTrigger` that runs the **whole** pull in the triggerer (one login, every chunk,
+  the checkpoint and the atomic output), then resumes in ``execute_complete``, which returns
+  the pull's summary (the task's XCom) or raises the library's error again, with its type and
+  message. The output must be a path or URL both the triggerer and the workers reach.
+* ``deferrable=False`` (default: ``[operators] default_deferrable``): the same engine runs in
+  the worker (``asyncio.run`` of connect, pull, close).
+
+Both ways build the source from the same JSON arguments, so they share the checkpoint and
+write the same file. A task retry, or a triggerer restart, resumes from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime, timedelta, tzinfo
+from typing import Any, ClassVar
+
+from airflow.sdk import BaseOperator, Context, conf
+
+from echo_connhandler.pull import PullSummary
+from echo_connhandler_provider.triggers.pull import (
+    PROGRESS_EVERY_S,
+    SOURCES,
+    ProgressLogger,
+    PullTrigger,
+    build_source,
+    parse_moment,
+    rebuild_error,
+    run_pull_job,
+    source_kwargs_to_json,
+    summary_line,
+)
+
+__all__ = [
+    "BazefieldTimeseriesOperator",
+    "CceeDatastoreOperator",
+    "OnsSagerReportOperator",
+    "OnsSinapseExportOperator",
+    "PullOperator",
+]
+
+
+def _default_deferrable() -> bool:
+    return conf.getboolean("operators", "default_deferrable", fallback=False)
+
+
+def _str_list(value: Any, what: str) -> list[str] | None:
+    """A list of text from a list, or from one text (comma-separated, as a template renders)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        items = [v.strip().strip("'\"") for v in value.strip().strip("[]").split(",")]
+        return [v for v in items if v]
+    if isinstance(value, Sequence | set | frozenset):
+        return [str(v) for v in value]
+    raise TypeError(f"{what} must be a list of text, got {value!r}")
+
+
+def _int_list(value: Any, what: str) -> list[int] | None:
+    """A list of integers from a list, an int, or text (``2024`` or ``2023, 2024``)."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    items: list[Any] = (_str_list(value, what) or []) if isinstance(value, str) else list(value)
+    if any(isinstance(v, bool) for v in items):
+        raise ValueError(f"{what} must be whole numbers, got {value!r}")
+    try:
+        return [int(v) for v in items]
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be whole numbers, got {value!r}") from None
+
+
+def _moment(value: Any, what: str) -> date | datetime:
+    """A date or datetime from itself or an ISO string (a rendered template)."""
+    return parse_moment(value, what)
+
+
+class PullOperator(BaseOperator):
+    """Base of the pull operators: a source of :mod:`echo_connhandler.pull` into ``output``.
+
+    Args:
+        conn_id: the Airflow connection (of the source's connection type).
+        output: a file (rows) or a folder (files: ONS exports): a local path, or an fsspec URL
+            (``s3://...``). Deferred, it must be a path or URL the triggerer reaches too. An
+            ``ObjectStoragePath`` works with ``deferrable=False``.
+        format: ``jsonl``, ``jsonl.gz``, ``csv``, ``csv.gz`` or ``parquet``; default from the
+            output's name. Ignored for sources of files.
+        concurrency: requests in flight; None takes the connection's ``concurrency`` option.
+        deferrable: run the whole pull in the triggerer (one deferral).
+        progress_every: seconds between progress lines in the task log.
+
+    Returns (XCom): the pull's summary (:class:`echo_connhandler.pull.PullSummary`): output,
+    format, rows, chunks, bytes, seconds, retries, chunks_resumed, source_ids, files.
+    """
+
+    #: The source's registry name (:data:`echo_connhandler_provider.triggers.pull.SOURCES`).
+    source_name: ClassVar[str]
+    template_fields: Sequence[str] = ("conn_id", "output_path", "format")
+    ui_color = "#e8f4ea"
+
+    def __init__(
+        self,
+        *,
+        conn_id: str | None = None,
+        output: Any,
+        format: str | None = None,
+        concurrency: int | None = None,
+        deferrable: bool = _default_deferrable(),
+        progress_every: float = PROGRESS_EVERY_S,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if concurrency is not None and (
+            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+        ):
+            raise ValueError(f"concurrency must be an integer >= 1 or None, got {concurrency!r}")
+        self.conn_id = conn_id
+        # ``output`` is BaseOperator's XComArg property: the value lives in output_path.
+        self.output_path = output
+        self.format = format
+        self.concurrency = concurrency
+        self.deferrable = deferrable
+        self.progress_every = progress_every
+
+    @property
+    def conn_type(self) -> str:
+        """The connection type the source reads from."""
+        return SOURCES[self.source_name][1]
+
+    def source_kwargs(self, context: Context) -> dict[str, Any]:
+        """The source's keyword arguments for this run (rendered templates, dates resolved)."""
+        raise NotImplementedError
+
+    def _interval(self, context: Context, start: Any, end: Any) -> tuple[Any, Any]:
+        """``start``/``end``, each defaulting to the run's data interval start/end."""
+        if start is None:
+            start = context.get("data_interval_start")
+        if end is None:
+            end = context.get("data_interval_end")
+        if start is None or end is None:
+            raise ValueError(
+                f"{type(self).__name__}: give start and end (this run has no data interval "
+                "to take them from)"
+            )
+        return _moment(start, "start"), _moment(end, "end")
+
+    def _output_text(self) -> str:
+        output = self.output_path
+        if isinstance(output, str) and output:
+            return output
+        if isinstance(output, os.PathLike):
+            return str(os.fspath(output))
+        raise TypeError(
+            f"a deferred pull needs output as a path or URL string (the trigger stores only "
+            f"plain values), got {type(output).__name__}; use deferrable=False for an "
+            "ObjectStoragePath"
+        )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        kwargs = source_kwargs_to_json(self.source_kwargs(context))
+        source = build_source(self.source_name, kwargs)  # bad arguments fail here, not later
+        name = f"{source.describe()} ({self.conn_id or 'default connection'})"
+        if self.deferrable:
+            output = self._output_text()
+            self.log.info("Deferring: %s into %s runs in the triggerer", name, output)
+            self.defer(
+                trigger=PullTrigger(
+                    conn_type=self.conn_type,
+                    conn_id=self.conn_id,
+                    source=self.source_name,
+                    source_kwargs=kwargs,
+                    output=output,
+                    format=self.format,
+                    concurrency=self.concurrency,
+                    progress_every=self.progress_every,
+                ),
+                method_name="execute_complete",
+                timeout=self.execution_timeout,
+            )
+        output = self.output_path if hasattr(self.output_path, "fs") else self._output_text()
+        self.log.info("Pulling %s into %s", name, output)
+        summary: PullSummary = asyncio.run(
+            run_pull_job(
+                conn_type=self.conn_type,
+                conn_id=self.conn_id,
+                source=self.source_name,
+                source_kwargs=kwargs,
+                output=output,
+                format=self.format,
+                concurrency=self.concurrency,
+                on_progress=ProgressLogger(self.log, name, self.progress_every),
+            )
+        )
+        self.log.info("Done: %s", summary_line(summary))
+        return dict(summary)
+
+    def execute_complete(
+        self, context: Context, event: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Resume after the trigger: the summary, or the library's error raised again."""
+        if event is None:
+            raise RuntimeError(f"{type(self).__name__} resumed without a trigger event")
+        if event.get("status") != "success":
+            raise rebuild_error(event)
+        summary = dict(event["summary"])
+        self.log.info("Done in the triggerer: %s", summary_line(summary))
+        return summary
+
+
+class CceeDatastoreOperator(PullOperator):
+    """Rows of CCEE Dados Abertos datastore resources into one file.
+
+    Args:
+        dataset: the CKAN dataset (``pld_horario``); with ``years``, only those years'
+            resources (a year without a resource fails the task).
+        years: years as a list, an int, or text (``"2024"``, ``"2023,2024"``: templates).
+        resource_ids: resources by id, instead of ``dataset``/``years``.
+        filters, q, sort, fields: as in CKAN's ``datastore_search``.
+        page_size: rows per request (CKAN caps it; the applied value is used).
+        conn_id: a ``ccee`` connection (default ``ccee_default``).
+        See :class:`PullOperator` for output, format, concurrency and deferrable.
+    """
+
+    source_name = "ccee_datastore"
+    template_fields: Sequence[str] = (
+        *PullOperator.template_fields,
+        "dataset",
+        "years",
+        "resource_ids",
+        "filters",
+        "q",
+        "sort",
+        "fields",
+    )
+    template_fields_renderers = {"filters": "json"}
+
+    def __init__(
+        self,
+        *,
+        conn_id: str | None = "ccee_default",
+        dataset: str | None = None,
+        years: Sequence[int] | int | str | None = None,
+        resource_ids: Sequence[str] | None = None,
+        filters: Mapping[str, Any] | None = None,
+        q: str | None = None,
+        fields: Sequence[str] | None = None,
+        sort: str | None = None,
+        page_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(conn_id=conn_id, **kwargs)
+        self.dataset = dataset
+        self.years = years
+        self.resource_ids = resource_ids
+        self.filters = filters
+        self.q = q
+        self.fields = fields
+        self.sort = sort
+        self.page_size = page_size
+
+    def source_kwargs(self, context: Context) -> dict[str, Any]:
+        years = _int_list(self.years, "years")
+        if years == []:  # e.g. a template that rendered empty: never a silent empty pull
+            raise ValueError(f"years is empty ({self.years!r}); give None for every year")
+        kwargs: dict[str, Any] = {
+            "dataset": self.dataset or None,
+            "years": years,
+            "resource_ids": _str_list(self.resource_ids, "resource_ids"),
+            "filters": self.filters or None,
+            "q": self.q or None,
+            "sort": self.sort or None,
+            "fields": _str_list(self.fields, "fields"),
+            "page_size": self.page_size,
+        }
+        return {k: v for k, v in kwargs.items() if v is not None}
+
+
+class BazefieldTimeseriesOperator(PullOperator):
+    """Aggregated Bazefield time series of objects and points into one file (rows).
+
+    Args:
+        objects, points, aggregates: what to read (lists; text is split on commas).
+        start, end: the time range; default: the run's data interval start and end. Dates,
+            datetimes or ISO strings (templates).
+        interval: the aggregation interval (``"1h"``, ``"10m"``, ``"1d"``).
+        time_zone: the zone of the series (Bazefield's ``TimeZone``).
+        window: the longest span of one request (a timedelta or seconds; default 30 days).
+        points_per_request, max_values_per_request: how requests are split.
+        conn_id: a ``bazefield`` connection (default ``bazefield_default``).
+        See :class:`PullOperator` for output, format, concurrency and deferrable.
+    """
+
+    source_name = "bazefield_timeseries"
+    template_fields: Sequence[str] = (
+        *PullOperator.template_fields,
+        "objects",
+        "points",
+        "aggregates",
+        "start",
+        "end",
+        "interval",
+        "time_zone",
+    )
+
+    def __init__(
+        self,
+        *,
+        conn_id: str | None = "bazefield_default",
+        objects: Sequence[str] | str,
+        points: Sequence[str] | str,
+        aggregates: Sequence[str] | str,
+        start: datetime | date | str | None = None,
+        end: datetime | date | str | None = None,
+        interval: str = "1h",
+        time_zone: str | None = None,
+        window: timedelta | float | None = None,
+        points_per_request: int = 30,
+        max_values_per_request: int = 100_000,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(conn_id=conn_id, **kwargs)
+        self.objects = objects
+        self.points = points
+        self.aggregates = aggregates
+        self.start = start
+        self.end = end
+        self.interval = interval
+        self.time_zone = time_zone
+        self.window = window
+        self.points_per_request = points_per_request
+        self.max_values_per_request = max_values_per_request
+
+    def source_kwargs(self, context: Context) -> dict[str, Any]:
+        start, end = self._interval(context, self.start, self.end)
+        kwargs: dict[str, Any] = {
+            "objects": _str_list(self.objects, "objects"),
+            "points": _str_list(self.points, "points"),
+            "aggregates": _str_list(self.aggregates, "aggregates"),
+            "start": start,
+            "end": end,
+            "interval": self.interval,
+            "time_zone": self.time_zone or None,
+            "window": self.window,
+            "points_per_request": self.points_per_request,
+            "max_values_per_request": self.max_values_per_request,
+        }
+        return {k: v for k, v in kwargs.items() if v is not None}
+
+
+class _OnsFilesOperator(PullOperator):
+    """ONS exports: one file per period (``split``) into the ``output`` folder."""
+
+    template_fields: Sequence[str] = (*PullOperator.template_fields, "start", "end")
+
+    def __init__(
+        self,
+        *,
+        conn_id: str | None = "ons_default",
+        start: datetime | date | str | None = None,
+        end: datetime | date | str | None = None,
+        split: str = "month",
+        file_name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(conn_id=conn_id, **kwargs)
+        self.start = start
+        self.end = end
+        self.split = split
+        self.file_name = file_name
+
+    def _day(self, moment: date | datetime) -> date | datetime:
+        """A datetime at midnight in the DAG's timezone as that local date (else unchanged).
+
+        The exports work in whole days at midnight UTC: a daily DAG scheduled in
+        ``America/Sao_Paulo`` has data intervals at 03:00 UTC, which mean local days.
+        """
+        if not isinstance(moment, datetime) or moment.tzinfo is None:
+            return moment
+        zone = getattr(self.dag, "timezone", None) if self.has_dag() else None  # type: ignore[no-untyped-call]
+        if not isinstance(zone, tzinfo):
+            return moment
+        local = moment.astimezone(zone)
+        if local.time() == datetime.min.time():
+            return local.date()
+        return moment
+
+    def _common(self, context: Context) -> dict[str, Any]:
+        start, end = self._interval(context, self.start, self.end)
+        start, end = self._day(start), self._day(end)
+        kwargs: dict[str, Any] = {"start": start, "end": end, "split": self.split}
+        if self.file_name is not None:
+            kwargs["file_name"] = self.file_name
+        return kwargs
+
+
+class OnsSagerReportOperator(_OnsFilesOperator):
+    """SAGER reports (.xlsx), one per period, into the ``output`` folder.
+
+    Args:
+        start, end: the days ``[start, end)`` (end excluded); default: the run's data interval
+            (whole days at midnight UTC: a daily run exports its one day).
+        tipo_relatorio, ids_conjuntos, ids_usinas, ids_agentes, ids_fontes,
+        apenas_agentes_favoritos, periodo_base (text): the report's parameters.
+        split: ``"month"`` (one file per calendar month) or ``"none"`` (one file).
+        file_name: the files' name template (default ``sager_{start:%Y%m%d}_{end:%Y%m%d}.xlsx``).
+        conn_id: an ``ons`` connection with ``login_target`` SAGER.
+    """
+
+    source_name = "ons_sager_report"
+    template_fields: Sequence[str] = (
+        *_OnsFilesOperator.template_fields,
+        "ids_conjuntos",
+        "ids_usinas",
+        "ids_agentes",
+        "ids_fontes",
+        "periodo_base",
+    )
+
+    def __init__(
+        self,
+        *,
+        tipo_relatorio: int = 1,
+        ids_conjuntos: Sequence[int] = (),
+        ids_usinas: Sequence[int] = (),
+        ids_agentes: Sequence[int] = (),
+        ids_fontes: Sequence[int] = (),
+        apenas_agentes_favoritos: bool = False,
+        periodo_base: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.tipo_relatorio = tipo_relatorio
+        self.ids_conjuntos = ids_conjuntos
+        self.ids_usinas = ids_usinas
+        self.ids_agentes = ids_agentes
+        self.ids_fontes = ids_fontes
+        self.apenas_agentes_favoritos = apenas_agentes_favoritos
+        self.periodo_base = periodo_base
+
+    def source_kwargs(self, context: Context) -> dict[str, Any]:
+        kwargs = self._common(context)
+        kwargs.update(
+            tipo_relatorio=self.tipo_relatorio,
+            ids_conjuntos=_int_list(self.ids_conjuntos, "ids_conjuntos") or [],
+            ids_usinas=_int_list(self.ids_usinas, "ids_usinas") or [],
+            ids_agentes=_int_list(self.ids_agentes, "ids_agentes") or [],
+            ids_fontes=_int_list(self.ids_fontes, "ids_fontes") or [],
+            apenas_agentes_favoritos=self.apenas_agentes_favoritos,
+        )
+        if self.periodo_base is not None:
+            kwargs["periodo_base"] = self.periodo_base
+        return kwargs
+
+
+class OnsSinapseExportOperator(_OnsFilesOperator):
+    """SINAPSE exports (CSV), one per period, into the ``output`` folder.
+
+    Args:
+        start, end: the days ``[start, end)`` (end excluded); default: the run's data interval.
+        analitico, origem, destino, status, mensagem: the export's filters.
+        split: ``"month"`` (one file per calendar month) or ``"none"`` (one file).
+        file_name: the files' name template (default ``sinapse_{start:%Y%m%d}_{end:%Y%m%d}.csv``).
+        conn_id: an ``ons`` connection with ``login_target`` SINAPSE.
+    """
+
+    source_name = "ons_sinapse_export"
+    template_fields: Sequence[str] = (
+        *_OnsFilesOperator.template_fields,
+        "origem",
+        "destino",
+        "status",
+        "mensagem",
+    )
+
+    def __init__(
+        self,
+        *,
+        analitico: bool = False,
+        origem: str | None = None,
+        destino: str | None = None,
+        status: str | None = None,
+        mensagem: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.analitico = analitico
+        self.origem = origem
+        self.destino = destino
+        self.status = status
+        self.mensagem = mensagem
+
+    def source_kwargs(self, context: Context) -> dict[str, Any]:
+        kwargs = self._common(context)
+        kwargs["analitico"] = self.analitico
+        for name in ("origem", "destino", "status", "mensagem"):
+            value = getattr(self, name)
+            if value is not None:
+                kwargs[name] = value
+        return kwargs

@@ -1,0 +1,338 @@
+"""PullTrigger and RequestTrigger driven directly, against the sandbox over real sockets.
+
+Serialisation (plain JSON, no secret, same trigger after a round trip through Airflow's serde),
+one event per run, success and error payloads, the handler closed in every case, progress in
+the trigger's log, and a second run (a triggerer restart) giving the same file.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.sdk.exceptions import AirflowNotFoundException
+from airflow.sdk.module_loading import import_string
+from airflow.sdk.serde import deserialize, serialize
+
+from echo_connhandler import (
+    ApiError,
+    DataConsistencyError,
+    HttpStatusError,
+    WafBlockedError,
+    register_secret,
+)
+from echo_connhandler.pull import Progress, UnknownFieldError
+from echo_connhandler.sandbox import DEMO_CREDENTIALS, Sandbox
+from echo_connhandler_provider.hooks import CceeHook
+from echo_connhandler_provider.triggers import PullTrigger, RequestTrigger
+from echo_connhandler_provider.triggers import pull as trigger_module
+from echo_connhandler_provider.triggers.pull import (
+    ProgressLogger,
+    error_payload,
+    rebuild_error,
+)
+
+SECRETS = [
+    DEMO_CREDENTIALS["bazefield"]["password"],
+    DEMO_CREDENTIALS["bazefield"]["api_key"],
+    DEMO_CREDENTIALS["ons"]["password"],
+]
+
+
+def _no_secret(value: Any) -> None:
+    text = json.dumps(value)
+    for secret in SECRETS:
+        assert secret not in text
+
+
+async def _only_event(trigger: Any) -> dict[str, Any]:
+    """The trigger's one event (it must end right after it), through Airflow's serde."""
+    events = [event async for event in trigger.run()]
+    assert len(events) == 1
+    payload: dict[str, Any] = deserialize(serialize(events[0].payload))
+    _no_secret(payload)
+    return payload
+
+
+def _ccee_trigger(output: Any, **changes: Any) -> PullTrigger:
+    kwargs: dict[str, Any] = {
+        "conn_type": "ccee",
+        "conn_id": "ccee_json",
+        "source": "ccee_datastore",
+        "source_kwargs": {"dataset": "pld_media_diaria", "years": [2024], "page_size": 400},
+        "output": str(output),
+        **changes,
+    }
+    return PullTrigger(**kwargs)
+
+
+@pytest.fixture
+def closed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The conn_ids whose hook was closed (aclose) by a trigger."""
+    calls: list[str] = []
+
+    class Recording(CceeHook):
+        async def aclose(self) -> None:
+            calls.append(self.conn_id)
+            await super().aclose()
+
+    monkeypatch.setitem(trigger_module.HOOKS, "ccee", Recording)
+    return calls
+
+
+def test_pull_trigger_serialization_round_trip(tmp_path: Path) -> None:
+    """serialize() gives the class path and plain JSON kwargs; the rebuilt trigger is equal."""
+    trigger = PullTrigger(
+        conn_type="bazefield",
+        conn_id="bazefield_json",
+        source="bazefield_timeseries",
+        source_kwargs={
+            "objects": ("1001", "1002"),
+            "points": ["ActivePower"],
+            "aggregates": ["Average"],
+            "start": datetime(2024, 1, 1, tzinfo=UTC),
+            "end": "2024-01-02T00:00:00Z",
+            "window": timedelta(hours=6),
+        },
+        output=str(tmp_path / "out.parquet"),
+        format="parquet",
+        concurrency=3,
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "echo_connhandler_provider.triggers.pull.PullTrigger"
+    assert kwargs == {
+        "conn_type": "bazefield",
+        "conn_id": "bazefield_json",
+        "source": "bazefield_timeseries",
+        "source_kwargs": {
+            "objects": ["1001", "1002"],
+            "points": ["ActivePower"],
+            "aggregates": ["Average"],
+            "start": "2024-01-01T00:00:00+00:00",
+            "end": "2024-01-02T00:00:00Z",
+            "window": 21600.0,
+        },
+        "output": str(tmp_path / "out.parquet"),
+        "format": "parquet",
+        "concurrency": 3,
+        "progress_every": 5.0,
+    }
+    assert json.loads(json.dumps(kwargs)) == kwargs
+    _no_secret(kwargs)
+    stored = deserialize(serialize(kwargs))
+    rebuilt = import_string(classpath)(**stored)
+    assert rebuilt.serialize() == (classpath, kwargs)
+
+
+def test_request_trigger_serialization_round_trip(tmp_path: Path) -> None:
+    """The same for RequestTrigger: ranges and sets of statuses become sorted lists."""
+    trigger = RequestTrigger(
+        conn_type="echo_http",
+        conn_id="echo_http_json",
+        method="put",
+        endpoint="things/1",
+        request_kwargs={"json": {"a": (1, 2)}, "params": {"x": 1}, "headers": None},
+        response_ok=range(200, 205),
+        output=str(tmp_path / "body.bin"),
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "echo_connhandler_provider.triggers.pull.RequestTrigger"
+    assert kwargs["method"] == "PUT"
+    assert kwargs["request_kwargs"] == {"json": {"a": [1, 2]}, "params": {"x": 1}}
+    assert kwargs["response_ok"] == [200, 201, 202, 203, 204]
+    rebuilt = import_string(classpath)(**deserialize(serialize(kwargs)))
+    assert rebuilt.serialize() == (classpath, kwargs)
+
+
+def test_trigger_arguments_are_checked(tmp_path: Path) -> None:
+    """Unknown types and sources, objects as output, non-JSON values are refused at once."""
+    with pytest.raises(ValueError, match="conn_type"):
+        _ccee_trigger(tmp_path / "x", conn_type="ftp")
+    with pytest.raises(ValueError, match="pull source"):
+        _ccee_trigger(tmp_path / "x", source="nope")
+    with pytest.raises(TypeError, match="string path or URL"):
+        PullTrigger(
+            conn_type="ccee",
+            conn_id="ccee_json",
+            source="ccee_datastore",
+            source_kwargs={},
+            output=tmp_path / "x",  # type: ignore[arg-type]
+        )
+    with pytest.raises(TypeError, match="cannot be sent to a trigger"):
+        _ccee_trigger(tmp_path / "x", source_kwargs={"dataset": object()})
+    with pytest.raises(ValueError, match="finite"):
+        _ccee_trigger(tmp_path / "x", source_kwargs={"page_size": float("nan")})
+
+
+async def test_pull_trigger_success_event(
+    conns: Any, sb: Sandbox, tmp_path: Path, closed: list[str]
+) -> None:
+    """One success event with the summary; the file holds the year's rows; the hook closed."""
+    output = tmp_path / "pld.jsonl"
+    event = await _only_event(_ccee_trigger(output))
+    assert event["status"] == "success"
+    summary = event["summary"]
+    assert summary["rows"] == 366 * 4
+    assert summary["chunks"] == 4  # 1464 rows in pages of 400
+    assert summary["output"] == str(output)
+    assert summary["chunks_resumed"] == 0
+    lines = output.read_text("utf-8").splitlines()
+    assert len(lines) == 366 * 4
+    first, last = json.loads(lines[0]), json.loads(lines[-1])
+    assert (first["_id"], first["DIA"], first["SUBMERCADO"]) == (1, "2024-01-01", "SUDESTE")
+    assert (last["_id"], last["DIA"], last["SUBMERCADO"]) == (1464, "2024-12-31", "NORTE")
+    assert closed == ["ccee_json"]
+
+
+async def test_a_second_run_gives_the_same_file(conns: Any, sb: Sandbox, tmp_path: Path) -> None:
+    """A triggerer restart runs the trigger again: same summary counts, same bytes."""
+    output = tmp_path / "pld.csv.gz"
+    first = await _only_event(_ccee_trigger(output, format="csv.gz"))
+    content = output.read_bytes()
+    second = await _only_event(_ccee_trigger(output, format="csv.gz"))
+    assert first["summary"]["rows"] == second["summary"]["rows"] == 366 * 4
+    assert output.read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pld.csv.gz"]
+
+
+async def test_pull_trigger_error_event_and_hook_closed(
+    conns: Any, sb: Sandbox, tmp_path: Path, closed: list[str]
+) -> None:
+    """A missing year: an error event with the library's type and message; hook closed."""
+    output = tmp_path / "pld.jsonl"
+    trigger = _ccee_trigger(output, source_kwargs={"dataset": "pld_media_diaria", "years": [1990]})
+    event = await _only_event(trigger)
+    assert event == {
+        "status": "error",
+        "error_type": "ValueError",
+        "message": event["message"],
+    }
+    assert "no datastore resource for 1990" in event["message"]
+    assert not output.exists()
+    assert closed == ["ccee_json"]
+    error = rebuild_error(event)
+    assert type(error) is ValueError
+    assert str(error) == event["message"]
+
+
+async def test_missing_connection_is_an_airflow_not_found_error(conns: Any, tmp_path: Path) -> None:
+    """An unknown conn_id fails as Airflow's own not-found error, raised again on resume."""
+    event = await _only_event(_ccee_trigger(tmp_path / "x.jsonl", conn_id="no_such_conn"))
+    assert event["status"] == "error"
+    assert event["error_type"] == "AirflowNotFoundException"
+    assert isinstance(rebuild_error(event), AirflowNotFoundException)
+
+
+async def test_waf_block_is_the_library_error(conns: Any, sb: Sandbox, tmp_path: Path) -> None:
+    """The CCEE WAF blocking every request: WafBlockedError, rebuilt with its status code."""
+    sb.faults("ccee").configure(waf_block_rate=1.0)
+    event = await _only_event(_ccee_trigger(tmp_path / "x.jsonl"))
+    assert event["error_type"] == "WafBlockedError"
+    error = rebuild_error(event)
+    assert isinstance(error, WafBlockedError)
+    assert error.status_code == event["status_code"]
+    assert error.response is None
+
+
+async def test_progress_goes_to_the_trigger_log(
+    conns: Any, sb: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Progress lines are written through the trigger's own logger."""
+    lines: list[str] = []
+
+    class Log:
+        def info(self, message: str, *args: Any) -> None:
+            lines.append(message % args)
+
+        def error(self, message: str, *args: Any) -> None:
+            lines.append(message % args)
+
+    trigger = _ccee_trigger(tmp_path / "x.jsonl", progress_every=0)
+    monkeypatch.setattr(PullTrigger, "log", Log())
+    event = await _only_event(trigger)
+    assert event["status"] == "success"
+    progress = [line for line in lines if "chunks," in line and "rows/s" in line]
+    assert len(progress) == 4  # one per chunk with progress_every=0
+    assert progress[-1].startswith("ccee_datastore (ccee_json): 4/4 chunks, 1464 rows")
+    assert any("1464 rows in 4 chunks" in line for line in lines)
+
+
+def test_progress_logger_throttles() -> None:
+    """The first line is written at once, then at most one per interval."""
+    lines: list[str] = []
+
+    class Log:
+        def info(self, message: str, *args: Any) -> None:
+            lines.append(message % args)
+
+    log = ProgressLogger(Log(), "pull", every=3600)
+    for done in range(1, 4):
+        log(Progress(done, 3, done * 10, done * 100, 1.0, 0))
+    assert lines == ["pull: 1/3 chunks, 10 rows, 0.0 MB, 10 rows/s, ETA 2 s"]
+
+
+async def test_request_trigger_events(conns: Any, sb: Sandbox, tmp_path: Path) -> None:
+    """One success event with a small description; an HTTP error as an error event."""
+    ok = await _only_event(
+        RequestTrigger(
+            conn_type="echo_http",
+            conn_id="echo_http_json",
+            method="GET",
+            endpoint="allocationTypes",
+        )
+    )
+    assert ok["status"] == "success"
+    assert ok["status_code"] == 200
+    assert "Disponível" in ok["body"]
+    assert "content_b64" not in ok
+    assert not {"set-cookie", "authorization"} & {k.lower() for k in ok["headers"]}
+    failed = await _only_event(
+        RequestTrigger(
+            conn_type="echo_http",
+            conn_id="echo_http_json",
+            method="GET",
+            endpoint="allocations/31337",
+        )
+    )
+    assert failed["error_type"] == "HttpStatusError"
+    assert failed["status_code"] == 404
+    assert isinstance(rebuild_error(failed), HttpStatusError)
+
+
+def test_error_payload_redacts_registered_secrets() -> None:
+    """A secret the library knows never reaches an event, even inside a foreign message."""
+    secret = "trigger-test-secret-4711"
+    register_secret(secret, ephemeral=True)
+    payload = error_payload(RuntimeError(f"boom with {secret} inside"))
+    assert secret not in json.dumps(payload)
+    assert payload["message"].startswith("boom with ")
+
+
+@pytest.mark.parametrize(
+    ("error_type", "expected"),
+    [
+        ("ApiError", ApiError),
+        ("HttpStatusError", HttpStatusError),
+        ("DataConsistencyError", DataConsistencyError),
+        ("UnknownFieldError", UnknownFieldError),
+        ("ValueError", ValueError),
+        ("FileNotFoundError", FileNotFoundError),
+        ("AirflowNotFoundException", AirflowNotFoundException),
+    ],
+)
+def test_rebuild_error_types(error_type: str, expected: type[Exception]) -> None:
+    """Known names give their class with the message; the library's without a response."""
+    error = rebuild_error({"status": "error", "error_type": error_type, "message": "the text"})
+    assert type(error) is expected
+    assert str(error) == "the text" or error.args == ("the text",)
+
+
+@pytest.mark.parametrize("error_type", ["SystemExit", "KeyboardInterrupt", "os.system", "Nope"])
+def test_rebuild_error_refuses_other_names(error_type: str) -> None:
+    """Anything else (builtins outside the list, dotted names, unknown) is a RuntimeError."""
+    error = rebuild_error({"status": "error", "error_type": error_type, "message": "m"})
+    assert type(error) is RuntimeError
+    assert str(error) == f"{error_type}: m"
