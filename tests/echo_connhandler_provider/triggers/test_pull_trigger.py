@@ -336,3 +336,43 @@ def test_rebuild_error_refuses_other_names(error_type: str) -> None:
     error = rebuild_error({"status": "error", "error_type": error_type, "message": "m"})
     assert type(error) is RuntimeError
     assert str(error) == f"{error_type}: m"
+
+
+async def test_a_trigger_cancelled_mid_pull_resumes_with_the_missing_chunks(
+    conns: Any, sb: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The triggerer stops a trigger half-way (its task is cancelled, as on a restart or a
+    failover); the next run fetches only the chunks not yet finished and writes the same file
+    as an uninterrupted run."""
+    import asyncio
+
+    output = tmp_path / "pld.jsonl"
+    searches = "/api/3/action/datastore_search"
+    done = asyncio.Event()
+
+    original = trigger_module.ProgressLogger.__call__
+
+    def watching(self: Any, progress: Progress) -> None:
+        original(self, progress)
+        if progress.chunks_done >= 3:
+            done.set()
+
+    monkeypatch.setattr(trigger_module.ProgressLogger, "__call__", watching)
+    first = asyncio.ensure_future(_only_event(_ccee_trigger(output, concurrency=1)))
+    await asyncio.wait_for(done.wait(), 30)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    monkeypatch.undo()
+    assert not output.exists()
+    before = sb.faults("ccee").stats["requests"].get(searches, 0)
+    resumed = await _only_event(_ccee_trigger(output, concurrency=1))
+    fetched = sb.faults("ccee").stats["requests"].get(searches, 0) - before
+    summary = resumed["summary"]
+    assert summary["chunks_resumed"] >= 3
+    assert fetched == summary["chunks"] - summary["chunks_resumed"]
+
+    clean = tmp_path / "clean" / "pld.jsonl"
+    clean.parent.mkdir()
+    await _only_event(_ccee_trigger(clean, concurrency=1))
+    assert output.read_bytes() == clean.read_bytes()
