@@ -363,11 +363,12 @@ async def test_a_trigger_cancelled_mid_pull_resumes_with_the_missing_chunks(
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
         await first
-    monkeypatch.undo()
+    monkeypatch.setattr(trigger_module.ProgressLogger, "__call__", original)
     assert not output.exists()
     before = sb.faults("ccee").stats["requests"].get(searches, 0)
     resumed = await _only_event(_ccee_trigger(output, concurrency=1))
     fetched = sb.faults("ccee").stats["requests"].get(searches, 0) - before
+    assert resumed["status"] == "success", resumed
     summary = resumed["summary"]
     assert summary["chunks_resumed"] >= 3
     assert fetched == summary["chunks"] - summary["chunks_resumed"]
