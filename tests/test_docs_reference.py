@@ -2,9 +2,9 @@
 
 Two checks: the reference pages render whole packages (``::: package``) with the members of their
 ``__all__`` (``filters: public``), so names added to ``__all__`` later appear without editing the
-pages; and the site, built in strict mode (a few seconds), has an anchor for every name of
-``echo_connhandler.__all__``, ``echo_connhandler_provider.hooks.__all__`` and
-``echo_connhandler_provider.__all__``.
+pages; and the site, built in strict mode (a few seconds), has an anchor for every name of the
+``__all__`` of each package of :data:`PAGES` (``echo_connhandler``, ``echo_connhandler.pull``,
+and ``echo_connhandler_provider`` with its ``hooks``, ``operators`` and ``triggers``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ PAGES = {
     "reference/echo_connhandler.md": "echo_connhandler",
     "reference/echo_connhandler.pull.md": "echo_connhandler.pull",
     "reference/echo_connhandler_provider.hooks.md": "echo_connhandler_provider.hooks",
+    "reference/echo_connhandler_provider.operators.md": "echo_connhandler_provider.operators",
+    "reference/echo_connhandler_provider.triggers.md": "echo_connhandler_provider.triggers",
     "reference/echo_connhandler_provider.md": "echo_connhandler_provider",
 }
 MKDOCS_MISSING = any(

@@ -143,9 +143,17 @@ class _Checkpoint:
         self.storage.write_atomic(self.manifest, json.dumps(document).encode("utf-8"))
 
 
-def _identity(source: Source, fmt: str, output: str) -> dict[str, Any]:
+def _identity(source: Source, fmt: str, output: str, host: str) -> dict[str, Any]:
+    """What makes a pull this pull: the service's host (another tenant is another pull), the
+    source's parameters, the format and the output."""
     params = json.loads(json.dumps(source.identity(), sort_keys=True, default=str))
-    return {"source": source.describe(), "params": params, "format": fmt, "output": output}
+    return {
+        "host": host,
+        "source": source.describe(),
+        "params": params,
+        "format": fmt,
+        "output": output,
+    }
 
 
 def _fingerprint(identity: dict[str, Any]) -> str:
@@ -186,7 +194,7 @@ async def run_pull(
         from echo_connhandler.pull._parquet import require_pyarrow
 
         require_pyarrow()
-    identity = _identity(source, fmt or "files", storage.url(path))
+    identity = _identity(source, fmt or "files", storage.url(path), handler.props.host)
     fingerprint = _fingerprint(identity)
     folder = f"{path.rstrip('/')}.parts-{fingerprint}"
     checkpoint = _Checkpoint(storage, folder, identity)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json as jsonlib
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -64,7 +65,9 @@ class EchoHttpOperator(BaseOperator):
         method: the HTTP method.
         query: the query string parameters (httpx's ``params``; not called ``params``, which
             is Airflow's own task argument).
-        json: a JSON body. data: a form (mapping) or text body. headers: extra headers.
+        json: a JSON body.
+        data: a form (mapping) or text body.
+        headers: extra headers.
         response_ok: accepted status codes (an int, a collection, or None for any); another
             status fails the task with :class:`echo_connhandler.HttpStatusError`.
         response_check: ``(response) -> bool``; False fails the task.
@@ -75,6 +78,7 @@ class EchoHttpOperator(BaseOperator):
         max_body_bytes: the largest body returned in the XCom (or, deferred with a callable,
             sent back from the trigger).
         deferrable: send the request from the triggerer.
+        **kwargs: the arguments of ``BaseOperator`` (``task_id``, ``retries``, ...).
     """
 
     template_fields: Sequence[str] = (
@@ -141,9 +145,18 @@ class EchoHttpOperator(BaseOperator):
         return {k: v for k, v in kwargs.items() if v is not None}
 
     def _output_text(self) -> str | None:
-        if self.output_path is None or isinstance(self.output_path, str):
-            return self.output_path or None
-        raise TypeError(f"output must be a path or URL string, got {self.output_path!r}")
+        output = self.output_path
+        if output is None or isinstance(output, str):
+            return output or None
+        if isinstance(output, os.PathLike):
+            return str(os.fspath(output))
+        if self.deferrable:
+            raise TypeError(
+                f"a deferred request needs output as a path or URL string (the trigger stores "
+                f"only plain values), got {type(output).__name__}; use deferrable=False for an "
+                "ObjectStoragePath"
+            )
+        return None  # an ObjectStoragePath in the worker: written through its own filesystem
 
     @property
     def _ship_body(self) -> bool:
@@ -151,7 +164,9 @@ class EchoHttpOperator(BaseOperator):
 
     def execute(self, context: Context) -> Any:
         method = str(self.method).upper()
-        output = self._output_text()
+        output: Any = self._output_text()
+        if output is None and self.output_path is not None:
+            output = self.output_path
         if self.deferrable:
             if method in NON_IDEMPOTENT_METHODS and self.idempotent is not True:
                 raise ValueError(

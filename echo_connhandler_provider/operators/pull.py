@@ -97,6 +97,7 @@ class PullOperator(BaseOperator):
         concurrency: requests in flight; None takes the connection's ``concurrency`` option.
         deferrable: run the whole pull in the triggerer (one deferral).
         progress_every: seconds between progress lines in the task log.
+        **kwargs: the arguments of ``BaseOperator`` (``task_id``, ``retries``, ...).
 
     Returns (XCom): the pull's summary (:class:`echo_connhandler.pull.PullSummary`): output,
     format, rows, chunks, bytes, seconds, retries, chunks_resumed, source_ids, files.
@@ -160,9 +161,8 @@ class PullOperator(BaseOperator):
         if isinstance(output, os.PathLike):
             return str(os.fspath(output))
         raise TypeError(
-            f"a deferred pull needs output as a path or URL string (the trigger stores only "
-            f"plain values), got {type(output).__name__}; use deferrable=False for an "
-            "ObjectStoragePath"
+            f"output must be a path or URL string (a deferred pull stores only plain values), "
+            f"or with deferrable=False an ObjectStoragePath; got {type(output).__name__}"
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -219,15 +219,21 @@ class PullOperator(BaseOperator):
 class CceeDatastoreOperator(PullOperator):
     """Rows of CCEE Dados Abertos datastore resources into one file.
 
+    ``output``, ``format``, ``concurrency``, ``deferrable`` and ``progress_every`` are those of
+    :class:`PullOperator`.
+
     Args:
+        conn_id: a ``ccee`` connection (default ``ccee_default``).
         dataset: the CKAN dataset (``pld_horario``); with ``years``, only those years'
             resources (a year without a resource fails the task).
         years: years as a list, an int, or text (``"2024"``, ``"2023,2024"``: templates).
         resource_ids: resources by id, instead of ``dataset``/``years``.
-        filters, q, sort, fields: as in CKAN's ``datastore_search``.
+        filters: equality filters, as in CKAN's ``datastore_search``.
+        q: full-text search, as in CKAN's ``datastore_search``.
+        fields: the columns to read (default: all).
+        sort: ``"COL asc|desc, ..."``; ``_id`` is added last so that pages never overlap.
         page_size: rows per request (CKAN caps it; the applied value is used).
-        conn_id: a ``ccee`` connection (default ``ccee_default``).
-        See :class:`PullOperator` for output, format, concurrency and deferrable.
+        **kwargs: the arguments of :class:`PullOperator` and ``BaseOperator``.
     """
 
     source_name = "ccee_datastore"
@@ -287,16 +293,24 @@ class CceeDatastoreOperator(PullOperator):
 class BazefieldTimeseriesOperator(PullOperator):
     """Aggregated Bazefield time series of objects and points into one file (rows).
 
+    ``output``, ``format``, ``concurrency``, ``deferrable`` and ``progress_every`` are those of
+    :class:`PullOperator`.
+
     Args:
-        objects, points, aggregates: what to read (lists; text is split on commas).
-        start, end: the time range; default: the run's data interval start and end. Dates,
-            datetimes or ISO strings (templates).
+        conn_id: a ``bazefield`` connection (default ``bazefield_default``).
+        objects: object ids (a list; text is split on commas).
+        points: point names (a list; text is split on commas).
+        aggregates: aggregate names (a list; text is split on commas).
+        start: the first instant; default: the run's data interval start. A date, a datetime
+            or ISO text (templates).
+        end: the end of ``[start, end)``, excluded; default: the run's data interval end.
         interval: the aggregation interval (``"1h"``, ``"10m"``, ``"1d"``).
         time_zone: the zone of the series (Bazefield's ``TimeZone``).
         window: the longest span of one request (a timedelta or seconds; default 30 days).
-        points_per_request, max_values_per_request: how requests are split.
-        conn_id: a ``bazefield`` connection (default ``bazefield_default``).
-        See :class:`PullOperator` for output, format, concurrency and deferrable.
+        points_per_request: the most points in one request.
+        max_values_per_request: the most values (objects x points x aggregates x steps) in
+            one request.
+        **kwargs: the arguments of :class:`PullOperator` and ``BaseOperator``.
     """
 
     source_name = "bazefield_timeseries"
@@ -371,6 +385,11 @@ class _OnsFilesOperator(PullOperator):
         file_name: str | None = None,
         **kwargs: Any,
     ) -> None:
+        if kwargs.get("format") is not None:
+            raise ValueError(
+                f"format={kwargs['format']!r}: ONS exports are written as delivered (.xlsx, "
+                "CSV), one file per period; leave format unset"
+            )
         super().__init__(conn_id=conn_id, **kwargs)
         self.start = start
         self.end = end
@@ -405,14 +424,31 @@ class _OnsFilesOperator(PullOperator):
 class OnsSagerReportOperator(_OnsFilesOperator):
     """SAGER reports (.xlsx), one per period, into the ``output`` folder.
 
+    ``output``, ``concurrency``, ``deferrable`` and ``progress_every`` are those of
+    :class:`PullOperator` (``format`` does not apply: the files are written as delivered).
+
     Args:
-        start, end: the days ``[start, end)`` (end excluded); default: the run's data interval
-            (whole days at midnight UTC: a daily run exports its one day).
-        tipo_relatorio, ids_conjuntos, ids_usinas, ids_agentes, ids_fontes,
-        apenas_agentes_favoritos, periodo_base (text): the report's parameters.
-        split: ``"month"`` (one file per calendar month) or ``"none"`` (one file).
-        file_name: the files' name template (default ``sager_{start:%Y%m%d}_{end:%Y%m%d}.xlsx``).
-        conn_id: an ``ons`` connection with ``login_target`` SAGER.
+        tipo_relatorio: 1 (general report) or 2 (reference generation).
+        ids_conjuntos: only these conjuntos (empty: no filter).
+        ids_usinas: only these usinas (empty: no filter).
+        ids_agentes: only these agents (empty: no filter).
+        ids_fontes: only these sources (empty: no filter).
+        apenas_agentes_favoritos: only the user's favourite agents.
+        periodo_base: sent as ``periodoBase`` (text).
+        **kwargs: ``conn_id``, ``start``, ``end``, ``split``, ``file_name`` (below), and the
+            arguments of :class:`PullOperator` and ``BaseOperator``.
+
+    Keyword Args:
+        conn_id (str | None): an ``ons`` connection with ``login_target`` SAGER (default
+            ``ons_default``).
+        start (datetime | date | str | None): the first day; default: the run's data interval
+            start (whole days at midnight UTC, or local midnights of the DAG's timezone: a
+            daily run exports its one day).
+        end (datetime | date | str | None): the day after the last (``[start, end)``);
+            default: the run's data interval end.
+        split (str): ``"month"`` (one file per calendar month) or ``"none"`` (one file).
+        file_name (str | None): the files' name template (default
+            ``sager_{start:%Y%m%d}_{end:%Y%m%d}.xlsx``).
     """
 
     source_name = "ons_sager_report"
@@ -464,12 +500,28 @@ class OnsSagerReportOperator(_OnsFilesOperator):
 class OnsSinapseExportOperator(_OnsFilesOperator):
     """SINAPSE exports (CSV), one per period, into the ``output`` folder.
 
+    ``output``, ``concurrency``, ``deferrable`` and ``progress_every`` are those of
+    :class:`PullOperator` (``format`` does not apply: the files are written as delivered).
+
     Args:
-        start, end: the days ``[start, end)`` (end excluded); default: the run's data interval.
-        analitico, origem, destino, status, mensagem: the export's filters.
-        split: ``"month"`` (one file per calendar month) or ``"none"`` (one file).
-        file_name: the files' name template (default ``sinapse_{start:%Y%m%d}_{end:%Y%m%d}.csv``).
-        conn_id: an ``ons`` connection with ``login_target`` SINAPSE.
+        analitico: the analytic export (``solicitacao/pesquisa/exportar-analitico``).
+        origem: only requests from this origin (None: not sent).
+        destino: only requests to this destination (None: not sent).
+        status: only requests in this status (None: not sent).
+        mensagem: only requests whose subject or message holds this text (None: not sent).
+        **kwargs: ``conn_id``, ``start``, ``end``, ``split``, ``file_name`` (below), and the
+            arguments of :class:`PullOperator` and ``BaseOperator``.
+
+    Keyword Args:
+        conn_id (str | None): an ``ons`` connection with ``login_target`` SINAPSE (default
+            ``ons_default``).
+        start (datetime | date | str | None): the first day; default: the run's data interval
+            start.
+        end (datetime | date | str | None): the day after the last (``[start, end)``);
+            default: the run's data interval end.
+        split (str): ``"month"`` (one file per calendar month) or ``"none"`` (one file).
+        file_name (str | None): the files' name template (default
+            ``sinapse_{start:%Y%m%d}_{end:%Y%m%d}.csv``).
     """
 
     source_name = "ons_sinapse_export"

@@ -72,9 +72,12 @@ def _xlsx_rows(content: bytes) -> list[tuple[Any, ...]]:
     """The cells of a report (its bytes differ between two exports: the .xlsx, a zip, holds the
     time it was written)."""
     assert content[:2] == b"PK"
-    sheet = load_workbook(io.BytesIO(content), read_only=True).active
+    workbook = load_workbook(io.BytesIO(content), read_only=True)
+    sheet = workbook.active
     assert sheet is not None
-    return list(sheet.iter_rows(values_only=True))
+    rows = list(sheet.iter_rows(values_only=True))
+    workbook.close()
+    return rows
 
 
 def _xlsx_days(content: bytes) -> list[date]:
@@ -204,9 +207,11 @@ async def test_templates_with_last_day_and_index(sb: Sandbox, tmp_path: Path) ->
         "00-2024-02-01_2024-02-29.xlsx",
         "01-2024-03-01_2024-03-31.xlsx",
     ]
-    sheet = load_workbook(Path(summary["files"][0]), read_only=True).active
+    workbook = load_workbook(io.BytesIO(Path(summary["files"][0]).read_bytes()), read_only=True)
+    sheet = workbook.active
     assert sheet is not None
     header = next(sheet.iter_rows(values_only=True))
+    workbook.close()
     assert "Geração de Referência (MWmed)" in header
 
 
