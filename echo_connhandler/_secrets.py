@@ -41,7 +41,9 @@ SENSITIVE_WORDS = ("password", "passwd", "secret", "token", "key", "auth", "cook
 
 _lock = threading.Lock()
 _credentials: dict[str, None] = {}
+#: Unscoped run-time values (the values themselves, bounded) and their forms, counted.
 _ephemeral: dict[str, None] = {}
+_ephemeral_forms: dict[str, int] = {}
 #: Secrets held by live scopes, with the number of scopes holding each (two handlers may share
 #: a cookie value); forgotten when the last scope lets go.
 _scoped: dict[str, int] = {}
@@ -79,18 +81,25 @@ def _rebuild() -> None:
     global _longest_first
     # Longest first, so that a secret containing another is masked whole. Sorting a few
     # hundred strings per change is cheaper than any per-call work in redact().
-    _longest_first = tuple(sorted({**_credentials, **_ephemeral, **_scoped}, key=len, reverse=True))
+    known = {**_credentials, **_ephemeral_forms, **_scoped}
+    _longest_first = tuple(sorted(known, key=len, reverse=True))
 
 
 def _known(form: str) -> bool:
-    return form in _credentials or form in _ephemeral or form in _scoped
+    return form in _credentials or form in _ephemeral_forms or form in _scoped
 
 
-def _notify(forms: Iterable[str]) -> None:
-    hooks = list(_hooks)
-    for form in forms:
-        for hook in hooks:
-            hook(form)
+def _notify(value: str, new_forms: Iterable[str]) -> None:
+    """Tell the hooks about a new secret: its raw value only.
+
+    A hook (Airflow's masker) matches the value in its own way; giving it every escaped form
+    would multiply its cost (Airflow rebuilds a pattern per value) for forms only this
+    library's messages can contain, and those are redacted here already.
+    """
+    if value not in new_forms:
+        return
+    for hook in list(_hooks):
+        hook(value)
 
 
 def register_secret(value: str | None, *, ephemeral: bool = False) -> None:
@@ -103,18 +112,25 @@ def register_secret(value: str | None, *, ephemeral: bool = False) -> None:
     if not value or len(value) < MIN_SECRET_LENGTH:
         return
     with _lock:
-        new = [form for form in secret_forms(value) if not _known(form)]
-        if not new:
-            return
-        for form in new:
-            if ephemeral:
-                _ephemeral[form] = None
-            else:
+        forms = secret_forms(value)
+        new = [form for form in forms if not _known(form)]
+        if ephemeral:
+            if value in _ephemeral or not new:
+                return
+            _ephemeral[value] = None
+            for form in forms:
+                _ephemeral_forms[form] = _ephemeral_forms.get(form, 0) + 1
+            while len(_ephemeral) > MAX_EPHEMERAL_SECRETS:
+                oldest = next(iter(_ephemeral))
+                del _ephemeral[oldest]
+                _forget(_ephemeral_forms, oldest)
+        else:
+            if not new:
+                return
+            for form in new:
                 _credentials[form] = None
-        while len(_ephemeral) > MAX_EPHEMERAL_SECRETS:
-            del _ephemeral[next(iter(_ephemeral))]
         _rebuild()
-    _notify(new)
+    _notify(value, new)
 
 
 class SecretScope:
@@ -148,7 +164,7 @@ class SecretScope:
                 del self._held[oldest]
                 _drop_forms(oldest)
             _rebuild()
-        _notify(new)
+        _notify(value, new)
 
     def release(self) -> None:
         """Forget every value of this scope (unless another scope or a credential holds it)."""
@@ -165,14 +181,19 @@ class SecretScope:
         return len(self._held)
 
 
+def _forget(counts: dict[str, int], value: str) -> None:
+    """One holder lets go of ``value``'s forms (call with ``_lock`` held)."""
+    for form in secret_forms(value):
+        count = counts.get(form, 0) - 1
+        if count > 0:
+            counts[form] = count
+        else:
+            counts.pop(form, None)
+
+
 def _drop_forms(value: str) -> None:
     """One scope lets go of ``value`` (call with ``_lock`` held)."""
-    for form in secret_forms(value):
-        count = _scoped.get(form, 0) - 1
-        if count > 0:
-            _scoped[form] = count
-        else:
-            _scoped.pop(form, None)
+    _forget(_scoped, value)
 
 
 def _drop_scoped(held: dict[str, None]) -> None:
@@ -189,7 +210,7 @@ def add_secret_hook(hook: Callable[[str], object]) -> None:
         if hook in _hooks:
             return
         _hooks.append(hook)
-        known = [*_credentials, *_ephemeral, *_scoped]
+        known = [*_credentials, *_ephemeral_forms, *_scoped]
     for value in known:
         hook(value)
 
