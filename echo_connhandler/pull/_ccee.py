@@ -25,8 +25,9 @@ from echo_connhandler._ccee import (
     CkanResource,
     stable_sort,
 )
-from echo_connhandler._exceptions import ApiError, DataConsistencyError
-from echo_connhandler._handler import HttpHandler, expect_json
+from echo_connhandler._exceptions import ApiError, DataConsistencyError, UnexpectedContentError
+from echo_connhandler._handler import HttpHandler, expect_json, is_html
+from echo_connhandler._json import loads
 from echo_connhandler.pull._plan import Chunk, Column, ColumnType, Plan, Rows, Source
 
 __all__ = ["CceeDatastoreSource", "ckan_column_type"]
@@ -221,7 +222,14 @@ def _page_rows(
     response: httpx.Response, resource_id: str, offset: int, limit: int, total: int
 ) -> Rows:
     """A page's records (in a thread), checked against the plan."""
-    payload = expect_json(response)
+    if is_html(response):
+        expect_json(response)  # raises: an HTML page (a WAF or maintenance page), not a page
+    try:
+        payload = loads(response.content)
+    except ValueError as exc:
+        raise UnexpectedContentError.from_response(
+            response, "expected a JSON page, got undecodable content"
+        ) from exc
     result = payload.get("result") if isinstance(payload, dict) else None
     if not isinstance(result, dict):
         raise ApiError.from_response(response, "CKAN answer without a result")

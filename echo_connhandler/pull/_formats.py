@@ -20,6 +20,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
+from echo_connhandler._json import dumps_compact
 from echo_connhandler.pull._plan import Column, Rows
 
 __all__ = ["FORMATS", "OutputFormat", "check_rows", "encode_part", "format_for", "header_part"]
@@ -81,9 +82,8 @@ def _cell(value: Any) -> Any:
 
 
 def _jsonl(rows: Rows, names: Sequence[str]) -> bytes:
-    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
-    lines = [dumps({n: row.get(n) for n in names}) for row in rows]
-    return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+    lines = [dumps_compact({n: row.get(n) for n in names}) for row in rows]
+    return b"\n".join(lines) + b"\n" if lines else b""
 
 
 def _csv(rows: Iterable[Sequence[Any]]) -> bytes:
