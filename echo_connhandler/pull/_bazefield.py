@@ -13,7 +13,6 @@ time series").
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import math
@@ -28,6 +27,7 @@ import httpx
 from echo_connhandler._bazefield import BazeHttpHandler, bazefield_api_root
 from echo_connhandler._exceptions import UnexpectedContentError
 from echo_connhandler._handler import HttpHandler, expect_json
+from echo_connhandler.pull._offload import offload
 from echo_connhandler.pull._plan import Chunk, Column, Plan, Rows, Source
 
 __all__ = ["TIMESERIES_COLUMNS", "BazefieldTimeseriesSource", "timeseries_rows"]
@@ -317,7 +317,7 @@ class BazefieldTimeseriesSource(Source):
     async def fetch(self, handler: HttpHandler, chunk: Chunk, plan: Plan) -> Rows:
         baze = _baze(handler)
         response = await baze.async_post(_endpoint(baze.props.host), json=self.body(chunk))
-        return await asyncio.to_thread(
+        return await offload(
             _response_rows,
             response,
             list(chunk.params["objects"]),

@@ -11,7 +11,6 @@ or duplicating rows. Large pages are decoded in a thread.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,6 +27,7 @@ from echo_connhandler._ccee import (
 from echo_connhandler._exceptions import ApiError, DataConsistencyError, UnexpectedContentError
 from echo_connhandler._handler import HttpHandler, expect_json, is_html
 from echo_connhandler._json import loads
+from echo_connhandler.pull._offload import offload
 from echo_connhandler.pull._plan import Chunk, Column, ColumnType, Plan, Rows, Source
 
 __all__ = ["CceeDatastoreSource", "ckan_column_type"]
@@ -194,7 +194,7 @@ class CceeDatastoreSource(Source):
             params=self._params(resource_id, limit=limit, offset=offset),
         )
         total = int(plan.facts["totals"][resource_id])
-        return await asyncio.to_thread(_page_rows, response, resource_id, offset, limit, total)
+        return await offload(_page_rows, response, resource_id, offset, limit, total)
 
 
 def _ccee(handler: HttpHandler) -> CceeHttpHandler:
