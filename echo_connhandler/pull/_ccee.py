@@ -19,7 +19,6 @@ import httpx
 
 from echo_connhandler._ccee import (
     ACTION_PATH,
-    CKAN_MAX_LIMIT,
     CceeHttpHandler,
     CkanResource,
     stable_sort,
@@ -30,7 +29,13 @@ from echo_connhandler._json import loads
 from echo_connhandler.pull._offload import offload
 from echo_connhandler.pull._plan import Chunk, Column, ColumnType, Plan, Rows, Source
 
-__all__ = ["CceeDatastoreSource", "ckan_column_type"]
+__all__ = ["PULL_PAGE_SIZE", "CceeDatastoreSource", "ckan_column_type"]
+
+#: Rows per request of a pull. Decoding a page is one call that holds the GIL: at CKAN's 32 000
+#: rows it stalled an event loop sharing the process (a triggerer's) for 0.13 to 0.26 s, at
+#: 8 000 to 10 000 rows for about 0.04 s, with no loss of throughput at 50 ms latency
+#: (docs/performance.md, "Targets").
+PULL_PAGE_SIZE = 10_000
 
 _CKAN_TYPES: dict[str, ColumnType] = {
     "int": "int",
@@ -70,7 +75,8 @@ class CceeDatastoreSource(Source):
         q: full-text search, as in ``datastore_search``.
         sort: ``"COL asc|desc, ..."``; ``_id`` is added last so that pages never overlap.
         fields: the columns to read (default: all).
-        page_size: rows per request (CKAN caps it; the applied value is used).
+        page_size: rows per request (default 10 000; CKAN caps it at 32 000 by default and the
+            applied value is used).
     """
 
     def __init__(
@@ -83,7 +89,7 @@ class CceeDatastoreSource(Source):
         q: str | None = None,
         sort: str | None = None,
         fields: Sequence[str] | None = None,
-        page_size: int = CKAN_MAX_LIMIT,
+        page_size: int = PULL_PAGE_SIZE,
     ) -> None:
         if not dataset and not resource_ids:
             raise ValueError("give dataset (with optional years) or resource_ids")

@@ -232,7 +232,7 @@ class CceeDatastoreOperator(PullOperator):
         q: full-text search, as in CKAN's ``datastore_search``.
         fields: the columns to read (default: all).
         sort: ``"COL asc|desc, ..."``; ``_id`` is added last so that pages never overlap.
-        page_size: rows per request (CKAN caps it; the applied value is used).
+        page_size: rows per request (default 10 000; CKAN caps it, the applied value is used).
         **kwargs: the arguments of :class:`PullOperator` and ``BaseOperator``.
     """
 

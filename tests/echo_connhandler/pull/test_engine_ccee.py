@@ -25,6 +25,7 @@ from echo_connhandler import (
     EchoHttpError,
     HttpConnProperties,
 )
+from echo_connhandler._ccee import CKAN_MAX_LIMIT
 from echo_connhandler.pull import (
     CceeDatastoreSource,
     Chunk,
@@ -125,7 +126,7 @@ async def test_parquet_types_come_from_ckan_fields(sb: Sandbox, tmp_path: Path) 
 async def test_a_resource_far_above_the_cap(make_big: Any, tmp_path: Path) -> None:
     """100 000 rows in one resource: 4 pages of the 32 000 CKAN applies, exactly once each."""
     sb = make_big
-    source = CceeDatastoreSource(dataset="pld_horario", years=[2024])
+    source = CceeDatastoreSource(dataset="pld_horario", years=[2024], page_size=CKAN_MAX_LIMIT)
     async with _handler(sb) as ccee:
         summary = await run_pull(ccee, source, tmp_path / "big.jsonl", concurrency=2)
     assert summary["rows"] == 100_000
