@@ -66,7 +66,10 @@ class UnknownFieldError(ValueError):
 def check_rows(rows: Rows, columns: Sequence[Column], where: str) -> None:
     """Raise :class:`UnknownFieldError` naming the first field the columns do not know."""
     known = {c.name for c in columns}
+    names = tuple(c.name for c in columns)
     for row in rows:
+        if tuple(row) == names:  # the usual case (CKAN records): nothing more to check
+            continue
         if not row.keys() <= known:
             unknown = sorted(set(row) - known)
             raise UnknownFieldError(
@@ -82,8 +85,16 @@ def _cell(value: Any) -> Any:
 
 
 def _jsonl(rows: Rows, names: Sequence[str]) -> bytes:
-    lines = [dumps_compact({n: row.get(n) for n in names}) for row in rows]
-    return b"\n".join(lines) + b"\n" if lines else b""
+    """One line per row, keys in column order, written into one buffer as they are encoded
+    (a list of lines kept ~4 KiB of heap per line with orjson: docs/performance.md)."""
+    ordered = tuple(names)
+    buffer = io.BytesIO()
+    for row in rows:
+        # A row whose keys already are the columns, in order, is encoded as it is.
+        document = row if tuple(row) == ordered else {n: row.get(n) for n in ordered}
+        buffer.write(dumps_compact(document))
+        buffer.write(b"\n")
+    return buffer.getvalue()
 
 
 def _csv(rows: Iterable[Sequence[Any]]) -> bytes:
