@@ -161,104 +161,6 @@ def _fingerprint(identity: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-async def _run_pull(
-    handler: HttpHandler,
-    source: Source,
-    output: Any,
-    *,
-    format: str | None = None,
-    concurrency: int = 4,
-    on_progress: Callable[[Progress], object] | None = None,
-    progress_every: float = PROGRESS_EVERY_S,
-) -> PullSummary:
-    """The pull itself (:func:`run_pull` gives it its worker thread)."""
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
-    storage, path = storage_for(output)
-    files = source.kind == "files"
-    fmt: OutputFormat | None = None if files else format_for(path, format)
-    if fmt == "parquet":
-        from echo_connhandler.pull._parquet import require_pyarrow
-
-        require_pyarrow()
-    identity = _identity(source, fmt or "files", storage.url(path), handler.props.host)
-    fingerprint = _fingerprint(identity)
-    folder = f"{path.rstrip('/')}.parts-{fingerprint}"
-    checkpoint = _Checkpoint(storage, folder, identity)
-    started = time.monotonic()
-    retries_before = handler.retry_count
-
-    resumed = await offload(checkpoint.load)
-    if resumed and files:
-        # A delivered file removed since the crash is fetched again, not trusted to the manifest.
-        await offload(checkpoint.forget_missing_files)
-    if not resumed:
-        checkpoint.plan = await source.plan(handler)
-        await offload(checkpoint.save)
-    plan = checkpoint.plan
-    assert plan is not None
-    done = checkpoint.done
-    chunks_resumed = len(done)
-    if resumed:
-        logger.info(
-            "%s: resuming, %d of %d chunks already done",
-            source.describe(),
-            chunks_resumed,
-            len(plan.chunks),
-        )
-    extension = "part" if fmt is None else fmt
-    todo = [c for c in plan.chunks if str(c.index) not in done]
-
-    async def fetch(chunk: Chunk) -> tuple[Chunk, dict[str, Any]]:
-        result = await source.fetch(handler, chunk, plan)
-        if isinstance(result, FilePart):
-            target = storage.join(path, result.name)
-            await offload(storage.makedirs, path)
-            await offload(storage.write_atomic, target, result.content)
-            stats = {"rows": 0, "bytes": len(result.content), "file": storage.url(target)}
-            return chunk, {**stats, "file_path": target}
-        rows = result
-        encoded = await offload(_encode, rows, plan, fmt, chunk)
-        await offload(storage.write_atomic, checkpoint.part(chunk, extension), encoded)
-        return chunk, {"rows": len(rows), "bytes": len(encoded)}
-
-    progress = _ProgressLog(source.describe(), len(plan.chunks), chunks_resumed, started)
-    for stats in done.values():
-        progress.add(stats)
-    last_log = time.monotonic()
-    # Closed on any exit: a failure here cancels the fetches in flight before run_pull raises.
-    async with contextlib.aclosing(ordered_window(todo, fetch, concurrency)) as results:
-        async for chunk, stats in results:
-            done[str(chunk.index)] = stats
-            await offload(checkpoint.save)
-            snapshot = progress.add(stats)
-            if on_progress is not None:
-                on_progress(snapshot)
-            if time.monotonic() - last_log >= progress_every:
-                last_log = time.monotonic()
-                logger.info("%s: %s", source.describe(), snapshot.line())
-
-    if fmt is not None:
-        await offload(_assemble, storage, path, checkpoint, plan, fmt, extension)
-    await offload(storage.remove_tree, folder)
-    final = progress.add(None)
-    logger.info("%s: done, %s -> %s", source.describe(), final.line(), storage.url(path))
-    ordered = [done[str(c.index)] for c in plan.chunks]
-    header = len(header_part(plan.columns, fmt)) if fmt is not None else 0
-    return PullSummary(
-        output=storage.url(path),
-        format=fmt or "files",
-        rows=sum(int(s.get("rows", 0)) for s in ordered),
-        chunks=len(plan.chunks),
-        bytes=header + sum(int(s.get("bytes", 0)) for s in ordered),
-        seconds=round(time.monotonic() - started, 3),
-        retries=handler.retry_count - retries_before,
-        chunks_resumed=chunks_resumed,
-        source_ids=list(plan.source_ids),
-        files=[str(s["file"]) for s in ordered if "file" in s],
-    )
-
-
 async def run_pull(
     handler: HttpHandler,
     source: Source,
@@ -284,14 +186,90 @@ async def run_pull(
         progress_every: seconds between progress log lines (``echo_connhandler.pull``, INFO).
     """
     with pull_worker():  # the pull's blocking work, one call at a time, off the event loop
-        return await _run_pull(
-            handler,
-            source,
-            output,
-            format=format,
-            concurrency=concurrency,
-            on_progress=on_progress,
-            progress_every=progress_every,
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+        storage, path = storage_for(output)
+        files = source.kind == "files"
+        fmt: OutputFormat | None = None if files else format_for(path, format)
+        if fmt == "parquet":
+            from echo_connhandler.pull._parquet import require_pyarrow
+
+            require_pyarrow()
+        identity = _identity(source, fmt or "files", storage.url(path), handler.props.host)
+        fingerprint = _fingerprint(identity)
+        folder = f"{path.rstrip('/')}.parts-{fingerprint}"
+        checkpoint = _Checkpoint(storage, folder, identity)
+        started = time.monotonic()
+        retries_before = handler.retry_count
+
+        resumed = await offload(checkpoint.load)
+        if resumed and files:
+            # A delivered file removed since the crash is fetched again (not trusted).
+            await offload(checkpoint.forget_missing_files)
+        if not resumed:
+            checkpoint.plan = await source.plan(handler)
+            await offload(checkpoint.save)
+        plan = checkpoint.plan
+        assert plan is not None
+        done = checkpoint.done
+        chunks_resumed = len(done)
+        if resumed:
+            logger.info(
+                "%s: resuming, %d of %d chunks already done",
+                source.describe(),
+                chunks_resumed,
+                len(plan.chunks),
+            )
+        extension = "part" if fmt is None else fmt
+        todo = [c for c in plan.chunks if str(c.index) not in done]
+
+        async def fetch(chunk: Chunk) -> tuple[Chunk, dict[str, Any]]:
+            result = await source.fetch(handler, chunk, plan)
+            if isinstance(result, FilePart):
+                target = storage.join(path, result.name)
+                await offload(storage.makedirs, path)
+                await offload(storage.write_atomic, target, result.content)
+                stats = {"rows": 0, "bytes": len(result.content), "file": storage.url(target)}
+                return chunk, {**stats, "file_path": target}
+            rows = result
+            encoded = await offload(_encode, rows, plan, fmt, chunk)
+            await offload(storage.write_atomic, checkpoint.part(chunk, extension), encoded)
+            return chunk, {"rows": len(rows), "bytes": len(encoded)}
+
+        progress = _ProgressLog(source.describe(), len(plan.chunks), chunks_resumed, started)
+        for stats in done.values():
+            progress.add(stats)
+        last_log = time.monotonic()
+        # Closed on any exit: a failure here cancels the fetches in flight before run_pull raises.
+        async with contextlib.aclosing(ordered_window(todo, fetch, concurrency)) as results:
+            async for chunk, stats in results:
+                done[str(chunk.index)] = stats
+                await offload(checkpoint.save)
+                snapshot = progress.add(stats)
+                if on_progress is not None:
+                    on_progress(snapshot)
+                if time.monotonic() - last_log >= progress_every:
+                    last_log = time.monotonic()
+                    logger.info("%s: %s", source.describe(), snapshot.line())
+
+        if fmt is not None:
+            await offload(_assemble, storage, path, checkpoint, plan, fmt, extension)
+        await offload(storage.remove_tree, folder)
+        final = progress.add(None)
+        logger.info("%s: done, %s -> %s", source.describe(), final.line(), storage.url(path))
+        ordered = [done[str(c.index)] for c in plan.chunks]
+        header = len(header_part(plan.columns, fmt)) if fmt is not None else 0
+        return PullSummary(
+            output=storage.url(path),
+            format=fmt or "files",
+            rows=sum(int(s.get("rows", 0)) for s in ordered),
+            chunks=len(plan.chunks),
+            bytes=header + sum(int(s.get("bytes", 0)) for s in ordered),
+            seconds=round(time.monotonic() - started, 3),
+            retries=handler.retry_count - retries_before,
+            chunks_resumed=chunks_resumed,
+            source_ids=list(plan.source_ids),
+            files=[str(s["file"]) for s in ordered if "file" in s],
         )
 
 

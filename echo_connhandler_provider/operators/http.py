@@ -32,9 +32,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
-from airflow.sdk import BaseOperator, Context, conf
+from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException
 
+from echo_connhandler_provider.operators.pull import _default_deferrable
 from echo_connhandler_provider.triggers.pull import (
     HOOKS,
     NON_IDEMPOTENT_METHODS,
@@ -49,10 +50,6 @@ __all__ = ["EchoHttpOperator"]
 
 ResponseCheck = Callable[[httpx.Response], bool]
 ResponseFilter = Callable[[httpx.Response], Any]
-
-
-def _default_deferrable() -> bool:
-    return conf.getboolean("operators", "default_deferrable", fallback=False)
 
 
 class EchoHttpOperator(BaseOperator):
