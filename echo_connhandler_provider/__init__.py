@@ -23,10 +23,24 @@ _OPERATOR_MODULES = {
     "ons": "echo_connhandler_provider.operators.pull",
 }
 _TRIGGERS_MODULE = "echo_connhandler_provider.triggers.pull"
+#: The sensors and the extra triggers of each connection type (an HTTP endpoint through any
+#: type; CCEE dataset updates and publications).
+_SENSOR_MODULES = {
+    "echo_http": ["echo_connhandler_provider.sensors.http"],
+    "bazefield": ["echo_connhandler_provider.sensors.http"],
+    "ccee": ["echo_connhandler_provider.sensors.http", "echo_connhandler_provider.sensors.ccee"],
+    "ons": ["echo_connhandler_provider.sensors.http"],
+}
+_EXTRA_TRIGGER_MODULES = {
+    "echo_http": ["echo_connhandler_provider.triggers.http"],
+    "bazefield": ["echo_connhandler_provider.triggers.http"],
+    "ccee": ["echo_connhandler_provider.triggers.http", "echo_connhandler_provider.triggers.ccee"],
+    "ons": ["echo_connhandler_provider.triggers.http"],
+}
 
 
 def get_provider_info() -> dict[str, Any]:
-    """Provider metadata: hooks, operators, triggers, connection types and their forms."""
+    """Provider metadata: hooks, operators, sensors, triggers, connection types and forms."""
     from echo_connhandler_provider._fields import CONNECTION_TYPES
 
     types = list(CONNECTION_TYPES.values())
@@ -52,8 +66,16 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": t.hook_name, "python-modules": [_OPERATOR_MODULES[t.conn_type]]}
             for t in types
         ],
+        "sensors": [
+            {"integration-name": t.hook_name, "python-modules": _SENSOR_MODULES[t.conn_type]}
+            for t in types
+        ],
         "triggers": [
-            {"integration-name": t.hook_name, "python-modules": [_TRIGGERS_MODULE]} for t in types
+            {
+                "integration-name": t.hook_name,
+                "python-modules": [_TRIGGERS_MODULE, *_EXTRA_TRIGGER_MODULES[t.conn_type]],
+            }
+            for t in types
         ],
         "connection-types": [t.provider_entry() for t in types],
     }

@@ -4,7 +4,8 @@ Two checks: the reference pages render whole packages (``::: package``) with the
 ``__all__`` (``filters: public``), so names added to ``__all__`` later appear without editing the
 pages; and the site, built in strict mode (a few seconds), has an anchor for every name of the
 ``__all__`` of each package of :data:`PAGES` (``echo_connhandler``, ``echo_connhandler.pull``,
-and ``echo_connhandler_provider`` with its ``hooks``, ``operators`` and ``triggers``).
+and ``echo_connhandler_provider`` with its ``hooks``, ``operators``, ``sensors`` and
+``triggers``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ PAGES = {
     "reference/echo_connhandler_provider.hooks.md": "echo_connhandler_provider.hooks",
     "reference/echo_connhandler_provider.operators.md": "echo_connhandler_provider.operators",
     "reference/echo_connhandler_provider.triggers.md": "echo_connhandler_provider.triggers",
+    "reference/echo_connhandler_provider.sensors.md": "echo_connhandler_provider.sensors",
     "reference/echo_connhandler_provider.md": "echo_connhandler_provider",
 }
 MKDOCS_MISSING = any(

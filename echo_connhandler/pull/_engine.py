@@ -194,7 +194,10 @@ async def run_pull(
         if fmt == "parquet":
             from echo_connhandler.pull._parquet import require_pyarrow
 
-            require_pyarrow()
+            # Importing pyarrow takes about 0.4 s: never on the event loop (a triggerer's).
+            await offload(require_pyarrow)
+        # A bad output fails here, before any request (not after the whole pull).
+        await offload(storage.check_output, path, folder=files)
         identity = _identity(source, fmt or "files", storage.url(path), handler.props.host)
         fingerprint = _fingerprint(identity)
         folder = f"{path.rstrip('/')}.parts-{fingerprint}"

@@ -65,6 +65,10 @@ class Storage:
         """How the summary names ``path``."""
         return path
 
+    def check_output(self, path: str, *, folder: bool) -> None:
+        """Refuse, before any request, an output this storage cannot write: by default nothing
+        is checked (object stores have no folders to be in the way)."""
+
     def write_atomic(self, path: str, data: bytes) -> None:
         """Write ``data`` to ``path`` through a temporary name: never a partial file there."""
         temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
@@ -120,6 +124,28 @@ class LocalStorage(Storage):
 
     def url(self, path: str) -> str:
         return os.path.abspath(path)
+
+    def check_output(self, path: str, *, folder: bool) -> None:
+        """A file output must not be a folder, a folder output must not be a file, and the
+        nearest existing parent must be a folder (missing parents are created)."""
+        shown = os.path.abspath(path)
+        if folder and os.path.exists(path) and not os.path.isdir(path):
+            raise NotADirectoryError(
+                f"output {shown!r} is a file: a pull of files writes them into a folder; "
+                "give a folder (missing folders are created)"
+            )
+        if not folder and os.path.isdir(path):
+            raise IsADirectoryError(
+                f"output {shown!r} is a folder: a pull of rows writes one file; give a file "
+                "name such as .../name.parquet"
+            )
+        parent = os.path.dirname(shown)
+        while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+            parent = os.path.dirname(parent)
+        if os.path.exists(parent) and not os.path.isdir(parent):
+            raise NotADirectoryError(
+                f"output {shown!r} cannot be written: {parent!r} is a file, not a folder"
+            )
 
 
 class FsspecStorage(Storage):

@@ -9,6 +9,7 @@ made-up sandbox credentials, and runs until Ctrl-C or SIGTERM. Options::
     --ccee-rows N         rows of every CCEE datastore table (default: natural size)
     --ons-expires-in S    lifetime of ONS access tokens in seconds (default 1199)
     --latency-ms MS       latency added to every request (default 0)
+    --ccee-publish-every S  republish the newest CCEE resources every S seconds (default: never)
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
         "--ons-expires-in", type=int, default=1199, help="ONS access token lifetime (s)"
     )
     parser.add_argument("--latency-ms", type=float, default=0.0, help="latency per request")
+    parser.add_argument(
+        "--ccee-publish-every",
+        type=float,
+        default=None,
+        metavar="S",
+        help="republish the newest year's CCEE resources every S seconds (default: never)",
+    )
     return parser
 
 
@@ -62,6 +70,12 @@ def _banner(sandbox: Sandbox) -> str:
         "",
         "MADE-UP SANDBOX CREDENTIALS (accepted only by these local emulators, not real accounts):",
     ]
+    every = sandbox.config.ccee_publish_every
+    if every is not None:
+        at = next(i for i, line in enumerate(lines) if line.startswith("  ccee:")) + 1
+        lines.insert(
+            at, f"                   (newest year's resources republished every {every:g} s)"
+        )
     for service, values in DEMO_CREDENTIALS.items():
         pairs = ", ".join(f"{key}={value}" for key, value in values.items()) or "(none needed)"
         lines.append(f"  {service}: {pairs}")
@@ -69,7 +83,7 @@ def _banner(sandbox: Sandbox) -> str:
         "",
         "Admin endpoints on every base (no auth): POST /_sandbox/faults, /_sandbox/script,",
         "/_sandbox/expire-tokens, /_sandbox/block-waf, /_sandbox/reset, /_sandbox/reset-stats;",
-        "GET /_sandbox/stats",
+        "GET /_sandbox/stats; on CCEE, POST /_sandbox/publish (a new publication now)",
     ]
     return "\n".join(lines)
 
@@ -84,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ccee_rows_per_resource=args.ccee_rows,
             ons_expires_in=args.ons_expires_in,
             latency_ms=args.latency_ms,
+            ccee_publish_every=args.ccee_publish_every,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

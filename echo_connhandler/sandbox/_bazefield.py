@@ -416,6 +416,8 @@ class _BazeState:
         # sessionId / bearerToken -> token generation at issue time
         self.sessions: dict[str, int] = {}
         self.bearer_tokens: dict[str, int] = {}
+        #: every session id and token ever issued (for secret scans of what clients left behind)
+        self.issued: list[str] = []
 
     def is_authenticated(self, request: Request) -> bool:
         generation = self.faults.token_generation
@@ -537,6 +539,7 @@ def bazefield_app(
         generation = faults.token_generation
         session_id = random_token(15)
         state.sessions[session_id] = generation
+        state.issued.append(session_id)
         payload: dict[str, Any] = {
             "userId": "1",
             "sessionId": session_id,
@@ -546,13 +549,16 @@ def bazefield_app(
         if config.baze_issue_bearer_token:
             token = jwt_like({"sub": state.user, "exp": int(time.time()) + 14 * 86400})
             state.bearer_tokens[token] = generation
+            state.issued.append(token)
             payload["bearerToken"] = token
         faults.record_login("password")
         response = _reply(request, payload)
         remember = str(args.get("rememberme", "")).lower() in ("true", "1")
         response.set_cookie("ss-id", session_id, path="/", httponly=True)
+        permanent_id = random_token(15)
+        state.issued.append(permanent_id)
         response.set_cookie(
-            "ss-pid", random_token(15), path="/", httponly=True, max_age=20 * 365 * 86400
+            "ss-pid", permanent_id, path="/", httponly=True, max_age=20 * 365 * 86400
         )
         if remember:
             response.set_cookie("ss-opt", "perm", path="/", max_age=20 * 365 * 86400)
@@ -768,4 +774,5 @@ def bazefield_app(
     )
     app.state.faults = faults
     app.state.config = config
+    app.state.issued = state.issued
     return app

@@ -32,6 +32,14 @@ What is emulated, and the quirks reproduced on purpose:
     per-column object); ``sort`` ``"COL asc|desc, ..."``; ``fields`` comma-separated. See
     ``_ccee_data`` for how this stays fast without materialising tables.
 
+* **publications** (docs/services/ccee.md, "Timestamps and publications"): ``last_modified``
+  (and ``metadata_modified``) are naive UTC timestamps in CKAN's format. They are fixed, except
+  for the newest year's resource of each dataset when ``SandboxConfig.ccee_publish_every`` is set
+  (republished every that many seconds: the clock's start + k x the period) or after
+  :meth:`CceePublications.publish` (``Sandbox.ccee_publish()``, ``POST /_sandbox/publish`` with
+  an optional ``{"dataset": name}``), which republishes it now. A package's
+  ``metadata_modified`` is its newest resource's ``last_modified``.
+
 * ``GET /datastore/dump/<resource_id>`` (``?bom=True`` prepends a UTF-8 BOM; ``q``, ``filters``,
   ``sort``, ``fields``, ``limit``, ``offset`` as in ``datastore_search``) and the resource file
   URL ``/dataset/<dataset>/resource/<id>/download/<NAME>.csv`` stream the whole ``;``-separated
@@ -46,8 +54,10 @@ import csv
 import html
 import io
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlencode
@@ -77,7 +87,13 @@ from ._config import SandboxConfig
 from ._data import html_page, random_token
 from ._faults import ADMIN_PREFIX, FaultInjector, FaultMiddleware, admin_routes
 
-__all__ = ["BOT_USER_AGENT_MARKERS", "WAF_COOKIE", "ccee_app"]
+__all__ = [
+    "BOT_USER_AGENT_MARKERS",
+    "CKAN_TIME_FORMAT",
+    "WAF_COOKIE",
+    "CceePublications",
+    "ccee_app",
+]
 
 #: Name of the (made-up) WAF cookie set by the warm-up pages.
 WAF_COOKIE = "ak_bmsc"
@@ -102,6 +118,84 @@ BLOCK_PAGE = html_page(
     "server.</p>\n<p>Reference&#32;#18.sandbox.0000000000.0000000</p>",
     escape_body=False,
 )
+
+
+#: CKAN's timestamp format: naive, UTC, with microseconds
+#: (docs/services/ccee.md, "Timestamps and publications").
+CKAN_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+
+
+def ckan_time(moment: datetime) -> str:
+    """``moment`` (aware) as CKAN writes it: naive UTC with microseconds."""
+    return moment.astimezone(UTC).strftime(CKAN_TIME_FORMAT)
+
+
+class CceePublications:
+    """When the newest year's resource of each dataset was last published (thread-safe).
+
+    Without a clock (``every=None``) and without :meth:`publish`, the fixed ``last_modified``
+    values apply. With ``every`` seconds, the newest resource's ``last_modified`` is the clock's
+    start + k x ``every`` (the last tick reached). :meth:`publish` republishes now: the
+    resource's ``last_modified`` becomes the current time (or, if its current value is not
+    earlier, that value + 1 ms, so that every publication is later than the one before).
+    :meth:`reset` forgets the manual publications (the clock keeps its start).
+    """
+
+    def __init__(self, every: float | None, datasets: Iterable[str]) -> None:
+        self.every = every
+        self.datasets = tuple(datasets)
+        self._lock = threading.Lock()
+        self._origin = datetime.now(UTC)
+        self._published: dict[str, datetime] = {}
+
+    @property
+    def origin(self) -> datetime:
+        """The clock's start (the sandbox's start; aware, UTC)."""
+        return self._origin
+
+    def start_clock(self, origin: datetime | None = None) -> None:
+        """Start the clock now (or at ``origin``): :class:`Sandbox` calls it on start."""
+        with self._lock:
+            self._origin = (origin or datetime.now(UTC)).astimezone(UTC)
+
+    def _tick(self, now: datetime) -> datetime | None:
+        if self.every is None:
+            return None
+        period_us = max(1, round(self.every * 1_000_000))
+        elapsed = now - self._origin
+        elapsed_us = (elapsed.days * 86_400 + elapsed.seconds) * 1_000_000 + elapsed.microseconds
+        return self._origin + timedelta(microseconds=(elapsed_us // period_us) * period_us)
+
+    def newest(self, dataset: str, now: datetime | None = None) -> datetime | None:
+        """The newest resource's ``last_modified`` (None: its fixed value applies)."""
+        now = now or datetime.now(UTC)
+        with self._lock:
+            values = [v for v in (self._tick(now), self._published.get(dataset)) if v is not None]
+        return max(values) if values else None
+
+    def publish(self, dataset: str, fixed: datetime) -> datetime:
+        """Republish ``dataset``'s newest resource now; its new ``last_modified``.
+
+        ``fixed`` is the resource's fixed ``last_modified``, what applies without a clock.
+        """
+        if dataset not in self.datasets:
+            raise ValueError(f"unknown CCEE dataset {dataset!r}; expected one of {self.datasets}")
+        now = datetime.now(UTC)
+        current = self.newest(dataset, now) or fixed
+        value = max(now, current + timedelta(milliseconds=1))
+        with self._lock:
+            self._published[dataset] = value
+        return value
+
+    def reset(self) -> None:
+        """Forget the manual publications."""
+        with self._lock:
+            self._published.clear()
+
+
+def fixed_last_modified(year: int, position: int) -> datetime:
+    """The fixed ``last_modified`` of the resource of ``year`` (``position`` in the dataset)."""
+    return datetime(min(year + 1, 2026), 1, 15, 3, position, tzinfo=UTC)
 
 
 def is_bot_user_agent(user_agent: str | None) -> bool:
@@ -129,10 +223,13 @@ class _CceeState:
     faults: FaultInjector
     tables: dict[str, Table]
     cookies: dict[str, int]
+    #: every WAF cookie ever issued (for secret scans of what clients left behind)
+    issued: list[str] = field(default_factory=list)
 
     def issue_cookie(self, response: Response) -> None:
         token = random_token(24)
         self.cookies[token] = self.faults.waf_generation
+        self.issued.append(token)
         response.set_cookie(WAF_COOKIE, token, max_age=_COOKIE_MAX_AGE, path="/", httponly=True)
         self.faults.record_warmup()
 
@@ -236,9 +333,13 @@ def ccee_app(config: SandboxConfig | None = None, faults: FaultInjector | None =
 
     Args:
         config: sandbox settings (seed, ``ccee_rows_per_resource``, ``ccee_years``,
-            ``ccee_max_limit``, ``latency_ms``); defaults to ``SandboxConfig()``.
+            ``ccee_max_limit``, ``ccee_publish_every``, ``latency_ms``); defaults to
+            ``SandboxConfig()``.
         faults: the injector to use; a new one (named ``"ccee"``) when omitted. It is also
             reachable as ``app.state.faults``.
+
+    ``app.state.publications`` is the :class:`CceePublications` clock, and
+    ``app.state.publish(dataset=None)`` republishes now (what ``Sandbox.ccee_publish`` calls).
     """
     config = config or SandboxConfig()
     faults = faults or FaultInjector("ccee", config.seed, base_latency_ms=config.latency_ms)
@@ -248,6 +349,8 @@ def ccee_app(config: SandboxConfig | None = None, faults: FaultInjector | None =
             table = Table.natural(dataset, year, config.seed, config.ccee_rows_per_resource)
             tables[table.resource_id] = table
     state = _CceeState(config=config, faults=faults, tables=tables, cookies={})
+    publications = CceePublications(config.ccee_publish_every, DATASETS)
+    newest_year = max(config.ccee_years)
 
     def find_dataset(key: object) -> Dataset:
         text = str(key or "")
@@ -265,7 +368,8 @@ def ccee_app(config: SandboxConfig | None = None, faults: FaultInjector | None =
     def resource_json(base: str, dataset: Dataset, year: int, position: int) -> dict[str, Any]:
         name = dataset.resource_name(year)
         resource_id = dataset.resource_id(year)
-        modified = f"{min(year + 1, 2026)}-01-15T03:{position:02d}:00.000000"
+        published = publications.newest(dataset.name) if year == newest_year else None
+        modified = ckan_time(published or fixed_last_modified(year, position))
         return {
             "id": resource_id,
             "package_id": dataset.package_id,
@@ -523,8 +627,30 @@ def ccee_app(config: SandboxConfig | None = None, faults: FaultInjector | None =
             )
         return HTMLResponse(html_page("Não encontrado", "Página não encontrada."), status)
 
+    def publish(dataset: str | None = None) -> dict[str, str]:
+        """Republish the newest year's resource of ``dataset`` (every dataset when None) now."""
+        names = [dataset] if dataset is not None else sorted(DATASETS)
+        position = config.ccee_years.index(newest_year)
+        fixed = fixed_last_modified(newest_year, position)
+        return {name: ckan_time(publications.publish(name, fixed)) for name in names}
+
+    async def admin_publish(request: Request) -> Response:
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+            if not isinstance(body, dict) or set(body) - {"dataset"}:
+                raise ValueError('expected an optional JSON object {"dataset": name}')
+            dataset = body.get("dataset")
+            if dataset is not None and not isinstance(dataset, str):
+                raise ValueError("dataset must be a string")
+            published = publish(dataset)
+        except ValueError as exc:
+            return JSONResponse({"ok": False, "error": str(exc)}, status_code=400)
+        return JSONResponse({"ok": True, "last_modified": published})
+
     routes = [
         *admin_routes(faults),
+        Route(f"{ADMIN_PREFIX}publish", admin_publish, methods=["POST"]),
         Route("/", home, methods=["GET"]),
         Route("/dataset", dataset_index, methods=["GET"]),
         Route("/dataset/", dataset_index, methods=["GET"]),
@@ -550,4 +676,7 @@ def ccee_app(config: SandboxConfig | None = None, faults: FaultInjector | None =
     )
     app.state.faults = faults
     app.state.config = config
+    app.state.issued = state.issued
+    app.state.publications = publications
+    app.state.publish = publish
     return app

@@ -33,6 +33,10 @@ class SandboxConfig:
         baze_issue_bearer_token: Bazefield login returns a ``bearerToken`` besides ``sessionId``.
         ons_require_origin: the ONS token endpoint rejects requests without an ``Origin`` header.
         latency_ms: latency added to every (non-admin) request of every emulator.
+        ccee_publish_every: the CCEE publication clock, in seconds: ``None`` (default) keeps
+            every ``last_modified`` fixed; a number republishes the newest year's resource of
+            every dataset every that many seconds (``last_modified`` = the sandbox's start +
+            k x ``ccee_publish_every``, UTC, in CKAN's naive format).
     """
 
     host: str = "127.0.0.1"
@@ -44,6 +48,7 @@ class SandboxConfig:
     baze_issue_bearer_token: bool = True
     ons_require_origin: bool = True
     latency_ms: float = 0.0
+    ccee_publish_every: float | None = None
 
     def __post_init__(self) -> None:
         if self.ccee_rows_per_resource is not None and self.ccee_rows_per_resource < 0:
@@ -56,6 +61,16 @@ class SandboxConfig:
             raise ValueError("latency_ms must be >= 0")
         if not self.ccee_years:
             raise ValueError("ccee_years must not be empty")
+        every = self.ccee_publish_every
+        if every is not None and (
+            isinstance(every, bool)
+            or not isinstance(every, int | float)
+            or not every > 0
+            or every == float("inf")
+        ):
+            raise ValueError(
+                f"ccee_publish_every must be a number of seconds > 0 or None, got {every!r}"
+            )
 
 
 @dataclass(frozen=True)

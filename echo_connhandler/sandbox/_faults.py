@@ -10,7 +10,9 @@ a pull. A :class:`FaultInjector` (one per emulator) produces them:
   sandbox seed and the emulator name, re-seeded at every ``configure`` call, one fixed set of draws
   per request. A sequential run of requests therefore meets the same faults every time;
 * **scripted faults** (:meth:`FaultInjector.script`): the next N requests whose path contains a
-  string get a given status / ``Retry-After`` / HTML page / dropped connection / delay;
+  string get a given status / ``Retry-After`` / HTML page / dropped connection / delay, a body
+  of the caller's choosing (invalid JSON, an error inside HTTP 200, a huge body), or the real
+  answer cut short (``truncate``: its ``Content-Length`` kept, half its body sent);
 * **credential faults**: :meth:`FaultInjector.expire_tokens` (ONS, Bazefield) and
   :meth:`FaultInjector.block_waf` (CCEE) invalidate everything issued so far. The emulators read
   the generation counters (:attr:`FaultInjector.token_generation`...) to decide validity.
@@ -21,8 +23,10 @@ never touches the admin endpoints (paths under ``/_sandbox/``), which are served
 
 A dropped connection is made by starting the response (headers announcing a body longer than what
 is sent, plus a first chunk) and then raising :class:`InjectedDrop`: uvicorn closes the socket, and
-an httpx client raises ``RemoteProtocolError`` (incomplete body). The traceback uvicorn would log
-for it is filtered out of the ``uvicorn.error`` logger.
+an httpx client raises ``RemoteProtocolError`` (incomplete body). A truncated answer is the
+emulator's real response whose head (``Content-Length`` included) is sent whole and whose body is
+cut at half, then dropped the same way. The traceback uvicorn would log for either is filtered out
+of the ``uvicorn.error`` logger.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from typing import Any, TypedDict
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "ADMIN_PREFIX",
@@ -73,7 +77,9 @@ class SandboxStats(TypedDict):
         warmups: CCEE warm-up page GETs that issued a WAF cookie.
         waf_blocks: 403 "Acesso bloqueado" pages served by the CCEE WAF.
         faults: injected faults by kind (``error``, ``rate_limit``, ``drop``, ``html``,
-            ``delay``, ``waf_block``).
+            ``body``, ``truncate``, ``delay``, ``waf_block``).
+
+    Per path, the faulted requests are :attr:`FaultInjector.faulted`.
     """
 
     requests: dict[str, int]
@@ -92,6 +98,9 @@ class _Script:
     drop: bool
     html: bool
     delay_s: float
+    body: bytes | None = None
+    content_type: str = "application/json"
+    truncate: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,10 +132,15 @@ class FaultDecision:
     retry_after: str | None = None
     drop: bool = False
     html: bool = False
+    #: A raw body answered with ``status`` and ``content_type`` (``script(body=...)``).
+    body: bytes | None = None
+    content_type: str = "application/json"
+    #: The emulator answers, but its body is cut at half and the connection dropped.
+    truncate: bool = False
 
     @property
     def passes_through(self) -> bool:
-        return self.status is None and not self.drop
+        return self.status is None and not self.drop and not self.truncate
 
 
 @dataclass
@@ -136,6 +150,7 @@ class _Counters:
     warmups: int = 0
     waf_blocks: int = 0
     faults: dict[str, int] = field(default_factory=dict)
+    faulted: dict[str, int] = field(default_factory=dict)
 
 
 def _check_rate(name: str, value: float) -> float:
@@ -229,16 +244,21 @@ class FaultInjector:
         drop: bool = False,
         html: bool = False,
         delay_s: float = 0.0,
+        body: str | bytes | None = None,
+        content_type: str = "application/json",
+        truncate: bool = False,
     ) -> None:
         """Fault the next ``times`` requests whose path contains ``path_contains``.
 
         The match is case-insensitive. Effects: wait ``delay_s`` seconds; then, with ``drop``,
-        drop the connection mid-response; otherwise answer ``status`` (JSON error body, or the
-        emulator's HTML page with ``html=True``) with a ``Retry-After`` header when
-        ``retry_after`` is given. Defaults: ``retry_after`` alone means 429; ``html`` alone
-        means 200 (an HTML page where JSON was expected); ``delay_s`` alone only delays.
-        Scripts are consumed in the order they were added; a scripted request is not subject to
-        the random faults.
+        drop the connection mid-response; with ``truncate``, let the emulator answer but send
+        only the first half of its body (the ``Content-Length`` announces all of it) and drop
+        the connection; otherwise answer ``status`` (JSON error body, the emulator's HTML page
+        with ``html=True``, or ``body`` as given, with ``content_type``) with a ``Retry-After``
+        header when ``retry_after`` is given. Defaults: ``retry_after`` alone means 429;
+        ``html`` or ``body`` alone means 200 (an HTML page or a bad body where JSON was
+        expected); ``delay_s`` alone only delays. Scripts are consumed in the order they were
+        added; a scripted request is not subject to the random faults.
         """
         if times < 1:
             raise ValueError("times must be >= 1")
@@ -246,9 +266,17 @@ class FaultInjector:
             raise ValueError("delay_s must be >= 0")
         if status is not None and not 100 <= int(status) <= 599:
             raise ValueError(f"invalid HTTP status {status}")
+        if sum((bool(drop), bool(truncate), bool(html), body is not None)) > 1:
+            raise ValueError("give at most one of drop, truncate, html and body")
+        if truncate and (status is not None or retry_after is not None):
+            raise ValueError("truncate cuts the emulator's own answer: give no status")
+        if body is not None and not isinstance(body, str | bytes):
+            raise ValueError(f"body must be text or bytes, got {type(body).__name__}")
+        if not isinstance(content_type, str) or not content_type or "\n" in content_type:
+            raise ValueError(f"content_type must be a one-line string, got {content_type!r}")
         if status is None and retry_after is not None:
             status = 429
-        if status is None and html:
+        if status is None and (html or body is not None):
             status = 200
         entry = _Script(
             path_contains=path_contains.lower(),
@@ -258,6 +286,9 @@ class FaultInjector:
             drop=bool(drop),
             html=bool(html),
             delay_s=float(delay_s),
+            body=body.encode("utf-8") if isinstance(body, str) else body,
+            content_type=content_type,
+            truncate=bool(truncate),
         )
         with self._lock:
             self._scripts.append(entry)
@@ -321,6 +352,15 @@ class FaultInjector:
                 faults=dict(counters.faults),
             )
 
+    @property
+    def faulted(self) -> dict[str, int]:
+        """Requests that got an injected answer instead of the emulator's (an error or 429
+        status, an HTML page, a scripted body, a dropped or truncated connection), per
+        lower-cased path; a copy. Delays and WAF blocks are not counted here. Zeroed by
+        :meth:`reset_stats`."""
+        with self._lock:
+            return dict(self._counters.faulted)
+
     def reset_stats(self) -> None:
         """Zero every counter."""
         with self._lock:
@@ -354,31 +394,37 @@ class FaultInjector:
         with self._lock:
             requests = self._counters.requests
             requests[key] = requests.get(key, 0) + 1
-            settings = self._random
-            delay_s = (self._base_latency_ms + settings.latency_ms) / 1000.0
-            for entry in self._scripts:
-                if entry.path_contains in key:
-                    return self._apply_script(entry, delay_s)
-            if not settings.any_random:
-                return FaultDecision(delay_s=delay_s)
-            # Always the same number of draws per request, whatever the outcome.
-            draws = [self._rng.random() for _ in range(4)]
-            status_index = self._rng.randrange(len(settings.error_statuses))
-            if draws[0] < settings.drop_rate:
-                self._count_fault("drop")
-                return FaultDecision(delay_s=delay_s, drop=True)
-            if draws[1] < settings.rate_limit_rate:
-                self._count_fault("rate_limit")
-                return FaultDecision(
-                    delay_s=delay_s, status=429, retry_after=str(settings.retry_after)
-                )
-            if draws[2] < settings.error_rate:
-                self._count_fault("error")
-                return FaultDecision(delay_s=delay_s, status=settings.error_statuses[status_index])
-            if draws[3] < settings.waf_block_rate:
-                self._count_fault("waf_block")
-                self._waf_generation += 1
+            decision = self._decide(key)
+            if not decision.passes_through:
+                faulted = self._counters.faulted
+                faulted[key] = faulted.get(key, 0) + 1
+            return decision
+
+    def _decide(self, key: str) -> FaultDecision:
+        """The decision for one request (under the lock)."""
+        settings = self._random
+        delay_s = (self._base_latency_ms + settings.latency_ms) / 1000.0
+        for entry in self._scripts:
+            if entry.path_contains in key:
+                return self._apply_script(entry, delay_s)
+        if not settings.any_random:
             return FaultDecision(delay_s=delay_s)
+        # Always the same number of draws per request, whatever the outcome.
+        draws = [self._rng.random() for _ in range(4)]
+        status_index = self._rng.randrange(len(settings.error_statuses))
+        if draws[0] < settings.drop_rate:
+            self._count_fault("drop")
+            return FaultDecision(delay_s=delay_s, drop=True)
+        if draws[1] < settings.rate_limit_rate:
+            self._count_fault("rate_limit")
+            return FaultDecision(delay_s=delay_s, status=429, retry_after=str(settings.retry_after))
+        if draws[2] < settings.error_rate:
+            self._count_fault("error")
+            return FaultDecision(delay_s=delay_s, status=settings.error_statuses[status_index])
+        if draws[3] < settings.waf_block_rate:
+            self._count_fault("waf_block")
+            self._waf_generation += 1
+        return FaultDecision(delay_s=delay_s)
 
     def _apply_script(self, entry: _Script, delay_s: float) -> FaultDecision:
         entry.remaining -= 1
@@ -388,8 +434,12 @@ class FaultInjector:
             self._count_fault("delay")
         if entry.drop:
             self._count_fault("drop")
+        elif entry.truncate:
+            self._count_fault("truncate")
         elif entry.html:
             self._count_fault("html")
+        elif entry.body is not None:
+            self._count_fault("body")
         elif entry.status == 429:
             self._count_fault("rate_limit")
         elif entry.status is not None:
@@ -400,6 +450,9 @@ class FaultInjector:
             retry_after=entry.retry_after,
             drop=entry.drop,
             html=entry.html,
+            body=entry.body,
+            content_type=entry.content_type,
+            truncate=entry.truncate,
         )
 
 
@@ -468,11 +521,21 @@ class FaultMiddleware:
         if decision.drop:
             await self._drop(send)
             return
+        if decision.truncate:
+            await self.app(scope, receive, _Truncating(send))
+            return
         assert decision.status is not None
         headers = {} if decision.retry_after is None else {"Retry-After": decision.retry_after}
         response: Response
         if decision.html:
             response = HTMLResponse(self.html_page, status_code=decision.status, headers=headers)
+        elif decision.body is not None:
+            response = Response(
+                decision.body,
+                status_code=decision.status,
+                headers=headers,
+                media_type=decision.content_type,
+            )
         else:
             body = self.error_body(decision.status)
             response = JSONResponse(body, status_code=decision.status, headers=headers)
@@ -495,6 +558,26 @@ class FaultMiddleware:
         raise InjectedDrop("sandbox: connection dropped mid-response")
 
 
+class _Truncating:
+    """An ASGI ``send`` that passes the response head whole, keeps the body back, then sends
+    only its first half and drops the connection (:class:`InjectedDrop`)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._body = bytearray()
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] != "http.response.body":
+            await self._send(message)
+            return
+        self._body += message.get("body", b"")
+        if message.get("more_body", False):
+            return
+        half = bytes(self._body[: len(self._body) // 2])
+        await self._send({"type": "http.response.body", "body": half, "more_body": True})
+        raise InjectedDrop("sandbox: response truncated on purpose")
+
+
 # ---------------------------------------------------------------------- admin endpoints
 
 _CONFIGURE_KEYS = frozenset(
@@ -509,7 +592,18 @@ _CONFIGURE_KEYS = frozenset(
     }
 )
 _SCRIPT_KEYS = frozenset(
-    {"path_contains", "status", "times", "retry_after", "drop", "html", "delay_s"}
+    {
+        "path_contains",
+        "status",
+        "times",
+        "retry_after",
+        "drop",
+        "html",
+        "delay_s",
+        "body",
+        "content_type",
+        "truncate",
+    }
 )
 
 

@@ -374,6 +374,8 @@ class _OnsState:
         }
         self.access: dict[str, _Grant] = {}
         self.refresh: dict[str, _RefreshGrant] = {}
+        #: every token ever issued, in order (for secret scans of what clients left behind)
+        self.issued: list[str] = []
 
     def issue(self, client_id: str, user: str) -> dict[str, Any]:
         expires_in = self.config.ons_expires_in
@@ -390,6 +392,7 @@ class _OnsState:
             client_id, user, time.monotonic() + expires_in, self.faults.token_generation
         )
         self.refresh[refresh] = _RefreshGrant(client_id, user, self.faults.refresh_generation)
+        self.issued += (token, refresh)
         return {
             "access_token": token,
             "token_type": "bearer",
@@ -606,4 +609,5 @@ def ons_app(config: SandboxConfig | None = None, faults: FaultInjector | None = 
     )
     app.state.faults = faults
     app.state.config = config
+    app.state.issued = state.issued
     return app

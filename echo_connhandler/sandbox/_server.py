@@ -101,10 +101,24 @@ class Sandbox:
             raise ValueError(f"unknown app {name!r}; expected one of {_APP_NAMES}") from None
 
     def reset(self) -> None:
-        """Clear the faults and zero the counters of all three emulators (tokens stay valid)."""
+        """Clear the faults and zero the counters of all three emulators (tokens stay valid),
+        and forget the CCEE publications made by :meth:`ccee_publish` (the publication clock of
+        ``SandboxConfig.ccee_publish_every`` keeps running from the start)."""
         for injector in self._faults.values():
             injector.reset()
             injector.reset_stats()
+        self._apps["ccee"].state.publications.reset()
+
+    def ccee_publish(self, dataset: str | None = None) -> dict[str, str]:
+        """Republish now the newest year's resource of ``dataset`` (of every CCEE dataset when
+        None): its ``last_modified`` becomes the current UTC time, in CKAN's naive format, or
+        1 ms after its current value if that is later. Returns the new value by dataset.
+
+        Raises:
+            ValueError: an unknown dataset.
+        """
+        published: dict[str, str] = self._apps["ccee"].state.publish(dataset)
+        return published
 
     def app(self, name: str) -> Starlette:
         """The ASGI app of ``"bazefield"``, ``"ccee"`` or ``"ons"`` (e.g. for in-process tests)."""
@@ -112,6 +126,15 @@ class Sandbox:
             return self._apps[name]
         except KeyError:
             raise ValueError(f"unknown app {name!r}; expected one of {_APP_NAMES}") from None
+
+    def issued_secrets(self) -> list[str]:
+        """Every token, session id and cookie value the three emulators have issued so far.
+
+        With the made-up credentials of ``DEMO_CREDENTIALS``, this is everything a scan for
+        leaked secrets must look for after a run (``make test`` scans the local Airflow
+        deployment's logs and database for them).
+        """
+        return [value for name in _APP_NAMES for value in self._apps[name].state.issued]
 
     def __repr__(self) -> str:
         state = f"urls={self._urls!r}" if self._urls else "stopped"
@@ -141,6 +164,7 @@ class Sandbox:
                     raise RuntimeError(f"the sandbox failed to start: {error!r}") from error
                 raise TimeoutError(f"the sandbox did not start within {timeout} s")
             self._urls = self._make_urls(ports)
+            self._apps["ccee"].state.publications.start_clock()
             return self
 
     def stop(self, timeout: float = 15.0) -> None:

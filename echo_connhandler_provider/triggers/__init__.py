@@ -1,5 +1,17 @@
-"""Triggers of the provider: a whole pull in one trigger, and one HTTP request."""
+"""Triggers of the provider: a whole pull in one trigger, one HTTP request, an HTTP sensor's
+polling, and CCEE publications (a sensor's wait, and an asset watcher's events)."""
 
+from echo_connhandler_provider.triggers.ccee import (
+    CceeDatasetUpdatedTrigger,
+    CceePublicationTrigger,
+)
+from echo_connhandler_provider.triggers.http import EchoHttpSensorTrigger
 from echo_connhandler_provider.triggers.pull import PullTrigger, RequestTrigger
 
-__all__ = ["PullTrigger", "RequestTrigger"]
+__all__ = [
+    "CceeDatasetUpdatedTrigger",
+    "CceePublicationTrigger",
+    "EchoHttpSensorTrigger",
+    "PullTrigger",
+    "RequestTrigger",
+]

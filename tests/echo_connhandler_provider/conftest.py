@@ -25,6 +25,9 @@ AIRFLOW_HOME = tempfile.mkdtemp(prefix="echo-provider-airflow-home-")
 os.environ["AIRFLOW_HOME"] = AIRFLOW_HOME
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
+# Unit-test mode turns cron strings into data-interval timetables; a deployment does not (its
+# default is False: "@daily" gets an empty data interval). Tests see what a deployment sees.
+os.environ["AIRFLOW__SCHEDULER__CREATE_CRON_DATA_INTERVALS"] = "False"
 
 BAZE_API = "BazeField.Services/api"
 #: Handler settings that keep failures quick (no long backoff waits).

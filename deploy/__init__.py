@@ -1,0 +1,1 @@
+"""Project tooling: the local Airflow deployment that runs the example DAGs (not shipped)."""

@@ -1,0 +1,140 @@
+"""What the provider's sensors share: consecutive errors, and a timeout that spans deferrals.
+
+* **Consecutive errors.** A poll that fails (a transport error, a status that is neither
+  accepted nor "not yet", a CKAN error, a failed login) is logged and counted; the sensor sleeps
+  ``poke_interval`` and polls again, and fails with that error (its type and message) once
+  ``max_consecutive_errors`` polls in a row have failed. A poll that gets an answer resets the
+  count. In ``mode="reschedule"`` the count lives in the task state store
+  (``context["task_state_store"]``, Airflow >= 3.3), which outlives a reschedule; deferred, it
+  lives in the trigger.
+* **Timeout.** As :class:`~airflow.sdk.BaseSensorOperator`: measured from the first poke (in
+  ``reschedule`` mode, Airflow's first reschedule date), not per deferral. A deferred sensor
+  carries the time of its first poke through each deferral (``started_at`` in the next
+  method's keyword arguments) and gives each trigger the time left as its deferral timeout;
+  Airflow turns a deferral timeout into :class:`AirflowSensorTimeout`, and ``soft_fail`` (or
+  ``never_fail``) turns that into a skip.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, NoReturn
+
+from airflow.sdk import BaseSensorOperator, Context, conf
+from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
+from airflow.triggers.base import BaseTrigger
+
+from echo_connhandler import redact
+
+__all__ = ["EchoSensor"]
+
+#: The task state store key of the consecutive error count (reschedule mode).
+ERRORS_KEY = "echo_connhandler.consecutive_errors"
+
+
+def _default_deferrable() -> bool:
+    return conf.getboolean("operators", "default_deferrable", fallback=False)
+
+
+def utcnow() -> datetime:
+    from airflow.sdk import timezone
+
+    now: datetime = timezone.utcnow()
+    return now
+
+
+class EchoSensor(BaseSensorOperator):
+    """Base of the provider's sensors (see the module): ``max_consecutive_errors`` and
+    ``deferrable`` on top of :class:`~airflow.sdk.BaseSensorOperator`'s arguments."""
+
+    def __init__(
+        self,
+        *,
+        max_consecutive_errors: int = 3,
+        deferrable: bool = _default_deferrable(),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if (
+            isinstance(max_consecutive_errors, bool)
+            or not isinstance(max_consecutive_errors, int)
+            or max_consecutive_errors < 1
+        ):
+            raise ValueError(
+                f"max_consecutive_errors must be an integer >= 1, got {max_consecutive_errors!r}"
+            )
+        self.max_consecutive_errors = max_consecutive_errors
+        self.deferrable = deferrable
+        self._consecutive_errors = 0
+
+    # -- consecutive errors ----------------------------------------------------------------------
+    def _error_store(self, context: Context) -> Any:
+        return context.get("task_state_store") if self.reschedule else None
+
+    def _errors(self, context: Context) -> int:
+        store = self._error_store(context)
+        if store is not None:
+            return int(store.get(ERRORS_KEY, 0) or 0)
+        return self._consecutive_errors
+
+    def _set_errors(self, context: Context, count: int) -> None:
+        store = self._error_store(context)
+        if store is not None:
+            if count:
+                store.set(ERRORS_KEY, count)
+            else:
+                store.delete(ERRORS_KEY)  # a no-op when the key is absent
+        self._consecutive_errors = count
+
+    def poll_failed(self, context: Context, exc: BaseException) -> None:
+        """Count a failed poll; raise ``exc`` when it is the ``max_consecutive_errors``-th."""
+        count = self._errors(context) + 1
+        self._set_errors(context, count)
+        self.log.warning(
+            "Poll failed (%d of %d consecutive errors): %s: %s",
+            count,
+            self.max_consecutive_errors,
+            type(exc).__name__,
+            redact(str(exc)),
+        )
+        if count >= self.max_consecutive_errors:
+            self._set_errors(context, 0)
+            raise exc
+
+    def poll_answered(self, context: Context) -> None:
+        """A poll got an answer: the consecutive errors start again from 0."""
+        if self._consecutive_errors or self.reschedule:
+            self._set_errors(context, 0)
+
+    # -- deferral and its timeout ----------------------------------------------------------------
+    def timed_out(self, started_at: datetime) -> NoReturn:
+        """Raise what a sensor raises on timeout (a skip with ``soft_fail``/``never_fail``)."""
+        elapsed = (utcnow() - started_at).total_seconds()
+        message = (
+            f"Sensor has timed out; run duration of {elapsed} seconds exceeds the specified "
+            f"timeout of {self.timeout}."
+        )
+        if self.soft_fail or self.never_fail:
+            raise AirflowSkipException(message)
+        raise AirflowSensorTimeout(message)
+
+    def defer_polling(
+        self, trigger: BaseTrigger, started_at: datetime, method_name: str = "execute_complete"
+    ) -> NoReturn:
+        """Defer to ``trigger`` with the time left of the timeout counted from ``started_at``."""
+        left = self.timeout - (utcnow() - started_at).total_seconds()
+        if left <= 0:
+            self.timed_out(started_at)
+        self.defer(
+            trigger=trigger,
+            method_name=method_name,
+            kwargs={"started_at": started_at.isoformat()},
+            timeout=timedelta(seconds=left),
+        )
+
+    @staticmethod
+    def started(started_at: str | None) -> datetime:
+        """The first poke's time from the next method's keyword argument (now when absent)."""
+        if not started_at:
+            return utcnow()
+        return datetime.fromisoformat(started_at)

@@ -1,0 +1,283 @@
+"""``EchoHttpSensor``: wait until an endpoint answers as expected, through a provider connection.
+
+The request goes through the connection type's handler (``echo_http`` by default, or
+``bazefield``, ``ccee``, ``ons``): its login, retries, typed errors and secret redaction apply.
+Each poll sends one request (the handler's own retries included) and is one of:
+
+* **done**: the status is in ``response_ok`` and ``response_check(response)`` (if given) is
+  True. The task's XCom is ``status_code``, ``headers`` (without cookies or authentication
+  challenges), ``bytes`` and ``body`` (decoded JSON, or the text of a textual body of at most
+  ``max_body_bytes``, else None);
+* **not yet**: the status is in ``not_yet_statuses`` (also when the handler raises an error
+  carrying that status, as a CKAN 404), or ``response_check`` returned False;
+* **an error**: anything else (a transport error, another status, a failed login). It counts
+  towards ``max_consecutive_errors``; see :mod:`echo_connhandler_provider.sensors._base`.
+
+The sensor sleeps ``poke_interval`` after every poll that is not done, errors included.
+
+Deferred (``deferrable=True``), an :class:`~echo_connhandler_provider.triggers.http.
+EchoHttpSensorTrigger` polls from the triggerer until the status is accepted (sleeping through
+"not yet" and errors there), then sends the response back: its status, kept headers and, when
+there is a ``response_check``, its whole body (up to ``max_body_bytes``). The check runs **in the
+worker**, on an ``httpx.Response`` rebuilt from that event, exactly when it runs undeferred:
+after a response whose status is accepted. If it returns False, the sensor defers again with a
+trigger that waits ``poke_interval`` before its first poll. A callable never goes to the
+triggerer, and the check is never skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json as jsonlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import httpx
+from airflow.sdk import Context, PokeReturnValue
+
+from echo_connhandler import EchoHttpError
+from echo_connhandler_provider.hooks._base import HandlerHook
+from echo_connhandler_provider.sensors._base import EchoSensor, _default_deferrable, utcnow
+from echo_connhandler_provider.triggers.http import (
+    EchoHttpSensorTrigger,
+    accepted_statuses,
+    is_not_yet,
+    not_yet_to_json,
+)
+from echo_connhandler_provider.triggers.pull import (
+    HOOKS,
+    NON_IDEMPOTENT_METHODS,
+    describe_response,
+    hook_for,
+    rebuild_error,
+    response_from_event,
+    response_ok_to_json,
+)
+
+__all__ = ["EchoHttpSensor"]
+
+ResponseCheck = Callable[[httpx.Response], bool]
+
+
+def sensor_result(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The XCom of a done poll, from a response's description."""
+    body = payload.get("body")
+    content_type = str(payload.get("content_type") or "")
+    if body is not None and (content_type == "application/json" or content_type.endswith("+json")):
+        with contextlib.suppress(ValueError):
+            body = jsonlib.loads(body)
+    return {
+        "status_code": payload["status_code"],
+        "headers": dict(payload.get("headers") or {}),
+        "bytes": payload["bytes"],
+        "body": body,
+    }
+
+
+class EchoHttpSensor(EchoSensor):
+    """Polls an endpoint through a provider connection until it answers as expected.
+
+    Args:
+        endpoint: the path after the connection's Base URL (or a full URL on the same host).
+        conn_id: the connection (default: the connection type's ``<type>_default``).
+        conn_type: ``echo_http``, ``bazefield``, ``ccee`` or ``ons`` (picks the hook).
+        method: the HTTP method; deferred, a POST or PATCH needs ``idempotent=True``.
+        query: the query string parameters (httpx's ``params``).
+        json: a JSON body.
+        data: a form (mapping) or text body.
+        headers: extra headers.
+        response_ok: the statuses that end the wait (an int, a collection, or None: any status
+            that is not "not yet"); with ``response_check``, the statuses whose response is
+            checked.
+        not_yet_statuses: the statuses that mean "not yet" (default 404); they must not be in
+            ``response_ok``.
+        response_check: ``(response) -> bool``; False means "not yet". It runs in the worker,
+            deferred or not; what it raises fails the task.
+        max_consecutive_errors: failed polls in a row after which the task fails with the last
+            error (default 3).
+        idempotent: whether the request may be replayed (the handler's retries; required True
+            for a deferred POST or PATCH).
+        max_body_bytes: the largest body in the XCom and, deferred with ``response_check``, the
+            largest body the trigger sends back (a larger one fails the task).
+        deferrable: poll from the triggerer.
+        **kwargs: the arguments of ``BaseSensorOperator`` (``poke_interval``, ``timeout``,
+            ``soft_fail``, ``mode``, ...) and ``BaseOperator``.
+    """
+
+    template_fields: Sequence[str] = (
+        "conn_id",
+        "endpoint",
+        "method",
+        "query",
+        "json",
+        "data",
+        "headers",
+    )
+    template_fields_renderers = {"json": "json", "query": "py", "data": "py", "headers": "json"}
+    ui_color = "#e6eef4"
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        conn_id: str | None = None,
+        conn_type: str = "echo_http",
+        method: str = "GET",
+        query: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: Mapping[str, Any] | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        response_ok: int | Sequence[int] | None = 200,
+        not_yet_statuses: int | Sequence[int] | None = (404,),
+        response_check: ResponseCheck | None = None,
+        idempotent: bool | None = None,
+        max_body_bytes: int = 65_536,
+        max_consecutive_errors: int = 3,
+        deferrable: bool = _default_deferrable(),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            max_consecutive_errors=max_consecutive_errors, deferrable=deferrable, **kwargs
+        )
+        if conn_type not in HOOKS:
+            raise ValueError(
+                f"unknown conn_type {conn_type!r}; expected one of {', '.join(sorted(HOOKS))}"
+            )
+        ok = response_ok_to_json(response_ok)
+        not_yet = not_yet_to_json(not_yet_statuses)
+        both = set(not_yet) & set([ok] if isinstance(ok, int) else ok or [])
+        if both:
+            raise ValueError(
+                f"response_ok and not_yet_statuses share {sorted(both)}: a status cannot mean "
+                "both done and not yet"
+            )
+        if response_check is not None and not callable(response_check):
+            raise TypeError(f"response_check must be callable, got {response_check!r}")
+        if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int):
+            raise TypeError(f"max_body_bytes must be an int, got {max_body_bytes!r}")
+        self.endpoint = endpoint
+        self.conn_id = conn_id
+        self.conn_type = conn_type
+        self.method = method
+        self.query = query
+        self.json = json
+        self.data = data
+        self.headers = headers
+        self.response_ok = response_ok
+        self.not_yet_statuses = not_yet
+        self.response_check = response_check
+        self.idempotent = idempotent
+        self.max_body_bytes = max_body_bytes
+        self._hook: HandlerHook[Any] | None = None
+
+    def _request_kwargs(self) -> dict[str, Any]:
+        if isinstance(self.data, bytes | bytearray):
+            raise TypeError("data must be a mapping or text (bytes cannot go to a trigger)")
+        kwargs = {"params": self.query, "json": self.json, "data": self.data}
+        kwargs["headers"] = self.headers
+        return {k: v for k, v in kwargs.items() if v is not None}
+
+    # -- in the worker ---------------------------------------------------------------------------
+    def execute(self, context: Context) -> Any:
+        if self.deferrable:
+            self._defer(utcnow(), first_delay=0.0)
+        try:
+            return super().execute(context)
+        finally:
+            if self._hook is not None:
+                self._hook.close()
+                self._hook = None
+
+    def poke(self, context: Context) -> bool | PokeReturnValue:
+        method = str(self.method).upper()
+        name = f"{method} {self.endpoint}"
+        try:
+            if self._hook is None:
+                self._hook = hook_for(self.conn_type, self.conn_id)
+            handler = self._hook.get_conn()
+            response = handler.request(
+                method,
+                self.endpoint,
+                response_ok=accepted_statuses(self.response_ok, self.not_yet_statuses),
+                idempotent=self.idempotent,
+                **self._request_kwargs(),
+            )
+        except EchoHttpError as exc:
+            if is_not_yet(exc, self.not_yet_statuses):
+                self.poll_answered(context)
+                self.log.info("%s -> HTTP %s: not yet", name, getattr(exc, "status_code", "?"))
+                return False
+            self.poll_failed(context, exc)
+            return False
+        self.poll_answered(context)
+        if response.status_code in self.not_yet_statuses:
+            self.log.info("%s -> HTTP %s: not yet", name, response.status_code)
+            return False
+        if self.response_check is not None and not self.response_check(response):
+            self.log.info(
+                "%s -> HTTP %s: response_check returned False", name, response.status_code
+            )
+            return False
+        payload = describe_response(
+            response, output=None, ship_body=False, max_body_bytes=self.max_body_bytes
+        )
+        self.log.info("%s -> HTTP %s: done", name, response.status_code)
+        return PokeReturnValue(is_done=True, xcom_value=sensor_result(payload))
+
+    # -- deferred --------------------------------------------------------------------------------
+    def _defer(self, started_at: Any, *, first_delay: float) -> None:
+        method = str(self.method).upper()
+        if method in NON_IDEMPOTENT_METHODS and self.idempotent is not True:
+            raise ValueError(
+                f"a deferred {method} needs idempotent=True: the triggerer may send it again "
+                "after a restart; set idempotent=True if the endpoint tolerates it, or use "
+                "deferrable=False"
+            )
+        self.defer_polling(
+            EchoHttpSensorTrigger(
+                conn_type=self.conn_type,
+                conn_id=self.conn_id,
+                method=method,
+                endpoint=self.endpoint,
+                request_kwargs=self._request_kwargs(),
+                response_ok=response_ok_to_json(self.response_ok),
+                not_yet_statuses=self.not_yet_statuses,
+                poke_interval=self.poke_interval,
+                first_delay=first_delay,
+                max_consecutive_errors=self.max_consecutive_errors,
+                idempotent=self.idempotent,
+                ship_body=self.response_check is not None,
+                max_body_bytes=self.max_body_bytes,
+            ),
+            started_at,
+        )
+
+    def execute_complete(
+        self,
+        context: Context,
+        event: Mapping[str, Any] | None = None,
+        started_at: str | None = None,
+    ) -> Any:
+        """Resume after the trigger: check the response (defer again if the check says no),
+        or raise the last poll's error again."""
+        if event is None:
+            raise RuntimeError(f"{type(self).__name__} resumed without a trigger event")
+        if event.get("status") != "success":
+            self.log.error(
+                "Polling failed %s times in a row; the last error follows",
+                event.get("consecutive_errors", "?"),
+            )
+            raise rebuild_error(event)
+        name = f"{event.get('method')} {event.get('url')}"
+        if self.response_check is not None:
+            response = response_from_event(event)
+            if not self.response_check(response):
+                self.log.info(
+                    "%s -> HTTP %s: response_check returned False; polling again in %s s",
+                    name,
+                    event["status_code"],
+                    self.poke_interval,
+                )
+                self._defer(self.started(started_at), first_delay=self.poke_interval)
+        self.log.info("%s -> HTTP %s: done", name, event["status_code"])
+        return sensor_result(event)

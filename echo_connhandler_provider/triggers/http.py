@@ -1,0 +1,222 @@
+"""The trigger of a deferred :class:`~echo_connhandler_provider.sensors.http.EchoHttpSensor`.
+
+:class:`EchoHttpSensorTrigger` polls one endpoint from the triggerer through a provider
+connection (one connection, one login, for all its polls) and fires once:
+
+* ``{"status": "success", ...}`` with a description of the first response whose status is
+  accepted (:func:`~echo_connhandler_provider.triggers.pull.describe_response`: status, kept
+  headers, the body as text, and with ``ship_body`` the whole body base64-encoded for a
+  ``response_check`` run in the worker);
+* or an error event (the last error's type and message, ``consecutive_errors``) after
+  ``max_consecutive_errors`` failed polls in a row.
+
+A status of ``not_yet_statuses`` means "not yet": the trigger sleeps ``poke_interval`` and polls
+again, as it does after an error. It sleeps ``first_delay`` before its first poll (a sensor that
+defers again after its ``response_check`` said no waits one ``poke_interval`` that way).
+
+This module also holds what the sensor's worker path shares with the trigger:
+:func:`accepted_statuses` and :func:`is_not_yet`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Collection, Mapping
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from echo_connhandler import EchoHttpError, HttpResponseError
+from echo_connhandler_provider.triggers.pull import (
+    HOOKS,
+    NON_IDEMPOTENT_METHODS,
+    _to_json,
+    describe_response,
+    error_payload,
+    hook_for,
+    response_ok_to_json,
+)
+
+__all__ = ["EchoHttpSensorTrigger", "accepted_statuses", "is_not_yet", "not_yet_to_json"]
+
+
+def not_yet_to_json(statuses: Any) -> list[int]:
+    """``not_yet_statuses`` as a sorted list of ints (an int, a collection, or None: none)."""
+    if statuses is None:
+        return []
+    if isinstance(statuses, int) and not isinstance(statuses, bool):
+        return [statuses]
+    if isinstance(statuses, Collection) and not isinstance(statuses, str | bytes):
+        values = list(statuses)
+        if all(isinstance(s, int) and not isinstance(s, bool) for s in values):
+            return sorted(set(values))
+    raise TypeError(
+        f"not_yet_statuses must be an int, a collection of ints or None, got {statuses!r}"
+    )
+
+
+def accepted_statuses(response_ok: Any, not_yet: Collection[int]) -> int | list[int] | None:
+    """What the handler is asked to accept: ``response_ok`` and the "not yet" statuses (None:
+    any status)."""
+    ok = response_ok_to_json(response_ok)
+    if ok is None:
+        return None
+    return sorted({*([ok] if isinstance(ok, int) else ok), *not_yet})
+
+
+def is_not_yet(exc: BaseException, not_yet: Collection[int]) -> bool:
+    """Whether an error is a "not yet" answer (an error with one of those statuses, as a CKAN
+    404 ``Not Found Error`` raised as ``ApiError``)."""
+    return isinstance(exc, HttpResponseError) and exc.status_code in not_yet
+
+
+class EchoHttpSensorTrigger(BaseTrigger):
+    """Polls an endpoint until its status is accepted, and fires once (see the module).
+
+    Args:
+        conn_type: ``echo_http``, ``bazefield``, ``ccee`` or ``ons`` (picks the hook).
+        conn_id: the connection (None: the type's default).
+        method: the HTTP method; a POST or PATCH needs ``idempotent=True``.
+        endpoint: the path after the connection's Base URL.
+        request_kwargs: ``params``, ``json``, ``data``, ``headers`` (plain JSON values).
+        response_ok: the statuses that end the wait (None: any that is not "not yet").
+        not_yet_statuses: the statuses that mean "not yet".
+        poke_interval: seconds slept after every poll that does not end the wait.
+        first_delay: seconds slept before the first poll.
+        max_consecutive_errors: failed polls in a row that end the wait with the last error.
+        idempotent: whether the request may be replayed.
+        ship_body: send the whole body back (base64) for a ``response_check``.
+        max_body_bytes: the largest body sent back.
+    """
+
+    def __init__(
+        self,
+        *,
+        conn_type: str,
+        conn_id: str | None,
+        method: str,
+        endpoint: str,
+        request_kwargs: Mapping[str, Any] | None = None,
+        response_ok: Any = 200,
+        not_yet_statuses: Any = (404,),
+        poke_interval: float = 60.0,
+        first_delay: float = 0.0,
+        max_consecutive_errors: int = 3,
+        idempotent: bool | None = None,
+        ship_body: bool = False,
+        max_body_bytes: int = 65_536,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        if conn_type not in HOOKS:
+            raise ValueError(f"unknown conn_type {conn_type!r}")
+        method = method.upper()
+        if method in NON_IDEMPOTENT_METHODS and idempotent is not True:
+            raise ValueError(
+                f"a {method} is not sent from a trigger unless idempotent=True: a triggerer "
+                "restart would send it again"
+            )
+        if (
+            isinstance(max_consecutive_errors, bool)
+            or not isinstance(max_consecutive_errors, int)
+            or max_consecutive_errors < 1
+        ):
+            raise ValueError(
+                f"max_consecutive_errors must be an integer >= 1, got {max_consecutive_errors!r}"
+            )
+        self.conn_type = conn_type
+        self.conn_id = conn_id
+        self.method = method
+        self.endpoint = endpoint
+        self.request_kwargs = {
+            str(k): _to_json(v, f"request argument {k!r}")
+            for k, v in (request_kwargs or {}).items()
+            if v is not None
+        }
+        self.response_ok = response_ok_to_json(response_ok)
+        self.not_yet_statuses = not_yet_to_json(not_yet_statuses)
+        self.poke_interval = float(poke_interval)
+        self.first_delay = float(first_delay)
+        self.max_consecutive_errors = max_consecutive_errors
+        self.idempotent = idempotent
+        self.ship_body = bool(ship_body)
+        self.max_body_bytes = int(max_body_bytes)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "conn_type": self.conn_type,
+                "conn_id": self.conn_id,
+                "method": self.method,
+                "endpoint": self.endpoint,
+                "request_kwargs": dict(self.request_kwargs),
+                "response_ok": self.response_ok,
+                "not_yet_statuses": list(self.not_yet_statuses),
+                "poke_interval": self.poke_interval,
+                "first_delay": self.first_delay,
+                "max_consecutive_errors": self.max_consecutive_errors,
+                "idempotent": self.idempotent,
+                "ship_body": self.ship_body,
+                "max_body_bytes": self.max_body_bytes,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        name = f"{self.method} {self.endpoint}"
+        accept = accepted_statuses(self.response_ok, self.not_yet_statuses)
+        errors = 0
+        if self.first_delay > 0:
+            await asyncio.sleep(self.first_delay)
+        hook = hook_for(self.conn_type, self.conn_id)
+        try:
+            while True:
+                status: int | None = None
+                try:
+                    handler = await hook.aget_conn()
+                    response = await handler.async_request(
+                        self.method,
+                        self.endpoint,
+                        response_ok=accept,
+                        idempotent=self.idempotent,
+                        **self.request_kwargs,
+                    )
+                    status = response.status_code
+                except EchoHttpError as exc:
+                    if is_not_yet(exc, self.not_yet_statuses):
+                        status = getattr(exc, "status_code", None)
+                    else:
+                        errors += 1
+                        payload = error_payload(exc)
+                        self.log.warning(
+                            "%s failed (%d of %d consecutive errors): %s: %s",
+                            name,
+                            errors,
+                            self.max_consecutive_errors,
+                            payload["error_type"],
+                            payload["message"],
+                        )
+                        if errors >= self.max_consecutive_errors:
+                            payload["consecutive_errors"] = errors
+                            yield TriggerEvent(payload)  # type: ignore[no-untyped-call]
+                            return
+                else:
+                    if status not in self.not_yet_statuses:
+                        try:
+                            description = await asyncio.to_thread(
+                                describe_response,
+                                response,
+                                output=None,
+                                ship_body=self.ship_body,
+                                max_body_bytes=self.max_body_bytes,
+                            )
+                        except ValueError as exc:  # a body too large to send back
+                            description = error_payload(exc)
+                        self.log.info("%s -> HTTP %s", name, status)
+                        yield TriggerEvent(description)  # type: ignore[no-untyped-call]
+                        return
+                if status is not None:
+                    errors = 0
+                    self.log.info("%s -> HTTP %s: not yet", name, status)
+                await asyncio.sleep(self.poke_interval)
+        finally:
+            await hook.aclose()

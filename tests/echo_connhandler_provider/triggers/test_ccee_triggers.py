@@ -1,0 +1,308 @@
+"""CceePublicationTrigger and CceeDatasetUpdatedTrigger against the sandbox, over real sockets.
+
+The publication trigger is driven as the triggerer drives an asset watcher: built from its
+serialised kwargs, given an ``AssetStateStoreAccessors`` of the watched asset (Airflow's own
+class, as ``triggerer_job_runner`` injects it), its ``run()`` iterated. The accessors talk to
+a stand-in of the supervisor channel that keeps the values in a dict (the triggerer's
+supervisor writes them to the database). New publications come from ``Sandbox.ccee_publish``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from airflow.sdk import Asset
+from airflow.sdk.exceptions import ErrorType
+from airflow.sdk.execution_time import task_runner
+from airflow.sdk.execution_time.comms import (
+    AssetStateStoreResult,
+    ErrorResponse,
+    GetAssetStateStoreByName,
+    OKResponse,
+    SetAssetStateStoreByName,
+)
+from airflow.sdk.execution_time.context import AssetStateStoreAccessors
+from airflow.sdk.module_loading import import_string
+from airflow.sdk.serde import deserialize, serialize
+from airflow.triggers.base import BaseEventTrigger, TriggerEvent
+
+from echo_connhandler.sandbox import DEMO_CREDENTIALS, Sandbox
+from echo_connhandler_provider.triggers import ccee as ccee_module
+from echo_connhandler_provider.triggers.ccee import (
+    CceeDatasetUpdatedTrigger,
+    CceePublicationTrigger,
+    parse_ckan_time,
+    publication_key,
+)
+
+DATASET = "pld_horario"
+ASSET = Asset(name="ccee_pld_horario", uri="ccee://pld_horario")
+
+
+class StateDatabase:
+    """The supervisor side of the asset state store: ``asend``/``send`` of the comms channel."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, str], Any] = {}
+        self.writes = 0
+
+    def send(self, msg: Any) -> Any:
+        if isinstance(msg, GetAssetStateStoreByName):
+            if (msg.name, msg.key) not in self.values:
+                return ErrorResponse(error=ErrorType.ASSET_STORE_NOT_FOUND)
+            return AssetStateStoreResult(value=self.values[(msg.name, msg.key)])
+        if isinstance(msg, SetAssetStateStoreByName):
+            self.writes += 1
+            self.values[(msg.name, msg.key)] = json.loads(json.dumps(msg.value))
+            return OKResponse(ok=True)
+        raise AssertionError(f"unexpected message {msg!r}")
+
+    async def asend(self, msg: Any) -> Any:
+        return self.send(msg)
+
+
+class Log:
+    """A trigger's logger that keeps the lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def _keep(self, message: str, *args: Any) -> None:
+        self.lines.append(message % args)
+
+    info = warning = error = _keep
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def log(monkeypatch: pytest.MonkeyPatch) -> Log:
+    recorder = Log()
+    monkeypatch.setattr(CceePublicationTrigger, "log", recorder)
+    monkeypatch.setattr(CceeDatasetUpdatedTrigger, "log", recorder)
+    return recorder
+
+
+@pytest.fixture
+def state(monkeypatch: pytest.MonkeyPatch) -> StateDatabase:
+    database = StateDatabase()
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", database, raising=False)
+    monkeypatch.setattr(ccee_module, "COMMIT_DELAY_S", 0.0)
+    return database
+
+
+def _watcher(conns: Any, **changes: Any) -> CceePublicationTrigger:
+    """A trigger as the triggerer builds it: from serialised kwargs, with the asset's store."""
+    trigger = CceePublicationTrigger(
+        dataset=DATASET, conn_id="ccee_json", poke_interval=0.05, **changes
+    )
+    classpath, kwargs = trigger.serialize()
+    rebuilt: CceePublicationTrigger = import_string(classpath)(**deserialize(serialize(kwargs)))
+    rebuilt.asset_state_store = AssetStateStoreAccessors(inlets=[ASSET])
+    return rebuilt
+
+
+def _package_shows(sb: Sandbox) -> int:
+    requests = sb.faults("ccee").stats["requests"]
+    return sum(n for path, n in requests.items() if path.endswith("/package_show"))
+
+
+async def _pending_after_polls(
+    gen: AsyncIterator[TriggerEvent], sb: Sandbox, polls: int
+) -> asyncio.Future[TriggerEvent]:
+    """The trigger's next event, still pending after ``polls`` more polls."""
+    start = _package_shows(sb)
+    task = asyncio.ensure_future(anext(gen))
+    while _package_shows(sb) < start + polls:
+        assert not task.done(), f"fired without a new publication: {task.result()}"
+        await asyncio.sleep(0.01)
+    assert not task.done(), f"fired without a new publication: {task.result()}"
+    return task
+
+
+async def _polls_without_event(gen: AsyncIterator[TriggerEvent], sb: Sandbox, polls: int) -> None:
+    """Let the trigger poll ``polls`` more times; it must not fire meanwhile; then stop it."""
+    task = await _pending_after_polls(gen, sb, polls)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def _newest(sb: Sandbox) -> str:
+    """The newest last_modified of the dataset now (publishing nothing)."""
+    import httpx
+
+    with httpx.Client(base_url=sb.urls.ccee, headers={"User-Agent": "Mozilla/5.0"}) as client:
+        client.get("/")
+        result = client.get("/api/3/action/package_show", params={"id": DATASET}).json()
+    return max(r["last_modified"] for r in result["result"]["resources"])
+
+
+def test_is_an_event_trigger_with_stable_plain_kwargs() -> None:
+    """JSON kwargs without a watermark (they are the watcher's identity) and a stable hash."""
+    trigger = CceePublicationTrigger(dataset=DATASET, conn_id="ccee_json", year="2025")
+    assert isinstance(trigger, BaseEventTrigger)
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "echo_connhandler_provider.triggers.ccee.CceePublicationTrigger"
+    assert kwargs == {
+        "dataset": DATASET,
+        "conn_id": "ccee_json",
+        "year": 2025,
+        "poke_interval": 300.0,
+        "updated_after": None,
+    }
+    again = CceePublicationTrigger(**kwargs)
+    assert BaseEventTrigger.hash(*again.serialize()) == BaseEventTrigger.hash(classpath, kwargs)
+    with pytest.raises(ValueError, match="poke_interval"):
+        CceePublicationTrigger(dataset=DATASET, poke_interval=0)
+    with pytest.raises(ValueError, match="dataset"):
+        CceePublicationTrigger(dataset=" ")
+    with pytest.raises(ValueError, match="year"):
+        CceePublicationTrigger(dataset=DATASET, year="next")
+
+
+async def test_one_event_per_publication_and_none_after_a_restart(
+    sb: Sandbox, conns: Any, state: StateDatabase
+) -> None:
+    """Polls of one publication give no event; a new one gives exactly one; a restarted
+    trigger (same kwargs, the stored watermark) does not fire again for it."""
+    key = (ASSET.name, publication_key(DATASET, None))
+    first = _watcher(conns)
+    gen = first.run()
+    # The first polls only record the current publication as the starting point.
+    await _polls_without_event(gen, sb, polls=3)
+    assert parse_ckan_time(state.values[key]) == parse_ckan_time(_newest(sb))
+
+    published = sb.ccee_publish(DATASET)[DATASET]
+    gen = first.run()  # the same trigger object, restarted (its in-memory state is gone)
+    event = await asyncio.wait_for(anext(gen), timeout=30)
+    payload = deserialize(serialize(event.payload))
+    assert payload["dataset"] == DATASET
+    assert parse_ckan_time(payload["last_modified"]) == parse_ckan_time(published)
+    assert [r["name"] for r in payload["resources"]] == ["PLD_HORARIO_2025"]
+    assert payload["resource_ids"] == [payload["resources"][0]["id"]]
+    assert parse_ckan_time(payload["previous"]) < parse_ckan_time(published)
+    # The same generator goes on polling: the watermark is stored, no second event.
+    await _polls_without_event(gen, sb, polls=3)
+    assert parse_ckan_time(state.values[key]) == parse_ckan_time(published)
+
+    # A triggerer restart: a new trigger from the same kwargs, the same stored state.
+    restarted = _watcher(conns)
+    await _polls_without_event(restarted.run(), sb, polls=3)
+
+    # One more publication: exactly one more event.
+    again = sb.ccee_publish(DATASET)[DATASET]
+    gen = restarted.run()
+    event = await asyncio.wait_for(anext(gen), timeout=30)
+    assert parse_ckan_time(event.payload["last_modified"]) == parse_ckan_time(again)
+    assert parse_ckan_time(event.payload["previous"]) == parse_ckan_time(published)
+    await _polls_without_event(gen, sb, polls=2)
+
+
+async def test_updated_after_fires_for_the_current_publication(
+    sb: Sandbox, conns: Any, state: StateDatabase
+) -> None:
+    """With updated_after before the current publication and no stored watermark, the first
+    poll fires; one year's resource only with year=."""
+    trigger = _watcher(conns, updated_after="2024-06-01", year=2024)
+    gen = trigger.run()
+    event = await asyncio.wait_for(anext(gen), timeout=30)
+    assert [r["year"] for r in event.payload["resources"]] == [2024]
+    assert event.payload["previous"] == "2024-06-01T00:00:00+00:00"
+    await _polls_without_event(gen, sb, polls=2)
+    stored = state.values[(ASSET.name, publication_key(DATASET, 2024))]
+    assert stored == event.payload["last_modified"]
+
+
+async def test_poll_errors_are_logged_and_polling_goes_on(
+    sb: Sandbox, conns: Any, state: StateDatabase, log: Log
+) -> None:
+    """A failing poll is no event and no crash; the next publication still fires once."""
+    trigger = _watcher(conns)
+    await _polls_without_event(trigger.run(), sb, polls=2)  # the starting point is stored
+    sb.faults("ccee").script("package_show", status=500, times=6)
+    published = sb.ccee_publish(DATASET)[DATASET]
+    event = await asyncio.wait_for(anext(_watcher(conns).run()), timeout=30)
+    assert parse_ckan_time(event.payload["last_modified"]) == parse_ckan_time(published)
+    assert "Reading pld_horario failed" in log.text
+    assert sb.faults("ccee").stats["faults"]["error"] == 6
+
+
+async def test_without_a_state_store_it_keeps_memory_only(
+    sb: Sandbox, conns: Any, log: Log
+) -> None:
+    """Outside a watcher (no asset_state_store) it still fires once per publication."""
+    trigger = CceePublicationTrigger(dataset=DATASET, conn_id="ccee_json", poke_interval=0.05)
+    pending = await _pending_after_polls(trigger.run(), sb, polls=2)
+    assert "no asset state store" in log.text
+    published = sb.ccee_publish(DATASET)[DATASET]
+    event = await asyncio.wait_for(pending, timeout=30)
+    assert parse_ckan_time(event.payload["last_modified"]) == parse_ckan_time(published)
+    # A restart forgets it and starts from the current publication: no event.
+    await _polls_without_event(trigger.run(), sb, polls=2)
+
+
+# ---------------------------------------------------------------------- the sensor's trigger
+
+
+def _updated_trigger(**changes: Any) -> CceeDatasetUpdatedTrigger:
+    kwargs: dict[str, Any] = {
+        "conn_id": "ccee_json",
+        "dataset": DATASET,
+        "updated_after": "2024-06-01T00:00:00",
+        "poke_interval": 0.05,
+        **changes,
+    }
+    trigger = CceeDatasetUpdatedTrigger(**kwargs)
+    classpath, serialised = trigger.serialize()
+    text = json.dumps(serialised)
+    for secret in DEMO_CREDENTIALS["bazefield"].values():
+        assert secret not in text
+    rebuilt: CceeDatasetUpdatedTrigger = import_string(classpath)(**json.loads(text))
+    assert rebuilt.serialize() == (classpath, serialised)
+    return rebuilt
+
+
+async def test_dataset_updated_trigger_fires_with_the_newer_resources(
+    sb: Sandbox, conns: Any
+) -> None:
+    trigger = _updated_trigger()
+    assert trigger.updated_after == "2024-06-01T00:00:00+00:00"  # naive means UTC
+    events = [event async for event in trigger.run()]
+    assert len(events) == 1
+    payload = deserialize(serialize(events[0].payload))
+    assert payload["status"] == "success"
+    found = payload["publication"]
+    assert [r["year"] for r in found["resources"]] == [2024, 2025]  # 2024's is 2025-01-15
+    assert found["updated_after"] == "2024-06-01T00:00:00+00:00"
+
+
+async def test_dataset_updated_trigger_waits_for_a_publication(sb: Sandbox, conns: Any) -> None:
+    after = datetime.now(UTC).isoformat()
+    gen = _updated_trigger(updated_after=after, year=2025).run()
+    await _polls_without_event(gen, sb, polls=2)
+    published = sb.ccee_publish(DATASET)[DATASET]
+    gen = _updated_trigger(updated_after=after, year=2025).run()
+    event = await asyncio.wait_for(anext(gen), timeout=30)
+    assert parse_ckan_time(event.payload["publication"]["last_modified"]) == parse_ckan_time(
+        published
+    )
+
+
+async def test_dataset_updated_trigger_gives_up_after_consecutive_errors(
+    sb: Sandbox, conns: Any
+) -> None:
+    trigger = _updated_trigger(dataset="no_such_dataset", max_consecutive_errors=2)
+    events = [event async for event in trigger.run()]
+    assert len(events) == 1
+    assert events[0].payload["status"] == "error"
+    assert events[0].payload["error_type"] == "ApiError"
+    assert events[0].payload["consecutive_errors"] == 2
+    assert "Not Found" in events[0].payload["message"]
