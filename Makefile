@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[sandbox,airflow,parquet,storage,fast,dev]'
+	$(BIN)/pip install -q -e '.[sandbox,airflow,parquet,storage,fast,aiohttp,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -47,10 +47,11 @@ sandbox-extra:
 
 test: lint types unit e2e docs sandbox-extra
 
-# Handler overhead over bare httpx, then the long-pull benchmark (a few minutes; results in
-# benchmarks/results/pull.json, not versioned).
+# Handler overhead over bare httpx, async throughput against aiohttp, then the long-pull
+# benchmark (a few minutes; results in benchmarks/results/*.json, not versioned).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/pull.py
 
 clean:

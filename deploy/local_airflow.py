@@ -107,7 +107,11 @@ def free_port() -> int:
 
 
 def airflow_env(
-    home: Path, home_secrets: HomeSecrets, api_port: int, data_lake: Path
+    home: Path,
+    home_secrets: HomeSecrets,
+    api_port: int,
+    data_lake: str,
+    dags_folder: Path = DAGS_FOLDER,
 ) -> dict[str, str]:
     """The environment of every Airflow process of the deployment."""
     env = {
@@ -119,7 +123,7 @@ def airflow_env(
     env.update(
         {
             "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "8",
@@ -137,7 +141,7 @@ def airflow_env(
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
             # Where the example DAGs write (their Variable ``echo_data_lake``).
-            "AIRFLOW_VAR_ECHO_DATA_LAKE": str(data_lake),
+            "AIRFLOW_VAR_ECHO_DATA_LAKE": data_lake,
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -437,8 +441,25 @@ class Deployment:
     """The sandbox and a local Airflow stack; a context manager that stops everything on exit."""
 
     def __init__(
-        self, home: Path, *, api_port: int = 0, sandbox_config: SandboxConfig | None = None
+        self,
+        home: Path,
+        *,
+        api_port: int = 0,
+        sandbox_config: SandboxConfig | None = None,
+        dags_folder: Path = DAGS_FOLDER,
+        data_lake: str | None = None,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
+        """
+        Args:
+            home: the AIRFLOW_HOME (created if missing, reused if there).
+            api_port: the API server's port (0: a free one).
+            sandbox_config: the sandbox's settings (default: seed 42, nothing else).
+            dags_folder: the DAGs folder (default: ``dags_examples/``).
+            data_lake: the Variable ``echo_data_lake`` (default: ``<home>/data_lake``): a
+                folder or an fsspec URL (``s3://bucket/prefix``).
+            extra_env: more environment for the Airflow processes (e.g. S3 endpoint settings).
+        """
         self.home = home.resolve()
         self.home.mkdir(parents=True, exist_ok=True)
         self.secrets = HomeSecrets.load_or_create(self.home)
@@ -446,8 +467,12 @@ class Deployment:
             json.dumps({ADMIN_USER: self.secrets.admin_password}), encoding="utf-8"
         )
         self.api_port = api_port or free_port()
-        self.data_lake = self.home / "data_lake"
-        self.env = airflow_env(self.home, self.secrets, self.api_port, self.data_lake)
+        self.data_lake = data_lake or str(self.home / "data_lake")
+        self.env = airflow_env(
+            self.home, self.secrets, self.api_port, self.data_lake, dags_folder=dags_folder
+        )
+        self.env.update(extra_env or {})
+        self.dags_folder = dags_folder
         self.processes = Processes(self.home, self.env)
         self.sandbox = Sandbox(sandbox_config or SandboxConfig(seed=42))
         self.api = Api(f"http://127.0.0.1:{self.api_port}", self.secrets.admin_password)
@@ -492,10 +517,7 @@ class Deployment:
     # -- reading the deployment's state ----------------------------------------------------------
     def capture_triggers(self) -> None:
         """Keep a copy of the trigger rows now in the database (for the secret scan)."""
-        database = self.home / "airflow.db"
-        with contextlib.closing(
-            sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)
-        ) as db:
+        with contextlib.closing(self._db()) as db:
             for trigger_id, kwargs in db.execute("SELECT id, kwargs FROM trigger"):
                 self.trigger_rows[int(trigger_id)] = str(kwargs)
 
@@ -545,6 +567,42 @@ class Deployment:
         if not queued:
             return True
         return datetime.fromisoformat(str(queued)).timestamp() >= self.started_at
+
+    def publish_when_watched(self, timeout: float = 150.0) -> None:
+        """Republish CCEE's ``pld_horario`` in the sandbox once a sensor waits for it in the
+        triggerer and the asset watcher has its starting point (a first publication before
+        that would pass the sensor at once, or be the watcher's starting point)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.processes.check_alive()
+            with contextlib.suppress(sqlite3.Error):
+                self.capture_triggers()
+                if self._sensor_deferred() and self._watcher_ready():
+                    break
+            time.sleep(1.0)
+        else:
+            say("  (no sensor deferred or no watcher ready in time: publishing anyway)")
+        published = self.sandbox.ccee_publish("pld_horario")
+        say(f"sandbox: CCEE republished pld_horario ({published})")
+
+    def _db(self) -> sqlite3.Connection:
+        database = self.home / "airflow.db"
+        return sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)
+
+    def _sensor_deferred(self) -> bool:
+        with contextlib.closing(self._db()) as db:
+            row = db.execute(
+                "SELECT count(*) FROM task_instance WHERE state = 'deferred' "
+                "AND operator = 'CceeDatasetUpdatedSensor'"
+            ).fetchone()
+        return bool(row and row[0])
+
+    def _watcher_ready(self) -> bool:
+        with contextlib.closing(self._db()) as db:
+            row = db.execute(
+                "SELECT count(*) FROM asset_state_store WHERE key LIKE 'echo_connhandler.%'"
+            ).fetchone()
+        return bool(row and row[0])
 
     def pause_all(self, dag_ids: Iterable[str]) -> None:
         """Pause the DAGs again, so that the next start of this AIRFLOW_HOME runs nothing
@@ -684,8 +742,17 @@ def format_table(rows: Sequence[TaskRow]) -> str:
 
 
 # -- the commands --------------------------------------------------------------------------------
-def example_dag_count() -> int:
-    return len([p for p in DAGS_FOLDER.glob("*.py") if not p.name.startswith("_")])
+def is_asset_scheduled(dag: Mapping[str, Any]) -> bool:
+    """Whether a DAG (as the REST API describes it) runs on asset events."""
+    return (
+        bool(dag.get("asset_expression"))
+        or "asset" in str(dag.get("timetable_summary") or "").lower()
+    )
+
+
+def dag_file_count(folder: Path = DAGS_FOLDER) -> int:
+    """The DAG files of a folder (one DAG each)."""
+    return len([p for p in folder.glob("*.py") if not p.name.startswith("_")])
 
 
 def demo(home: Path, report_path: Path | None) -> int:
@@ -693,15 +760,18 @@ def demo(home: Path, report_path: Path | None) -> int:
     t0 = time.monotonic()
     rows: list[TaskRow] = []
     with Deployment(home) as deployment:
-        dags = deployment.wait_for_dags(example_dag_count())
+        dags = deployment.wait_for_dags(dag_file_count(deployment.dags_folder))
         wanted: dict[str, str | None] = {}
         for dag in sorted(dags, key=lambda d: d["dag_id"]):
-            if "asset" in str(dag.get("timetable_summary") or "").lower():
+            if is_asset_scheduled(dag):
                 # Runs when its asset's watcher sees a CCEE publication: the first new run.
                 deployment.api.call("PATCH", f"dags/{dag['dag_id']}", json={"is_paused": False})
                 wanted[dag["dag_id"]] = None
             else:
                 wanted[dag["dag_id"]] = deployment.start_run(dag["dag_id"])
+        # CCEE publishes once the sensor waits in the triggerer and the watcher watches: both
+        # DAGs react to the same publication, as they would to the real one.
+        deployment.publish_when_watched()
         say(f"started {len(wanted)} DAGs; waiting for their runs")
         finished = deployment.wait_for_runs(wanted)
         for run in finished.values():
@@ -742,8 +812,10 @@ def demo(home: Path, report_path: Path | None) -> int:
 
 def up(home: Path, port: int) -> int:
     """The stack left running with its UI until Ctrl-C."""
-    with Deployment(home, api_port=port) as deployment:
-        deployment.wait_for_dags(example_dag_count())
+    # A publication every 5 minutes: the asset-scheduled DAG runs on each.
+    config = SandboxConfig(seed=42, ccee_publish_every=300)
+    with Deployment(home, api_port=port, sandbox_config=config) as deployment:
+        deployment.wait_for_dags(dag_file_count(deployment.dags_folder))
         say("")
         say(
             f"Airflow UI: {deployment.url}  (user {ADMIN_USER}, "

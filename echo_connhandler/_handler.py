@@ -346,7 +346,8 @@ class HttpHandler:
         transport: the httpx transport of the sync client (tests: ``httpx.MockTransport``,
             which serves the async client too; a proxy or a custom ``HTTPTransport``).
         async_transport: the httpx transport of the async client (default: ``transport`` when
-            it can serve both paths, else httpx's own).
+            it can serve both paths, else the one ``props.async_transport`` names: httpx's own
+            or aiohttp's, :class:`echo_connhandler._transports.AiohttpTransport`).
     """
 
     #: The properties class this handler accepts.
@@ -407,6 +408,12 @@ class HttpHandler:
         if async_transport is None and isinstance(transport, httpx.AsyncBaseTransport):
             async_transport = transport  # httpx.MockTransport serves both paths
         self._async_transport = async_transport
+        self._aiohttp_transport: Callable[..., httpx.AsyncBaseTransport] | None = None
+        if props.async_transport == "aiohttp" and async_transport is None:
+            # Imported here, not on first use: a missing extra fails at once, with its name.
+            from echo_connhandler._transports import AiohttpTransport
+
+            self._aiohttp_transport = AiohttpTransport
         #: Retries this handler has made so far (every request, both paths).
         self.retry_count = 0
         self._auth = self._build_auth()
@@ -510,7 +517,10 @@ class HttpHandler:
             "base_url": self.props.host + "/",
             "headers": headers,
             "timeout": httpx.Timeout(self.props.request_timeout, connect=self.props.conn_timeout),
-            "limits": httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=20),
+            # Every connection may stay alive: with httpx's default of 20, a burst of 100
+            # requests closes 80 connections as they go idle and opens them again for the next
+            # requests (docs/performance.md, "Async throughput").
+            "limits": httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE),
             "verify": self._ssl_context(),
             "auth": self._auth,
             "follow_redirects": True,
@@ -853,6 +863,15 @@ class HttpHandler:
         settings = self._client_settings()
         if self._async_transport is not None:
             settings.setdefault("transport", self._async_transport)
+        elif self._aiohttp_transport is not None and "transport" not in settings:
+            # One pool per client, as httpx's own transport: a retry's fresh client gets a
+            # fresh pool. Same SSL context, same size (POOL_SIZE) and idle expiry.
+            limits: httpx.Limits = settings["limits"]
+            settings["transport"] = self._aiohttp_transport(
+                settings["verify"],
+                max_connections=limits.max_connections,
+                keepalive_expiry=limits.keepalive_expiry,
+            )
         return httpx.AsyncClient(cookies=cookies, event_hooks=hooks, **settings)
 
     async def _close_async(self, slot: _Slot[httpx.AsyncClient] | None) -> None:

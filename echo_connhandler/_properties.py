@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_ONS_AUTH_URL",
     "DEFAULT_SINAPSE_PROFILE_URL",
     "ONS_DEFAULT_ORIGINS",
+    "AsyncTransportName",
     "HttpConnProperties",
     "OnsHttpConnProperties",
     "PayloadKwargsKey",
@@ -29,6 +30,8 @@ __all__ = [
 
 PayloadKwargsKey = Literal["json", "data", "params"]
 PAYLOAD_KWARGS_KEYS: tuple[str, ...] = ("json", "data", "params")
+AsyncTransportName = Literal["httpx", "aiohttp"]
+ASYNC_TRANSPORTS: tuple[str, ...] = ("httpx", "aiohttp")
 
 #: ONS POP identity provider (docs/services/ons.md, "The login"); token at
 #: ``{auth_url}/oauth2/token``.
@@ -141,7 +144,10 @@ class HttpConnProperties:
 
     ``api_key`` (sent as ``Authorization: Bearer <key>``) and ``user``/``password`` are mutually
     exclusive. ``payload_kwargs`` are merged into every request under ``payload_kwargs_key``
-    (``"json"``, ``"data"`` or ``"params"``); values given on a call win.
+    (``"json"``, ``"data"`` or ``"params"``); values given on a call win. ``async_transport``
+    picks what carries the async client's requests: httpx's own (``"httpx"``, the default) or
+    aiohttp (``"aiohttp"``, the ``aiohttp`` extra: faster under many concurrent requests,
+    docs/performance.md, "Async throughput"); the handler behaves the same with either.
     """
 
     host: str
@@ -154,6 +160,7 @@ class HttpConnProperties:
     headers: dict[str, str] | None = None
     payload_kwargs: dict[str, Any] | None = None
     payload_kwargs_key: PayloadKwargsKey = "json"
+    async_transport: AsyncTransportName = "httpx"
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise through the back door, once
@@ -188,6 +195,13 @@ class HttpConnProperties:
                 f"payload_kwargs_key must be one of {', '.join(PAYLOAD_KWARGS_KEYS)}, "
                 f"got {self.payload_kwargs_key!r}"
             )
+        if not isinstance(self.async_transport, str) or (
+            self.async_transport not in ASYNC_TRANSPORTS
+        ):
+            raise ValueError(
+                f"async_transport must be one of {', '.join(ASYNC_TRANSPORTS)}, "
+                f"got {self.async_transport!r}"
+            )
         self._register_secrets()
 
     def _register_secrets(self) -> None:
@@ -214,6 +228,7 @@ class HttpConnProperties:
             "headers": _masked(self.headers),
             "payload_kwargs": _masked(self.payload_kwargs),
             "payload_kwargs_key": self.payload_kwargs_key,
+            "async_transport": self.async_transport,
         }
 
     def __repr__(self) -> str:

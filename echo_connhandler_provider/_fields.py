@@ -173,6 +173,15 @@ _TRANSPORT = (
         "object",
         text_values=True,
     ),
+    ExtraField(
+        "async_transport",
+        "Async transport",
+        "What carries async requests (deferrable tasks, triggers): httpx, or aiohttp "
+        "(faster under many concurrent requests; needs the 'aiohttp' extra). Same behaviour.",
+        "string",
+        "httpx",
+        enum=("httpx", "aiohttp"),
+    ),
 )
 _PAYLOAD = (
     ExtraField(

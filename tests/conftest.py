@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
+import os
 import socket
 import threading
 import time
@@ -321,3 +322,141 @@ async def make_async_handler(make_handler: HandlerFactory) -> AsyncIterator[Hand
     yield factory
     for handler in made:
         await handler.async_close()
+
+
+# -- the async transport under test ---------------------------------------------------------------
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--async-transport",
+        choices=("httpx", "aiohttp"),
+        default=os.environ.get("ECHO_TEST_ASYNC_TRANSPORT", "httpx"),
+        help="run every handler whose properties leave async_transport at its default on this "
+        "transport (env ECHO_TEST_ASYNC_TRANSPORT); e.g. --async-transport=aiohttp over the "
+        "handler test modules proves the opt-in transport changes no behaviour",
+    )
+
+
+@pytest.fixture(autouse=True)
+def _forced_async_transport(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``--async-transport=aiohttp``, properties built with the default get aiohttp."""
+    if request.config.getoption("--async-transport") != "aiohttp":
+        return
+    original = HttpConnProperties.__post_init__
+
+    def forced(self: HttpConnProperties) -> None:
+        original(self)
+        if self.async_transport == "httpx":
+            object.__setattr__(self, "async_transport", "aiohttp")
+
+    monkeypatch.setattr(HttpConnProperties, "__post_init__", forced)
+
+
+# -- object storage: a local S3 (moto's server) ---------------------------------------------------
+S3_BUCKET = "echo-test-lake"
+
+
+@dataclass(frozen=True)
+class S3Bucket:
+    """A bucket on the session's local S3 server (moto, loopback).
+
+    ``url`` is ``s3://<bucket>/<prefix>`` (no trailing slash): give ``f"{url}/x.parquet"`` to a
+    pull, or ``url`` as a data lake. ``env`` is what any process needs to reach it through
+    fsspec/s3fs (and boto3): dummy credentials, a region and ``AWS_ENDPOINT_URL`` (honoured by
+    botocore >= 1.31, hence by aiobotocore and s3fs); pass it as ``env=`` of a subprocess, or
+    as ``extra_env`` of ``deploy.local_airflow.Deployment``. ``endpoint`` is the server's URL.
+    """
+
+    url: str
+    env: dict[str, str]
+    endpoint: str
+    bucket: str = S3_BUCKET
+
+    def child(self, prefix: str) -> S3Bucket:
+        """The same bucket under another prefix (``url/prefix``)."""
+        return S3Bucket(f"{self.url}/{prefix.strip('/')}", self.env, self.endpoint, self.bucket)
+
+    def filesystem(self) -> Any:
+        """An s3fs filesystem on this server, independent of the environment and of fsspec's
+        instance cache (to read what a pull wrote)."""
+        import s3fs
+
+        return s3fs.S3FileSystem(
+            key=self.env["AWS_ACCESS_KEY_ID"],
+            secret=self.env["AWS_SECRET_ACCESS_KEY"],
+            endpoint_url=self.endpoint,
+            client_kwargs={"region_name": self.env["AWS_DEFAULT_REGION"]},
+            skip_instance_cache=True,
+            use_listings_cache=False,
+        )
+
+
+#: Variables that would point boto at another account or make it look elsewhere for credentials.
+_AWS_UNSET = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL_S3")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Bucket]:
+    """moto's S3 server on a free loopback port, once per session, with one bucket.
+
+    Yields the bucket's root (``s3://echo-test-lake``) and its ``env``, without changing this
+    process's environment (see ``s3_bucket`` for that): a session- or module-scoped fixture
+    (a whole Airflow deployment, say) can use it with ``extra_env=s3_server.env``.
+    """
+    pytest.importorskip("s3fs", reason="needs s3fs (the s3 extra)")
+    moto_server = pytest.importorskip("moto.server", reason="needs moto[server] (dev extra)")
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    aws_home = tmp_path_factory.mktemp("aws")  # no ~/.aws profile, no instance metadata
+    env = {
+        "AWS_ACCESS_KEY_ID": "moto-test-key",
+        "AWS_SECRET_ACCESS_KEY": "moto-test-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_CONFIG_FILE": str(aws_home / "config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(aws_home / "credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    root = S3Bucket(f"s3://{S3_BUCKET}", env, endpoint)
+    try:
+        import boto3
+
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name=env["AWS_DEFAULT_REGION"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        ).create_bucket(Bucket=S3_BUCKET)
+        yield root
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Bucket, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Bucket]:
+    """A fresh prefix of the local S3 bucket, with this process's environment pointing at it.
+
+    The ``AWS_*`` variables of ``s3_bucket.env`` are set for the test (and other AWS settings
+    that could interfere are removed), and fsspec's cached S3 filesystems are dropped before and
+    after, so that ``s3://`` URLs given to a pull reach the local server. Yields an
+    :class:`S3Bucket` whose ``url`` is ``s3://echo-test-lake/<unique prefix>``.
+    """
+    import s3fs
+
+    for name in _AWS_UNSET:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield s3_server.child(f"t-{uuid.uuid4().hex[:12]}")
+    s3fs.S3FileSystem.clear_instance_cache()

@@ -1,0 +1,206 @@
+"""The main job end to end: the example DAGs on a real local Airflow, then the secret scan.
+
+``python -m deploy.local_airflow demo`` runs exactly as ``make demo`` does (its own process, a
+fresh AIRFLOW_HOME here): api-server, scheduler, dag-processor and triggerer as separate
+processes on SQLite, every example DAG started, the outputs checked, every process stopped,
+and what the deployment left scanned for every credential, token and session id. This is what
+``dag.test()`` cannot show: defer kwargs through the database, the real triggerer loop,
+cleanup, connections read through the Execution API.
+
+The scanner itself is tested on planted secrets (it must be able to find a leak).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from cryptography.fernet import Fernet
+
+from deploy.local_airflow import DAGS_FOLDER, dag_file_count, scan_for_secrets
+from echo_connhandler.sandbox import DEMO_CREDENTIALS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Run the demo once for the module; its report and its output."""
+    home = tmp_path_factory.mktemp("airflow-home")
+    report_path = home.parent / "report.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYTEST"))}
+    command = ["deploy.local_airflow", "demo", "--home", str(home), "--report", str(report_path)]
+    done = subprocess.run(  # noqa: S603 - our own module
+        [sys.executable, "-m", *command],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    return {"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr, **report}
+
+
+def _explain(run: dict[str, Any]) -> str:
+    return f"exit {run['returncode']}\n{run['stdout'][-4000:]}\n{run['stderr'][-4000:]}"
+
+
+@pytest.mark.deployment
+def test_every_example_dag_succeeds(demo_run: dict[str, Any]) -> None:
+    assert demo_run["returncode"] == 0, _explain(demo_run)
+    assert demo_run["ok"] is True
+    tasks = demo_run["tasks"]
+    assert {t["dag_id"] for t in tasks} == {
+        "bazefield_site_timeseries",
+        "ccee_on_publication",
+        "ccee_pld_horario_yearly",
+        "ccee_wait_then_pull",
+        "echo_http_request",
+        "ons_sager_monthly_report",
+        "ons_sinapse_export",
+    }
+    assert len({t["dag_id"] for t in tasks}) == dag_file_count(DAGS_FOLDER)
+    assert all(t["state"] == "success" for t in tasks), tasks
+
+
+@pytest.mark.deployment
+def test_deferrable_tasks_really_deferred(demo_run: dict[str, Any]) -> None:
+    """The task logs of the deployment say which tasks went to the triggerer."""
+    deferred = {(t["dag_id"], t["task_id"]) for t in demo_run["tasks"] if t["deferred"]}
+    assert {
+        ("ccee_pld_horario_yearly", "pull_pld_horario"),
+        ("bazefield_site_timeseries", "pull_site_10min"),
+        ("ons_sinapse_export", "export_sinapse_requests"),
+        ("ccee_wait_then_pull", "wait_for_publication"),
+        ("ccee_wait_then_pull", "pull_published"),
+        ("ccee_on_publication", "pull_published"),
+        ("echo_http_request", "get_allocation_types"),
+    } <= deferred
+    not_deferred = {(t["dag_id"], t["task_id"]) for t in demo_run["tasks"] if not t["deferred"]}
+    assert ("ons_sager_monthly_report", "export_sager_report") in not_deferred
+
+
+@pytest.mark.deployment
+def test_outputs_hold_what_the_summaries_say(demo_run: dict[str, Any]) -> None:
+    by_task = {(t["dag_id"], t["task_id"]): t for t in demo_run["tasks"]}
+    yearly = by_task[("ccee_pld_horario_yearly", "pull_pld_horario")]
+    assert yearly["output"].endswith("/ccee/pld_horario/2025.parquet")
+    assert pq.read_metadata(yearly["output"]).num_rows == yearly["rows"] > 0
+    # The two publication-driven DAGs pulled the republished resource in full.
+    published = by_task[("ccee_on_publication", "pull_published")]
+    waited = by_task[("ccee_wait_then_pull", "pull_published")]
+    assert published["rows"] == waited["rows"] == yearly["rows"]
+    for key in (
+        ("ons_sager_monthly_report", "export_sager_report"),
+        ("ons_sinapse_export", "export_sinapse_requests"),
+    ):
+        assert by_task[key]["files"] >= 1
+        assert any(Path(by_task[key]["output"]).iterdir())
+    # Nothing left over: no checkpoint folder, no temporary file.
+    lake = Path(demo_run["data_lake"])
+    leftovers = [p for p in lake.rglob("*") if ".parts-" in p.name or p.name.startswith(".")]
+    assert leftovers == []
+
+
+@pytest.mark.deployment
+def test_no_secret_anywhere_the_deployment_wrote(demo_run: dict[str, Any]) -> None:
+    scan = demo_run["scan"]
+    assert scan["leaks"] == []
+    # It looked at real things: task and trigger logs, the database, trigger rows in flight,
+    # and more secrets than the fixed credentials (the tokens and session ids issued).
+    assert scan["files"] >= 10
+    assert scan["tables"] >= 30
+    assert scan["db_rows"] >= 50
+    assert scan["triggers"] >= 5
+    assert scan["secrets"] > 6
+    for service in DEMO_CREDENTIALS.values():
+        for key, value in service.items():
+            if "password" in key or "api_key" in key:
+                assert value not in demo_run["stdout"] + demo_run["stderr"]
+
+
+@pytest.mark.deployment
+def test_every_process_was_stopped(demo_run: dict[str, Any]) -> None:
+    """No process of the deployment outlives the demo (their command lines or environment
+    name its AIRFLOW_HOME; ``ps e`` shows the environment)."""
+    home = demo_run["home"]
+    ps = subprocess.run(["ps", "axeww", "-o", "args"], capture_output=True, text=True, check=True)  # noqa: S607
+    assert [line for line in ps.stdout.splitlines() if home in line] == []
+
+
+# -- the scanner finds what is there -------------------------------------------------------------
+SECRET = "planted-secret-value-42"
+
+
+def _home_with(tmp_path: Path, fernet_key: str) -> Path:
+    home = tmp_path / "home"
+    (home / "logs").mkdir(parents=True)
+    (home / "logs" / "clean.log").write_text("nothing to see\n")
+    with sqlite3.connect(home / "airflow.db") as db:
+        db.execute("CREATE TABLE xcom (key TEXT, value BLOB)")
+        db.execute("CREATE TABLE trigger (id INTEGER, kwargs TEXT)")
+        db.execute("INSERT INTO xcom VALUES ('return_value', '{\"rows\": 3}')")
+        db.execute(
+            "INSERT INTO trigger VALUES (1, ?)",
+            (Fernet(fernet_key.encode()).encrypt(b'{"conn_id": "x"}').decode(),),
+        )
+    return home
+
+
+def test_scan_is_clean_when_nothing_leaked(tmp_path: Path) -> None:
+    key = Fernet.generate_key().decode()
+    report = scan_for_secrets(_home_with(tmp_path, key), [SECRET], fernet_key=key)
+    assert report.leaks == []
+    assert (report.files, report.tables, report.db_rows) == (1, 2, 2)
+
+
+def test_scan_finds_a_secret_in_a_log(tmp_path: Path) -> None:
+    key = Fernet.generate_key().decode()
+    home = _home_with(tmp_path, key)
+    (home / "logs" / "task.log").write_text(f"token={SECRET}\n")
+    report = scan_for_secrets(home, [SECRET], fernet_key=key)
+    assert report.leaks == [f"secret #1 ({len(SECRET)} chars) in logs/task.log"]
+    assert SECRET not in " ".join(report.leaks)
+
+
+def test_scan_finds_a_secret_in_a_database_cell(tmp_path: Path) -> None:
+    key = Fernet.generate_key().decode()
+    home = _home_with(tmp_path, key)
+    with sqlite3.connect(home / "airflow.db") as db:
+        db.execute("INSERT INTO xcom VALUES ('return_value', ?)", (f'{{"t": "{SECRET}"}}',))
+    report = scan_for_secrets(home, [SECRET], fernet_key=key)
+    assert len(report.leaks) == 1
+    assert "table xcom.value" in report.leaks[0]
+
+
+def test_scan_decrypts_trigger_kwargs(tmp_path: Path) -> None:
+    """Trigger kwargs are Fernet-encrypted in the database: the scan reads them decrypted,
+    in the table and in the rows captured while the deployment ran."""
+    key = Fernet.generate_key().decode()
+    home = _home_with(tmp_path, key)
+    encrypted = Fernet(key.encode()).encrypt(f'{{"password": "{SECRET}"}}'.encode()).decode()
+    assert SECRET not in encrypted
+    with sqlite3.connect(home / "airflow.db") as db:
+        db.execute("INSERT INTO trigger VALUES (2, ?)", (encrypted,))
+    report = scan_for_secrets(home, [SECRET], fernet_key=key, trigger_rows={7: encrypted})
+    assert len(report.leaks) == 2
+    assert any("table trigger.kwargs" in leak for leak in report.leaks)
+    assert any("trigger 7 kwargs" in leak for leak in report.leaks)
+
+
+def test_scan_skips_the_deployments_own_key_store(tmp_path: Path) -> None:
+    key = Fernet.generate_key().decode()
+    home = _home_with(tmp_path, key)
+    store = home / "deployment.json"
+    store.write_text(json.dumps({"fernet_key": key, "password": SECRET}))
+    assert scan_for_secrets(home, [SECRET], fernet_key=key, skip_files=[store]).leaks == []
+    assert scan_for_secrets(home, [SECRET], fernet_key=key).leaks != []
