@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo e2e test lint types unit docs bench clean sandbox-extra
+.PHONY: venv demo airflow e2e test lint types unit docs bench clean sandbox-extra
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,12 +16,20 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The main job: the example DAGs on a real local Airflow (api-server, scheduler, dag-processor,
+# triggerer; SQLite, LocalExecutor) against the sandbox, a table, a secret scan, everything
+# stopped. AIRFLOW_HOME is .local-airflow/ (reused by the next run).
 demo: $(STAMP)
-	$(BIN)/python -m echo_connhandler_provider.demo
+	$(BIN)/python -m deploy.local_airflow demo
 
-# The end-to-end run inside the test command: the main job, output kept out of the tree.
+# The same stack left running with its UI on http://localhost:8080 until Ctrl-C.
+airflow: $(STAMP)
+	$(BIN)/python -m deploy.local_airflow up
+
+# The end-to-end run alone (the test command runs it too): the main job in a fresh
+# AIRFLOW_HOME, then the scan of everything it left.
 e2e: $(STAMP)
-	$(BIN)/python -m echo_connhandler_provider.demo --output "$$(mktemp -d)"
+	$(BIN)/python -m pytest -q tests/deploy
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -45,7 +53,8 @@ sandbox-extra:
 	.venv-sandbox/bin/python .ci/check_sandbox_extra.py
 	rm -rf .venv-sandbox
 
-test: lint types unit e2e docs sandbox-extra
+# unit runs every test, the end-to-end deployment (tests/deploy) included.
+test: lint types unit docs sandbox-extra
 
 # Handler overhead over bare httpx, async throughput against aiohttp, then the long-pull
 # benchmark (a few minutes; results in benchmarks/results/*.json, not versioned).
@@ -55,4 +64,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/pull.py
 
 clean:
-	rm -rf $(VENV) .venv-sandbox site .pytest_cache .mypy_cache .ruff_cache build
+	rm -rf $(VENV) .venv-sandbox site .pytest_cache .mypy_cache .ruff_cache build .local-airflow

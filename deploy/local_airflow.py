@@ -843,7 +843,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080, help="API server / UI port (up)")
     parser.add_argument("--report", type=Path, default=None, help="write the demo's report (JSON)")
     args = parser.parse_args(argv)
+    # Ctrl-C and SIGTERM both stop everything (SIGINT explicitly: a shell may have started us
+    # with it ignored, in the background).
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    signal.signal(signal.SIGINT, _raise_on_sigterm)
     try:
         if args.command == "demo":
             return demo(args.home, args.report)

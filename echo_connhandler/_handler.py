@@ -416,6 +416,7 @@ class HttpHandler:
             self._aiohttp_transport = AiohttpTransport
         #: Retries this handler has made so far (every request, both paths).
         self.retry_count = 0
+        self._ssl_context_built = False
         self._auth = self._build_auth()
         self._trusted = self._trusted_origins()
         self._sync: _ClientHolder[httpx.Client] = _ClientHolder(
@@ -939,6 +940,12 @@ class HttpHandler:
 
     async def _run_async(self, call: _Call) -> httpx.Response | None:
         """The async :meth:`_run_sync`."""
+        if not self._ssl_context_built:
+            # The first SSL context loads the CA bundle: 0.1 to 0.4 s that would stall the
+            # event loop (a triggerer's, shared by every trigger), docs/performance.md,
+            # "First use on an event loop". Built once per process and setting, then cached.
+            await asyncio.to_thread(self._ssl_context)
+            self._ssl_context_built = True
         policy = self.retry_policy if call.replayable else self.retry_policy.single_attempt()
         used: _Slot[httpx.AsyncClient] | None = None
         async for attempt in policy.async_attempts(
