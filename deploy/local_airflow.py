@@ -311,8 +311,16 @@ class Api:
         reply.raise_for_status()
         self.client.headers["Authorization"] = f"Bearer {reply.json()['access_token']}"
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        reply = self.client.request(method, f"/api/v2/{path}", **kwargs)
+    def call(self, method: str, path: str, *, attempts: int = 6, **kwargs: Any) -> Any:
+        """One REST call. Every call the runner makes is safe to repeat (reads, pause/unpause,
+        clear, connections overwritten): a 5xx is tried again, because SQLite lets one writer
+        at a time and the API server answers 500 "Database error" after waiting about 5 s
+        behind the scheduler on a loaded machine."""
+        for attempt in range(1, attempts + 1):
+            reply = self.client.request(method, f"/api/v2/{path}", **kwargs)
+            if reply.status_code < 500 or attempt == attempts:
+                break
+            time.sleep(attempt)
         if reply.status_code >= 400:
             raise RuntimeError(f"{method} /api/v2/{path}: {reply.status_code} {reply.text[:500]}")
         return reply.json() if reply.content else None

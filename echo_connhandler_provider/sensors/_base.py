@@ -20,20 +20,17 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
-from airflow.sdk import BaseSensorOperator, Context, conf
+from airflow.sdk import BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 from airflow.triggers.base import BaseTrigger
 
 from echo_connhandler import redact
+from echo_connhandler_provider.operators.pull import _default_deferrable
 
 __all__ = ["EchoSensor"]
 
 #: The task state store key of the consecutive error count (reschedule mode).
 ERRORS_KEY = "echo_connhandler.consecutive_errors"
-
-
-def _default_deferrable() -> bool:
-    return conf.getboolean("operators", "default_deferrable", fallback=False)
 
 
 def utcnow() -> datetime:

@@ -26,7 +26,8 @@ from airflow.sdk import Context, PokeReturnValue
 
 from echo_connhandler import EchoHttpError
 from echo_connhandler_provider.hooks import CceeHook
-from echo_connhandler_provider.sensors._base import EchoSensor, _default_deferrable, utcnow
+from echo_connhandler_provider.operators.pull import _default_deferrable
+from echo_connhandler_provider.sensors._base import EchoSensor, utcnow
 from echo_connhandler_provider.triggers.ccee import (
     CceeDatasetUpdatedTrigger,
     find_publication,

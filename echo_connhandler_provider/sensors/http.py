@@ -37,7 +37,8 @@ from airflow.sdk import Context, PokeReturnValue
 
 from echo_connhandler import EchoHttpError
 from echo_connhandler_provider.hooks._base import HandlerHook
-from echo_connhandler_provider.sensors._base import EchoSensor, _default_deferrable, utcnow
+from echo_connhandler_provider.operators.pull import _default_deferrable
+from echo_connhandler_provider.sensors._base import EchoSensor, utcnow
 from echo_connhandler_provider.triggers.http import (
     EchoHttpSensorTrigger,
     accepted_statuses,
