@@ -21,7 +21,9 @@ import asyncio
 import datetime as dt
 import ipaddress
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -40,6 +42,30 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from echo_connhandler import HttpConnProperties, HttpHandler
+
+# -- Airflow: one private AIRFLOW_HOME for the whole session ------------------------------------
+# Airflow reads AIRFLOW_HOME and its configuration when it is first imported, and the first test
+# folder to import it (in collection order) decides for all: so it is set here, in the root
+# conftest, before anything imports Airflow. Nothing above imports it.
+AIRFLOW_HOME = tempfile.mkdtemp(prefix="echo-tests-airflow-home-")
+os.environ["AIRFLOW_HOME"] = AIRFLOW_HOME
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
+# Unit-test mode turns cron strings into data-interval timetables; a deployment does not (its
+# default is False: "@daily" gets an empty data interval). Tests see what a deployment sees.
+os.environ["AIRFLOW__SCHEDULER__CREATE_CRON_DATA_INTERVALS"] = "False"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the session's AIRFLOW_HOME."""
+    shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def airflow_home() -> str:
+    """The temporary AIRFLOW_HOME of this test session."""
+    return AIRFLOW_HOME
+
 
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 

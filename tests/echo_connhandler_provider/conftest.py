@@ -1,16 +1,11 @@
-"""Fixtures of the provider tests: a private AIRFLOW_HOME, the sandbox, sandbox connections.
-
-Airflow reads ``AIRFLOW_HOME`` and its configuration when it is first imported, so the
-environment is set at the top of this module, before anything imports Airflow.
+"""Fixtures of the provider tests: the sandbox and sandbox connections (the session's private
+AIRFLOW_HOME is set by tests/conftest.py, before anything imports Airflow).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
-import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,29 +15,9 @@ import pytest
 
 from echo_connhandler.sandbox import DEMO_CREDENTIALS, Sandbox, SandboxConfig
 
-# None of the imports above imports Airflow: this runs before any Airflow import.
-AIRFLOW_HOME = tempfile.mkdtemp(prefix="echo-provider-airflow-home-")
-os.environ["AIRFLOW_HOME"] = AIRFLOW_HOME
-os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
-# Unit-test mode turns cron strings into data-interval timetables; a deployment does not (its
-# default is False: "@daily" gets an empty data interval). Tests see what a deployment sees.
-os.environ["AIRFLOW__SCHEDULER__CREATE_CRON_DATA_INTERVALS"] = "False"
-
 BAZE_API = "BazeField.Services/api"
 #: Handler settings that keep failures quick (no long backoff waits).
 QUICK = {"max_retries": 1, "max_conn_retries": 0, "retry_wait_time": 0}
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    """Remove the temporary AIRFLOW_HOME at the end of the session."""
-    shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def airflow_home() -> str:
-    """The temporary AIRFLOW_HOME of this test session."""
-    return AIRFLOW_HOME
 
 
 @pytest.fixture(scope="session")

@@ -1,36 +1,17 @@
-"""Fixtures of the reliability suites: a private AIRFLOW_HOME, one sandbox per module, and
-``AIRFLOW_CONN_*`` connections to it whose retries are quick (no backoff, a small
-``Retry-After`` cap) but as many as by default.
-
-Airflow reads ``AIRFLOW_HOME`` when it is first imported, so the environment is set at the top
-of this module, before anything imports Airflow. When the provider tests' conftest already set
-a private home (a run of the whole suite), that one is kept.
+"""Fixtures of the reliability suites: one sandbox per module, and ``AIRFLOW_CONN_*``
+connections to it whose retries are quick (no backoff, a small ``Retry-After`` cap) but as many
+as by default. The session's private AIRFLOW_HOME is set by tests/conftest.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import sys
-import tempfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from echo_connhandler.sandbox import DEMO_CREDENTIALS, Sandbox, SandboxConfig
-
-_PREFIX = "echo-provider-airflow-home-"
-_OWN_HOME: str | None = None
-if "airflow" not in sys.modules and not Path(os.environ.get("AIRFLOW_HOME", "/")).name.startswith(
-    _PREFIX
-):
-    _OWN_HOME = tempfile.mkdtemp(prefix=_PREFIX)
-    os.environ["AIRFLOW_HOME"] = _OWN_HOME
-    os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-    os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 
 #: Handler settings of the drills: every retry of the defaults (8 per request, 3 per login),
 #: but no backoff wait and a Retry-After honoured for at most 50 ms.
@@ -41,12 +22,6 @@ DRILL_RETRY: dict[str, Any] = {
 }
 #: The sandbox of the reliability modules: small CCEE tables (1 200 rows per resource).
 DRILL_CONFIG = SandboxConfig(seed=2025, ccee_rows_per_resource=1200)
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    """Remove the temporary AIRFLOW_HOME this module created, if any."""
-    if _OWN_HOME is not None:
-        shutil.rmtree(_OWN_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
