@@ -56,12 +56,11 @@ sandbox-extra:
 # unit runs every test, the end-to-end deployment (tests/deploy) included.
 test: lint types unit docs sandbox-extra
 
-# Handler overhead over bare httpx, async throughput against aiohttp, then the long-pull
-# benchmark (a few minutes; results in benchmarks/results/*.json, not versioned).
+# Every benchmark (handler overhead, async throughput, the long pull, triggerer load), then one
+# table of figures against targets: benchmarks/results/summary.md and summary.json (not
+# versioned; about 15 minutes). `python benchmarks/run_all.py --quick` for a smoke run.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/overhead.py
-	$(BIN)/python benchmarks/throughput.py
-	$(BIN)/python benchmarks/pull.py
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) .venv-sandbox site .pytest_cache .mypy_cache .ruff_cache build .local-airflow

@@ -27,7 +27,17 @@ from echo_connhandler.pull._ccee import CceeDatastoreSource, ckan_column_type
 from echo_connhandler.pull._engine import Progress, PullSummary, run_pull
 from echo_connhandler.pull._formats import FORMATS, OutputFormat, UnknownFieldError, format_for
 from echo_connhandler.pull._ons import OnsSagerReportSource, OnsSinapseExportSource
-from echo_connhandler.pull._plan import Chunk, Column, ColumnType, FilePart, Plan, Rows, Source
+from echo_connhandler.pull._plan import (
+    Chunk,
+    Column,
+    ColumnType,
+    FilePart,
+    PageContentError,
+    Plan,
+    RawPage,
+    Rows,
+    Source,
+)
 from echo_connhandler.pull._storage import FsspecStorage, LocalStorage, Storage, storage_for
 
 __all__ = [
@@ -43,9 +53,11 @@ __all__ = [
     "OnsSagerReportSource",
     "OnsSinapseExportSource",
     "OutputFormat",
+    "PageContentError",
     "Plan",
     "Progress",
     "PullSummary",
+    "RawPage",
     "Rows",
     "Source",
     "Storage",

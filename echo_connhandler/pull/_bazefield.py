@@ -22,13 +22,10 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import httpx
-
 from echo_connhandler._bazefield import BazeHttpHandler, bazefield_api_root
-from echo_connhandler._exceptions import UnexpectedContentError
-from echo_connhandler._handler import HttpHandler, expect_json
-from echo_connhandler.pull._offload import offload
-from echo_connhandler.pull._plan import Chunk, Column, Plan, Rows, Source
+from echo_connhandler._handler import HttpHandler, expect_json, is_html
+from echo_connhandler._json import loads
+from echo_connhandler.pull._plan import Chunk, Column, PageContentError, Plan, RawPage, Rows, Source
 
 __all__ = ["TIMESERIES_COLUMNS", "BazefieldTimeseriesSource", "timeseries_rows"]
 
@@ -314,17 +311,21 @@ class BazefieldTimeseriesSource(Source):
         _baze(handler)
         return Plan(list(self._chunks), list(TIMESERIES_COLUMNS), list(self.objects))
 
-    async def fetch(self, handler: HttpHandler, chunk: Chunk, plan: Plan) -> Rows:
+    async def fetch(self, handler: HttpHandler, chunk: Chunk, plan: Plan) -> RawPage:
         baze = _baze(handler)
         response = await baze.async_post(_endpoint(baze.props.host), json=self.body(chunk))
-        return await offload(
-            _response_rows,
+        if is_html(response):
+            expect_json(response)  # raises: an HTML page (login, maintenance), not JSON
+        return RawPage(
             response,
-            list(chunk.params["objects"]),
-            list(chunk.params["points"]),
-            list(self.aggregates),
-            _moment("from", chunk.params["from"]),
-            _moment("to", chunk.params["to"]),
+            _response_rows,
+            (
+                list(chunk.params["objects"]),
+                list(chunk.params["points"]),
+                list(self.aggregates),
+                _moment("from", chunk.params["from"]),
+                _moment("to", chunk.params["to"]),
+            ),
         )
 
 
@@ -342,21 +343,22 @@ def _endpoint(host: str) -> str:
 
 
 def _response_rows(
-    response: httpx.Response,
+    content: bytes,
     objects: Sequence[str],
     points: Sequence[str],
     aggregates: Sequence[str],
     start: datetime,
     end: datetime,
 ) -> Rows:
-    """One answer's rows (in a thread)."""
-    payload = expect_json(response)
+    """One answer's rows (in a worker process)."""
+    try:
+        payload = loads(content)
+    except ValueError:
+        raise PageContentError("expected JSON, got undecodable content") from None
     try:
         return timeseries_rows(payload, objects, points, aggregates, start, end)
     except ValueError as exc:
-        raise UnexpectedContentError.from_response(
-            response, f"Bazefield time series: {exc}"
-        ) from exc
+        raise PageContentError(f"Bazefield time series: {exc}") from None
 
 
 def _lookup(mapping: Mapping[str, Any], name: str) -> Any:

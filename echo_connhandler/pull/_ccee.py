@@ -15,19 +15,25 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import httpx
-
 from echo_connhandler._ccee import (
     ACTION_PATH,
     CceeHttpHandler,
     CkanResource,
     stable_sort,
 )
-from echo_connhandler._exceptions import ApiError, DataConsistencyError, UnexpectedContentError
+from echo_connhandler._exceptions import DataConsistencyError
 from echo_connhandler._handler import HttpHandler, expect_json, is_html
 from echo_connhandler._json import loads
-from echo_connhandler.pull._offload import offload
-from echo_connhandler.pull._plan import Chunk, Column, ColumnType, Plan, Rows, Source
+from echo_connhandler.pull._plan import (
+    Chunk,
+    Column,
+    ColumnType,
+    PageContentError,
+    Plan,
+    RawPage,
+    Rows,
+    Source,
+)
 
 __all__ = ["PULL_PAGE_SIZE", "CceeDatastoreSource", "ckan_column_type"]
 
@@ -192,7 +198,7 @@ class CceeDatastoreSource(Source):
                 )
         return Plan(chunks, list(columns.values()), ids, {"totals": totals})
 
-    async def fetch(self, handler: HttpHandler, chunk: Chunk, plan: Plan) -> Rows:
+    async def fetch(self, handler: HttpHandler, chunk: Chunk, plan: Plan) -> RawPage:
         params = dict(chunk.params)
         resource_id, offset, limit = params["resource_id"], params["offset"], params["limit"]
         response = await handler.async_get(
@@ -200,7 +206,9 @@ class CceeDatastoreSource(Source):
             params=self._params(resource_id, limit=limit, offset=offset),
         )
         total = int(plan.facts["totals"][resource_id])
-        return await offload(_page_rows, response, resource_id, offset, limit, total)
+        if is_html(response):
+            expect_json(response)  # raises: an HTML page (a WAF or maintenance page), not a page
+        return RawPage(response, _page_rows, (resource_id, offset, limit, total))
 
 
 def _ccee(handler: HttpHandler) -> CceeHttpHandler:
@@ -224,21 +232,15 @@ def _merge_column(columns: dict[str, Column], resource_id: str, raw: Any) -> Non
         )
 
 
-def _page_rows(
-    response: httpx.Response, resource_id: str, offset: int, limit: int, total: int
-) -> Rows:
-    """A page's records (in a thread), checked against the plan."""
-    if is_html(response):
-        expect_json(response)  # raises: an HTML page (a WAF or maintenance page), not a page
+def _page_rows(content: bytes, resource_id: str, offset: int, limit: int, total: int) -> Rows:
+    """A page's records (in a worker process), checked against the plan."""
     try:
-        payload = loads(response.content)
-    except ValueError as exc:
-        raise UnexpectedContentError.from_response(
-            response, "expected a JSON page, got undecodable content"
-        ) from exc
+        payload = loads(content)
+    except ValueError:
+        raise PageContentError("expected a JSON page, got undecodable content") from None
     result = payload.get("result") if isinstance(payload, dict) else None
     if not isinstance(result, dict):
-        raise ApiError.from_response(response, "CKAN answer without a result")
+        raise PageContentError("CKAN answer without a result", api=True)
     records = result.get("records") or []
     seen_total = int(result.get("total") or 0)
     if seen_total != total:

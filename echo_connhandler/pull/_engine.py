@@ -23,6 +23,7 @@ Memory holds at most ``concurrency`` chunks, whatever the size of the pull.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -42,11 +43,24 @@ from echo_connhandler.pull._formats import (
     format_for,
     header_part,
 )
-from echo_connhandler.pull._offload import offload, pull_worker
-from echo_connhandler.pull._plan import Chunk, FilePart, Plan, Source
+from echo_connhandler.pull._offload import offload, offload_to_process, pull_worker
+from echo_connhandler.pull._plan import (
+    Chunk,
+    Column,
+    FilePart,
+    PageContentError,
+    Plan,
+    RawPage,
+    Rows,
+    Source,
+)
 from echo_connhandler.pull._storage import Storage, storage_for
 
-__all__ = ["Progress", "PullSummary", "run_pull"]
+__all__ = ["DECODE_MODES", "Progress", "PullSummary", "run_pull"]
+
+#: Where a :class:`RawPage` is decoded and encoded: ``"thread"`` (the pull's worker thread,
+#: default) or ``"process"`` (the process pool, outside this process's GIL).
+DECODE_MODES = ("process", "thread")
 
 logger = logging.getLogger("echo_connhandler.pull")
 
@@ -170,6 +184,7 @@ async def run_pull(
     concurrency: int = 4,
     on_progress: Callable[[Progress], object] | None = None,
     progress_every: float = PROGRESS_EVERY_S,
+    decode: str = "thread",
 ) -> PullSummary:
     """Pull ``source`` through ``handler`` into ``output`` and return a summary.
 
@@ -184,7 +199,13 @@ async def run_pull(
         concurrency: chunks in flight at once.
         on_progress: called with a :class:`Progress` after every chunk.
         progress_every: seconds between progress log lines (``echo_connhandler.pull``, INFO).
+        decode: where pages are decoded and encoded: ``"thread"`` (the pull's worker thread,
+            the default) or ``"process"`` (worker processes shared by every pull of this
+            process: the work leaves this process's GIL; measured in docs/performance.md,
+            "Decoding in a worker process").
     """
+    if decode not in DECODE_MODES:
+        raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
     with pull_worker():  # the pull's blocking work, one call at a time, off the event loop
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
@@ -234,10 +255,29 @@ async def run_pull(
                 await offload(storage.write_atomic, target, result.content)
                 stats = {"rows": 0, "bytes": len(result.content), "file": storage.url(target)}
                 return chunk, {**stats, "file_path": target}
-            rows = result
-            encoded = await offload(_encode, rows, plan, fmt, chunk)
+            assert fmt is not None
+            if isinstance(result, RawPage):
+                job = functools.partial(
+                    _decode_and_encode,
+                    result.decode,
+                    result.response.content,
+                    result.args,
+                    plan.columns,
+                    fmt,
+                    chunk.key,
+                )
+                try:
+                    if decode == "process":
+                        count, encoded = await offload_to_process(job)
+                    else:
+                        count, encoded = await offload(job)
+                except PageContentError as exc:
+                    raise exc.for_response(result.response) from None
+            else:
+                encoded = await offload(_encode, result, plan.columns, fmt, chunk.key)
+                count = len(result)
             await offload(storage.write_atomic, checkpoint.part(chunk, extension), encoded)
-            return chunk, {"rows": len(rows), "bytes": len(encoded)}
+            return chunk, {"rows": count, "bytes": len(encoded)}
 
         progress = _ProgressLog(source.describe(), len(plan.chunks), chunks_resumed, started)
         for stats in done.values():
@@ -296,15 +336,28 @@ class _ProgressLog:
         )
 
 
-def _encode(rows: Any, plan: Plan, fmt: OutputFormat | None, chunk: Chunk) -> bytes:
-    """One chunk's part (in a thread): check the fields, then encode."""
-    assert fmt is not None
-    check_rows(rows, plan.columns, f"chunk {chunk.key}")
+def _encode(rows: Any, columns: Sequence[Column], fmt: OutputFormat, chunk_key: str) -> bytes:
+    """One chunk's part (off the event loop): check the fields, then encode."""
+    check_rows(rows, columns, f"chunk {chunk_key}")
     if fmt == "parquet":
         from echo_connhandler.pull._parquet import parquet_part
 
-        return parquet_part(rows, plan.columns)
-    return encode_part(rows, plan.columns, fmt)
+        return parquet_part(rows, columns)
+    return encode_part(rows, columns, fmt)
+
+
+def _decode_and_encode(
+    decode: Callable[..., Rows],
+    content: bytes,
+    args: tuple[Any, ...],
+    columns: Sequence[Column],
+    fmt: OutputFormat,
+    chunk_key: str,
+) -> tuple[int, bytes]:
+    """A :class:`RawPage`'s rows, encoded (in a worker process): only the count and the part's
+    bytes travel back, never the rows."""
+    rows = decode(content, *args)
+    return len(rows), _encode(rows, columns, fmt, chunk_key)
 
 
 def _assemble(

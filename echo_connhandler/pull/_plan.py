@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import httpx
+
+from echo_connhandler._exceptions import ApiError, UnexpectedContentError
 
 if TYPE_CHECKING:
     from echo_connhandler._handler import HttpHandler
 
-__all__ = ["Chunk", "Column", "ColumnType", "FilePart", "Plan", "Rows", "Source"]
+__all__ = [
+    "Chunk",
+    "Column",
+    "ColumnType",
+    "FilePart",
+    "PageContentError",
+    "Plan",
+    "RawPage",
+    "Rows",
+    "Source",
+]
 
 ColumnType = Literal["int", "float", "text", "bool", "timestamp", "date", "json"]
 """Logical column types; each output format maps them (Parquet: int64, float64, string, ...)."""
@@ -46,6 +60,56 @@ class Chunk:
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Chunk:
         return cls(int(raw["index"]), str(raw["key"]), dict(raw.get("params") or {}))
+
+
+@dataclass(frozen=True, slots=True)
+class RawPage:
+    """A chunk's answer, to be decoded into rows by ``decode(response.content, *args)``.
+
+    The engine runs ``decode`` and the encoding of its rows together, off the event loop: in
+    the pull's worker thread, or with ``run_pull(decode="process")`` in a worker process
+    (docs/performance.md, "Decoding in a worker process"), so ``decode`` is a module-level
+    function (pickled by name) that reads only the body's bytes and ``args`` (plain values).
+    The response stays here: a :class:`PageContentError` from ``decode`` becomes the library's
+    typed error, built from it.
+    """
+
+    response: httpx.Response
+    decode: Callable[..., Rows]
+    args: tuple[Any, ...] = ()
+
+    def rows(self) -> Rows:
+        """The rows, decoded in this process (for a script or a test that fetches one chunk)."""
+        try:
+            return self.decode(self.response.content, *self.args)
+        except PageContentError as exc:
+            raise exc.for_response(self.response) from None
+
+
+class PageContentError(ValueError):
+    """Raised by a :class:`RawPage`'s ``decode`` for a body that is not what was expected.
+
+    It carries only a message (a worker process knows no secret to redact); the engine turns
+    it into :class:`~echo_connhandler.UnexpectedContentError` (or, with ``api=True``,
+    :class:`~echo_connhandler.ApiError`) built from the response it kept.
+    """
+
+    def __init__(self, message: str, *, api: bool = False) -> None:
+        super().__init__(message)
+        self.api = api
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_page_content_error, (str(self), self.api))
+
+    def for_response(self, response: httpx.Response) -> UnexpectedContentError | ApiError:
+        """The library's error for this problem of ``response``."""
+        if self.api:
+            return ApiError.from_response(response, str(self))
+        return UnexpectedContentError.from_response(response, str(self))
+
+
+def _page_content_error(message: str, api: bool) -> PageContentError:
+    return PageContentError(message, api=api)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +171,11 @@ class Source(abc.ABC):
         """The chunks to fetch (may ask the service, e.g. for a total)."""
 
     @abc.abstractmethod
-    async def fetch(self, handler: HttpHandler, chunk: Chunk, plan: Plan) -> Rows | FilePart:
-        """One chunk's rows (decoded off the event loop) or file."""
+    async def fetch(
+        self, handler: HttpHandler, chunk: Chunk, plan: Plan
+    ) -> RawPage | Rows | FilePart:
+        """One chunk: its answer to decode (:class:`RawPage`, decoded and encoded in a worker
+        process), its rows (decoded off the event loop), or its file."""
 
     def describe(self) -> str:
         """A short name for log lines."""

@@ -26,6 +26,7 @@ from airflow.triggers.base import BaseTrigger
 
 from echo_connhandler import redact
 from echo_connhandler_provider.operators.pull import _default_deferrable
+from echo_connhandler_provider.triggers.http import check_max_consecutive_errors
 
 __all__ = ["EchoSensor"]
 
@@ -52,15 +53,7 @@ class EchoSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if (
-            isinstance(max_consecutive_errors, bool)
-            or not isinstance(max_consecutive_errors, int)
-            or max_consecutive_errors < 1
-        ):
-            raise ValueError(
-                f"max_consecutive_errors must be an integer >= 1, got {max_consecutive_errors!r}"
-            )
-        self.max_consecutive_errors = max_consecutive_errors
+        self.max_consecutive_errors = check_max_consecutive_errors(max_consecutive_errors)
         self.deferrable = deferrable
         self._consecutive_errors = 0
 

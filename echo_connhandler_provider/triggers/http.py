@@ -24,20 +24,24 @@ import asyncio
 from collections.abc import AsyncIterator, Collection, Mapping
 from typing import Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import TriggerEvent
 
 from echo_connhandler import EchoHttpError, HttpResponseError
 from echo_connhandler_provider.triggers.pull import (
-    HOOKS,
-    NON_IDEMPOTENT_METHODS,
-    _to_json,
+    RequestTrigger,
     describe_response,
     error_payload,
     hook_for,
     response_ok_to_json,
 )
 
-__all__ = ["EchoHttpSensorTrigger", "accepted_statuses", "is_not_yet", "not_yet_to_json"]
+__all__ = [
+    "EchoHttpSensorTrigger",
+    "accepted_statuses",
+    "check_max_consecutive_errors",
+    "is_not_yet",
+    "not_yet_to_json",
+]
 
 
 def not_yet_to_json(statuses: Any) -> list[int]:
@@ -55,6 +59,13 @@ def not_yet_to_json(statuses: Any) -> list[int]:
     )
 
 
+def check_max_consecutive_errors(value: Any) -> int:
+    """``max_consecutive_errors`` checked: an integer >= 1 (else ``ValueError`` naming it)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"max_consecutive_errors must be an integer >= 1, got {value!r}")
+    return value
+
+
 def accepted_statuses(response_ok: Any, not_yet: Collection[int]) -> int | list[int] | None:
     """What the handler is asked to accept: ``response_ok`` and the "not yet" statuses (None:
     any status)."""
@@ -70,8 +81,11 @@ def is_not_yet(exc: BaseException, not_yet: Collection[int]) -> bool:
     return isinstance(exc, HttpResponseError) and exc.status_code in not_yet
 
 
-class EchoHttpSensorTrigger(BaseTrigger):
+class EchoHttpSensorTrigger(RequestTrigger):
     """Polls an endpoint until its status is accepted, and fires once (see the module).
+
+    The request is a :class:`~echo_connhandler_provider.triggers.pull.RequestTrigger`'s (its
+    checks and serialised form, without ``output``), sent again every ``poke_interval``.
 
     Args:
         conn_type: ``echo_http``, ``bazefield``, ``ccee`` or ``ons`` (picks the hook).
@@ -106,60 +120,33 @@ class EchoHttpSensorTrigger(BaseTrigger):
         ship_body: bool = False,
         max_body_bytes: int = 65_536,
     ) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        if conn_type not in HOOKS:
-            raise ValueError(f"unknown conn_type {conn_type!r}")
-        method = method.upper()
-        if method in NON_IDEMPOTENT_METHODS and idempotent is not True:
-            raise ValueError(
-                f"a {method} is not sent from a trigger unless idempotent=True: a triggerer "
-                "restart would send it again"
-            )
-        if (
-            isinstance(max_consecutive_errors, bool)
-            or not isinstance(max_consecutive_errors, int)
-            or max_consecutive_errors < 1
-        ):
-            raise ValueError(
-                f"max_consecutive_errors must be an integer >= 1, got {max_consecutive_errors!r}"
-            )
-        self.conn_type = conn_type
-        self.conn_id = conn_id
-        self.method = method
-        self.endpoint = endpoint
-        self.request_kwargs = {
-            str(k): _to_json(v, f"request argument {k!r}")
-            for k, v in (request_kwargs or {}).items()
-            if v is not None
-        }
-        self.response_ok = response_ok_to_json(response_ok)
+        super().__init__(
+            conn_type=conn_type,
+            conn_id=conn_id,
+            method=method,
+            endpoint=endpoint,
+            request_kwargs=request_kwargs,
+            response_ok=response_ok,
+            idempotent=idempotent,
+            ship_body=ship_body,
+            max_body_bytes=max_body_bytes,
+        )
+        check_max_consecutive_errors(max_consecutive_errors)
         self.not_yet_statuses = not_yet_to_json(not_yet_statuses)
         self.poke_interval = float(poke_interval)
         self.first_delay = float(first_delay)
         self.max_consecutive_errors = max_consecutive_errors
-        self.idempotent = idempotent
-        self.ship_body = bool(ship_body)
-        self.max_body_bytes = int(max_body_bytes)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "conn_type": self.conn_type,
-                "conn_id": self.conn_id,
-                "method": self.method,
-                "endpoint": self.endpoint,
-                "request_kwargs": dict(self.request_kwargs),
-                "response_ok": self.response_ok,
-                "not_yet_statuses": list(self.not_yet_statuses),
-                "poke_interval": self.poke_interval,
-                "first_delay": self.first_delay,
-                "max_consecutive_errors": self.max_consecutive_errors,
-                "idempotent": self.idempotent,
-                "ship_body": self.ship_body,
-                "max_body_bytes": self.max_body_bytes,
-            },
+        classpath, kwargs = super().serialize()
+        del kwargs["output"]  # a sensor's poll writes nothing
+        kwargs.update(
+            not_yet_statuses=list(self.not_yet_statuses),
+            poke_interval=self.poke_interval,
+            first_delay=self.first_delay,
+            max_consecutive_errors=self.max_consecutive_errors,
         )
+        return classpath, kwargs
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         name = f"{self.method} {self.endpoint}"

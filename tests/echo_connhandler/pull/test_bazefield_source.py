@@ -259,7 +259,7 @@ async def test_default_limits_make_full_requests_the_sandbox_accepts(sb: Sandbox
         assert values <= 100_000
     assert len(plan.chunks) == 3 * 2  # 3 windows of 30 days x (2 objects x 3 points) twice
     async with _baze(sb) as handler:
-        rows = await source.fetch(handler, plan.chunks[0], plan)
+        rows = (await source.fetch(handler, plan.chunks[0], plan)).rows()
     assert len(rows) == 2 * 3 * 3 * 30 * 144
 
 

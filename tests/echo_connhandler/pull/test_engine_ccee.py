@@ -11,6 +11,7 @@ import csv
 import gzip
 import io
 import json
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -240,10 +241,34 @@ async def test_years_that_do_not_exist_are_named(sb: Sandbox, tmp_path: Path) ->
             await run_pull(ccee, source, tmp_path / "x.jsonl")
 
 
-async def test_pages_are_decoded_off_the_event_loop(
+async def test_pages_are_decoded_in_worker_processes(sb: Sandbox, tmp_path: Path) -> None:
+    """The big JSON pages are parsed and encoded in the decode pool's processes, never in this
+    process (its event loop never waits behind that work): each part names the process that
+    encoded it."""
+    import echo_connhandler.pull._engine as engine
+
+    pids: list[int] = []
+    original = engine.offload_to_process
+
+    async def recording(function: Any, /, *args: Any, **kwargs: Any) -> Any:
+        count, encoded = await original(_with_pid, function)
+        pids.append(int(encoded.split(b" ", 1)[0]))
+        return count, encoded.split(b" ", 1)[1]
+
+    source = CceeDatastoreSource(dataset="pld_horario", years=[2024], page_size=4_000)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "offload_to_process", recording)
+        async with _handler(sb) as ccee:
+            summary = await run_pull(ccee, source, tmp_path / "x.csv", decode="process")
+    assert summary["chunks"] == len(pids) == 3
+    assert os.getpid() not in pids
+
+
+async def test_pages_are_decoded_off_the_event_loop_in_thread_mode(
     sb: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The big JSON pages are parsed in a worker thread, never on the loop's thread."""
+    """By default (decode="thread"), pages are parsed in the pull's worker thread, not on the
+    loop's."""
     import echo_connhandler.pull._ccee as ccee_source
 
     loop_thread = threading.get_ident()
@@ -260,6 +285,31 @@ async def test_pages_are_decoded_off_the_event_loop(
         await run_pull(ccee, source, tmp_path / "x.csv")
     assert len(seen) == 3
     assert loop_thread not in seen
+
+
+async def test_process_and_thread_decoding_write_the_same_bytes(
+    sb: Sandbox, tmp_path: Path
+) -> None:
+    source = CceeDatastoreSource(dataset="pld_horario", years=[2024], page_size=4_000)
+    async with _handler(sb) as ccee:
+        await run_pull(ccee, source, tmp_path / "p.jsonl.gz", decode="process")
+        await run_pull(ccee, source, tmp_path / "t.jsonl.gz", decode="thread")
+    assert (tmp_path / "p.jsonl.gz").read_bytes() == (tmp_path / "t.jsonl.gz").read_bytes()
+
+
+async def test_an_unknown_decode_mode_is_refused(sb: Sandbox, tmp_path: Path) -> None:
+    source = CceeDatastoreSource(dataset="pld_horario", years=[2024])
+    async with _handler(sb) as ccee:
+        with pytest.raises(ValueError, match="decode must be one of"):
+            await run_pull(ccee, source, tmp_path / "x.csv", decode="gpu")
+    assert not any("datastore" in path for path in sb.faults("ccee").stats["requests"])
+    assert not (tmp_path / "x.csv").exists()
+
+
+def _with_pid(job: Any) -> tuple[int, bytes]:
+    """Run ``job`` (in a worker process) and prefix its part with that process's id."""
+    count, encoded = job()
+    return count, str(os.getpid()).encode() + b" " + encoded
 
 
 class _Sneaky(Source):
@@ -323,4 +373,4 @@ async def test_a_resource_that_changes_mid_pull_fails_instead_of_losing_rows(
             plan.chunks, plan.columns, plan.source_ids, {"totals": {plan.source_ids[0]: 5}}
         )
         with pytest.raises(DataConsistencyError, match="changed"):
-            await source.fetch(ccee, plan.chunks[0], changed)
+            (await source.fetch(ccee, plan.chunks[0], changed)).rows()
