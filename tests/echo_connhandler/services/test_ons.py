@@ -271,11 +271,16 @@ async def test_token_is_refreshed_before_expiry_async(
 async def test_concurrent_calls_share_one_refresh(
     make_sb: Callable[..., Sandbox], fast: dict[str, Any], async_handlers: Callable[..., Any]
 ) -> None:
-    """50 coroutines meeting an expiring token cause one refresh between them."""
-    sb = make_sb(ons_expires_in=2)
+    """50 coroutines meeting an expiring token cause one refresh between them.
+
+    Tokens live 8 s here (the refresh margin is then 2 s): after the refresh, the 50 exports
+    have 6 s before the new token is due for refresh too. With 2-second tokens a loaded machine
+    took longer than the new token's 1.5 s and rightly refreshed it a second time.
+    """
+    sb = make_sb(ons_expires_in=8)
     handler = async_handlers(OnsHttpHandler(sager(sb), skip_connect=True, **fast))
     await handler.async_reconnect()
-    await asyncio.sleep(PAST_REFRESH_MARGIN_S)
+    await asyncio.sleep(6.2)  # past the margin: 1.8 s left, under 8 / 4
     calls = [handler.async_export_sager_report(*DAY) for _ in range(50)]
     assert all(is_xlsx(content) for content in await asyncio.gather(*calls))
     assert logins(sb) == {"password": 1, "refresh_token": 1}
