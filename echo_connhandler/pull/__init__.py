@@ -24,13 +24,22 @@ than local paths the ``storage`` extra (fsspec).
 
 from echo_connhandler.pull._bazefield import BazefieldTimeseriesSource
 from echo_connhandler.pull._ccee import CceeDatastoreSource, ckan_column_type
+from echo_connhandler.pull._checkpoint import read_checkpoint
 from echo_connhandler.pull._engine import Progress, PullSummary, run_pull
-from echo_connhandler.pull._formats import FORMATS, OutputFormat, UnknownFieldError, format_for
+from echo_connhandler.pull._formats import (
+    FORMATS,
+    ColumnTypeError,
+    OutputFormat,
+    UnknownFieldError,
+    format_for,
+)
 from echo_connhandler.pull._ons import OnsSagerReportSource, OnsSinapseExportSource
 from echo_connhandler.pull._plan import (
     Chunk,
+    ChunkDone,
     Column,
     ColumnType,
+    DecodedPage,
     FilePart,
     PageContentError,
     Plan,
@@ -45,8 +54,11 @@ __all__ = [
     "BazefieldTimeseriesSource",
     "CceeDatastoreSource",
     "Chunk",
+    "ChunkDone",
     "Column",
     "ColumnType",
+    "ColumnTypeError",
+    "DecodedPage",
     "FilePart",
     "FsspecStorage",
     "LocalStorage",
@@ -64,6 +76,7 @@ __all__ = [
     "UnknownFieldError",
     "ckan_column_type",
     "format_for",
+    "read_checkpoint",
     "run_pull",
     "storage_for",
 ]

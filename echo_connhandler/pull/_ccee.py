@@ -2,11 +2,15 @@
 
 The plan asks each resource for its ``total``, its ``fields`` (the output's columns and types)
 and the page size CKAN really applies (it caps ``limit``, by default at 32 000, and echoes the
-applied value: docs/services/ccee.md, "The pager"). Chunks are pages of ``offset``/``limit``,
-sorted by ``_id`` last so that pages never overlap; each page fetched is checked against the
-plan (same total, the expected number of rows), so a resource that changes during a pull, or
-between a crash and its resumption, fails with :class:`DataConsistencyError` instead of losing
-or duplicating rows. Large pages are decoded in a thread.
+applied value: docs/services/ccee.md, "The pager"), and pins each resource's version (its
+``last_modified``). Chunks are pages of ``offset``/``limit``, sorted by ``_id`` last so that
+pages never overlap. Nothing a page says is taken on trust (docs/pulls.md, "What a pull
+checks"): each page must have the planned total and number of records, every record the
+resource's fields, and its sort keys must strictly increase within the page and from one page
+to the next (a cache that ignores ``offset``, pages that overlap, a duplicated ``_id``); the
+versions are read again before a checkpoint is resumed (a changed resource: the pull starts
+afresh) and before the output is assembled (a changed resource: :class:`DataConsistencyError`
+naming it and both versions, nothing written). Never a mix of two versions.
 """
 
 from __future__ import annotations
@@ -15,23 +19,26 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import httpx
+
 from echo_connhandler._ccee import (
     ACTION_PATH,
     CceeHttpHandler,
     CkanResource,
     stable_sort,
 )
-from echo_connhandler._exceptions import DataConsistencyError
+from echo_connhandler._exceptions import ApiError, DataConsistencyError
 from echo_connhandler._handler import HttpHandler, expect_json, is_html
 from echo_connhandler._json import loads
 from echo_connhandler.pull._plan import (
     Chunk,
+    ChunkDone,
     Column,
     ColumnType,
+    DecodedPage,
     PageContentError,
     Plan,
     RawPage,
-    Rows,
     Source,
 )
 
@@ -154,7 +161,18 @@ class CceeDatastoreSource(Source):
         resources = [r for r in await handler.async_resources(self.dataset) if r.datastore_active]
         if self.years is None:
             return resources
-        by_year = {r.year: r for r in resources}
+        by_year: dict[int | None, CkanResource] = {}
+        for resource in resources:
+            other = by_year.get(resource.year)
+            if other is not None and resource.year in self.years:
+                # Picking one would silently drop the other's rows (a corrected republication
+                # published next to the original?): the user must choose, by resource_ids.
+                raise DataConsistencyError(
+                    f"dataset {self.dataset!r} has two datastore resources for {resource.year}: "
+                    f"{other.name} ({other.id}) and {resource.name} ({resource.id}); pull one of "
+                    "them by resource_ids"
+                )
+            by_year[resource.year] = resource
         missing = [y for y in self.years if y not in by_year]
         if missing:
             have = sorted(y for y in by_year if y is not None)
@@ -164,29 +182,66 @@ class CceeDatastoreSource(Source):
             )
         return [by_year[y] for y in self.years]
 
+    async def _versions(self, ccee: CceeHttpHandler, ids: Sequence[str]) -> dict[str, str]:
+        """Each resource's version: its ``last_modified`` (``metadata_modified`` when it has
+        none; docs/services/ccee.md, "Timestamps and publications")."""
+        if self.dataset is not None:
+            found = {r.id: r for r in await ccee.async_resources(self.dataset)}
+            resources = {i: found.get(i) for i in ids}
+        else:
+            resources = {}
+            for resource_id in ids:
+                raw = await ccee.async_action("resource_show", id=resource_id)
+                resources[resource_id] = (
+                    CkanResource.from_ckan(raw) if isinstance(raw, Mapping) else None
+                )
+        versions: dict[str, str] = {}
+        for resource_id, resource in resources.items():
+            if resource is None:
+                raise DataConsistencyError(
+                    f"resource {resource_id} is no longer in dataset {self.dataset!r}"
+                )
+            versions[resource_id] = str(resource.last_modified or "")
+        return versions
+
     async def plan(self, handler: HttpHandler) -> Plan:
         ccee = _ccee(handler)
         if self.resource_ids is not None:
             ids = list(self.resource_ids)
         else:
             ids = [r.id for r in await self._resources(ccee)]
+        versions = await self._versions(ccee, ids)
         chunks: list[Chunk] = []
         columns: dict[str, Column] = {}
         totals: dict[str, int] = {}
+        fields: dict[str, list[str]] = {}
         for resource_id in ids:
             # total and fields (no records); then the page size CKAN applies (ids only).
-            described = await ccee.async_action(
-                "datastore_search", **self._params(resource_id, limit=0, offset=0)
+            response, described = await _search(ccee, self._params(resource_id, limit=0, offset=0))
+            total = described.get("total")
+            if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+                raise ApiError.from_response(
+                    response, f"resource {resource_id}: total is not a count ({total!r})"
+                )
+            raw_fields = described.get("fields")
+            if not isinstance(raw_fields, list) or not all(
+                isinstance(f, Mapping) and f.get("id") for f in raw_fields
+            ):
+                raise ApiError.from_response(
+                    response, f"resource {resource_id}: fields is not a list of fields"
+                )
+            response, probe = await _search(
+                ccee, self._params(resource_id, limit=self.page_size, offset=0, fields="_id")
             )
-            probe = await ccee.async_action(
-                "datastore_search",
-                **self._params(resource_id, limit=self.page_size, offset=0, fields="_id"),
-            )
-            total = int(described.get("total") or 0)
-            echoed = int(probe.get("limit") or self.page_size)
+            echoed = probe.get("limit", self.page_size)
+            if isinstance(echoed, bool) or not isinstance(echoed, int) or echoed < 0:
+                raise ApiError.from_response(
+                    response, f"resource {resource_id}: limit is not a count ({echoed!r})"
+                )
             limit = min(echoed, self.page_size) if echoed > 0 else self.page_size
             totals[resource_id] = total
-            for raw in described.get("fields") or []:
+            fields[resource_id] = [str(f["id"]) for f in raw_fields]
+            for raw in raw_fields:
                 _merge_column(columns, resource_id, raw)
             for offset in range(0, total, limit):
                 chunks.append(
@@ -196,7 +251,47 @@ class CceeDatastoreSource(Source):
                         params={"resource_id": resource_id, "offset": offset, "limit": limit},
                     )
                 )
-        return Plan(chunks, list(columns.values()), ids, {"totals": totals})
+        facts = {"totals": totals, "fields": fields, "versions": versions}
+        return Plan(chunks, list(columns.values()), ids, facts)
+
+    async def check_versions(self, handler: HttpHandler, plan: Plan) -> None:
+        pinned: Mapping[str, str] = plan.facts.get("versions") or {}
+        if not pinned:  # a plan of an older release: nothing pinned to compare with
+            return
+        now = await self._versions(_ccee(handler), list(pinned))
+        for resource_id, version in pinned.items():
+            if now[resource_id] != version:
+                raise DataConsistencyError(
+                    f"resource {resource_id} was republished during the pull (version "
+                    f"{version or 'none'} planned, {now[resource_id] or 'none'} now): its "
+                    "pages would mix two versions; nothing was written, run the pull again"
+                )
+
+    def check_next(self, previous: ChunkDone, current: ChunkDone) -> None:
+        resource_id = current.chunk.params["resource_id"]
+        if previous.chunk.params["resource_id"] != resource_id:
+            return
+        before, after = previous.last_key, current.first_key
+        if before is None or after is None:
+            return
+        directions = [descending for _, descending in self._sort_keys()]
+        if _compare(before, after, directions) >= 0:
+            raise DataConsistencyError(
+                f"resource {resource_id}: the page at offset {current.chunk.params['offset']} "
+                f"does not follow the page before it (its first row, key {_key_text(after)}, "
+                f"is not after that page's last row, key {_key_text(before)}): the server "
+                "repeats or overlaps pages (a cache that ignores offset?); nothing was written"
+            )
+
+    def _sort_keys(self) -> list[tuple[str, bool]]:
+        """The sort as (column, descending) pairs (``_id`` is always among them)."""
+        keys: list[tuple[str, bool]] = []
+        for part in self.sort.split(","):
+            words = part.split()
+            if words:
+                name = words[0].strip('"')
+                keys.append((name, len(words) > 1 and words[1].lower() == "desc"))
+        return keys
 
     async def fetch(self, handler: HttpHandler, chunk: Chunk, plan: Plan) -> RawPage:
         params = dict(chunk.params)
@@ -208,7 +303,68 @@ class CceeDatastoreSource(Source):
         total = int(plan.facts["totals"][resource_id])
         if is_html(response):
             expect_json(response)  # raises: an HTML page (a WAF or maintenance page), not a page
-        return RawPage(response, _page_rows, (resource_id, offset, limit, total))
+        fields = plan.facts.get("fields", {}).get(resource_id)
+        types = {c.name: c.type for c in plan.columns}
+        sort = self._sort_keys()
+        # Keys are compared only when Python orders them as the database does: numbers, dates
+        # and ``_id``. A sort on a text column follows the database's collation, which Python
+        # cannot reproduce: its pages get the other checks (docs/pulls.md, "What a pull checks").
+        orderable = all(name == "_id" or types.get(name) in _ORDERABLE for name, _ in sort)
+        key_spec = (
+            tuple((name, types.get(name, "int"), down) for name, down in sort) if orderable else ()
+        )
+        return RawPage(
+            response,
+            _page_rows,
+            (resource_id, offset, limit, total, tuple(fields) if fields else None, key_spec),
+        )
+
+
+async def _search(
+    ccee: CceeHttpHandler, params: Mapping[str, Any]
+) -> tuple[httpx.Response, dict[str, Any]]:
+    """A ``datastore_search`` answer and its ``result`` (an object, else ApiError)."""
+    response = await ccee.async_get(
+        f"{ACTION_PATH}/datastore_search", params=dict(params), response_ok=200
+    )
+    result = CceeHttpHandler._result(response)
+    if not isinstance(result, dict):
+        raise ApiError.from_response(response, "CKAN datastore_search result is not an object")
+    return response, result
+
+
+#: Logical types whose values Python orders as PostgreSQL does (ISO text for dates).
+_ORDERABLE = frozenset({"int", "float", "bool", "timestamp", "date"})
+
+
+def _key_part(value: Any, kind: str) -> list[Any]:
+    """One sort column's value as a comparable, JSON-able pair: nulls sort after every value
+    (PostgreSQL's default: last ascending, first descending)."""
+    if value is None:
+        return [1, None]
+    if kind in ("int", "float") and isinstance(value, str):
+        try:
+            return [0, float(value)]
+        except ValueError:
+            return [0, value]
+    return [0, value]
+
+
+def _compare(a: Sequence[Any], b: Sequence[Any], descending: Sequence[bool]) -> int:
+    """-1, 0 or 1 as key ``a`` sorts before, with or after key ``b``."""
+    for part_a, part_b, down in zip(a, b, descending, strict=False):
+        if part_a == part_b:
+            continue
+        try:
+            before = part_a < part_b
+        except TypeError:  # values of two types: not comparable, not a finding
+            return -1
+        return (1 if before else -1) if down else (-1 if before else 1)
+    return 0
+
+
+def _key_text(key: Sequence[Any]) -> str:
+    return "(" + ", ".join("null" if flag else repr(value) for flag, value in key) + ")"
 
 
 def _ccee(handler: HttpHandler) -> CceeHttpHandler:
@@ -232,8 +388,18 @@ def _merge_column(columns: dict[str, Column], resource_id: str, raw: Any) -> Non
         )
 
 
-def _page_rows(content: bytes, resource_id: str, offset: int, limit: int, total: int) -> Rows:
-    """A page's records (in a worker process), checked against the plan."""
+def _page_rows(
+    content: bytes,
+    resource_id: str,
+    offset: int,
+    limit: int,
+    total: int,
+    fields: tuple[str, ...] | None = None,
+    key_spec: tuple[tuple[str, str, bool], ...] = (),
+) -> DecodedPage:
+    """A page's records (in a worker thread or process), checked against the plan: the total,
+    the number of records, the fields of every record, unique ``_id`` values and, when the sort
+    is orderable (``key_spec``), keys that strictly increase."""
     try:
         payload = loads(content)
     except ValueError:
@@ -241,12 +407,25 @@ def _page_rows(content: bytes, resource_id: str, offset: int, limit: int, total:
     result = payload.get("result") if isinstance(payload, dict) else None
     if not isinstance(result, dict):
         raise PageContentError("CKAN answer without a result", api=True)
-    records = result.get("records") or []
-    seen_total = int(result.get("total") or 0)
+    records = result.get("records")
+    if records is None:
+        records = []
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise PageContentError(
+            f"resource {resource_id}: records at offset {offset} is not a list of objects",
+            api=True,
+        )
+    seen_total = result.get("total")
+    if isinstance(seen_total, bool) or not isinstance(seen_total, int):
+        raise PageContentError(
+            f"resource {resource_id}: total at offset {offset} is not a count "
+            f"({str(seen_total)[:40]!r})",
+            api=True,
+        )
     if seen_total != total:
         raise DataConsistencyError(
             f"resource {resource_id} changed since the pull was planned (total {total} -> "
-            f"{seen_total}); delete the checkpoint and pull again"
+            f"{seen_total}); nothing was written, run the pull again"
         )
     expected = min(limit, total - offset)
     if len(records) != expected:
@@ -254,4 +433,48 @@ def _page_rows(content: bytes, resource_id: str, offset: int, limit: int, total:
             f"resource {resource_id}: page at offset {offset} has {len(records)} records, "
             f"expected {expected}"
         )
-    return list(records)
+    if fields is not None:
+        _check_fields(records, fields, resource_id, offset)
+    ids = [record.get("_id") for record in records]
+    if "_id" in (fields or ("_id",)) and len(set(map(repr, ids))) != len(ids):
+        duplicate = next(i for n, i in enumerate(ids) if i in ids[:n])
+        raise DataConsistencyError(
+            f"resource {resource_id}: _id {duplicate!r} appears twice in the page at offset "
+            f"{offset}: the server repeats rows; nothing was written"
+        )
+    if not key_spec or not records:
+        return DecodedPage(records)
+    keys = [[_key_part(record.get(name), kind) for name, kind, _ in key_spec] for record in records]
+    directions = [down for _, _, down in key_spec]
+    for number in range(1, len(keys)):
+        if _compare(keys[number - 1], keys[number], directions) >= 0:
+            raise DataConsistencyError(
+                f"resource {resource_id}: rows of the page at offset {offset} are not in the "
+                f"order asked for (row {number} has key {_key_text(keys[number])} after "
+                f"{_key_text(keys[number - 1])}): the server does not sort by _id last; "
+                "nothing was written"
+            )
+    return DecodedPage(records, keys[0], keys[-1])
+
+
+def _check_fields(
+    records: Sequence[Mapping[str, Any]], fields: Sequence[str], resource_id: str, offset: int
+) -> None:
+    """Every record has exactly the resource's fields: a column missing from a later page
+    would be written as nulls, a column the plan never saw would be dropped."""
+    expected = tuple(fields)
+    wanted = set(expected)
+    for record in records:
+        if tuple(record) == expected or record.keys() == wanted:
+            continue
+        missing = sorted(wanted - record.keys())
+        extra = sorted(record.keys() - wanted)
+        what = (
+            f"lacks {', '.join(map(repr, missing))}"
+            if missing
+            else f"has {', '.join(map(repr, extra))} that the resource did not declare"
+        )
+        raise DataConsistencyError(
+            f"resource {resource_id}: a record of the page at offset {offset} {what} (fields "
+            "planned: " + ", ".join(expected) + "); nothing was written"
+        )

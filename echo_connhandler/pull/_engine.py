@@ -23,30 +23,38 @@ Memory holds at most ``concurrency`` chunks, whatever the size of the pull.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import io
 import json
 import logging
-import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
+from echo_connhandler._exceptions import DataConsistencyError
 from echo_connhandler._handler import HttpHandler
 from echo_connhandler._window import ordered_window
+from echo_connhandler.pull._checkpoint import (
+    Checkpoint,
+    ChunkRecord,
+    checkpoint_folder,
+    sha256_hex,
+)
 from echo_connhandler.pull._formats import (
     OutputFormat,
-    check_rows,
     encode_part,
     format_for,
     header_part,
+    normalise_rows,
 )
 from echo_connhandler.pull._offload import offload, offload_to_process, pull_worker
 from echo_connhandler.pull._plan import (
     Chunk,
     Column,
+    DecodedPage,
     FilePart,
     PageContentError,
     Plan,
@@ -64,7 +72,6 @@ DECODE_MODES = ("process", "thread")
 
 logger = logging.getLogger("echo_connhandler.pull")
 
-MANIFEST = "manifest.json"
 #: Default seconds between progress log lines.
 PROGRESS_EVERY_S = 5.0
 
@@ -82,6 +89,9 @@ class PullSummary(TypedDict):
     chunks_resumed: int
     source_ids: list[str]
     files: list[str]
+    #: Irregularities accepted knowingly (a source's tolerance, such as Bazefield's
+    #: ``max_missing_steps``), summed over the chunks: ``{"missing_steps": 6}``.
+    tolerated: dict[str, int]
 
 
 @dataclass
@@ -114,47 +124,6 @@ class Progress:
             f"{self.bytes / 1e6:.1f} MB, {self.rows_per_second:.0f} rows/s"
             + (f", ETA {eta:.0f} s" if eta is not None else "")
         )
-
-
-class _Checkpoint:
-    """The manifest of one pull: its identity, its plan, and the chunks finished so far."""
-
-    def __init__(self, storage: Storage, folder: str, identity: dict[str, Any]) -> None:
-        self.storage = storage
-        self.folder = folder
-        self.identity = identity
-        self.plan: Plan | None = None
-        self.done: dict[str, dict[str, Any]] = {}
-
-    @property
-    def manifest(self) -> str:
-        return self.storage.join(self.folder, MANIFEST)
-
-    def part(self, chunk: Chunk, extension: str) -> str:
-        return self.storage.join(self.folder, f"part-{chunk.index:06d}.{extension}")
-
-    def load(self) -> bool:
-        """Read an earlier run's manifest of this same pull; False when there is none."""
-        if not self.storage.exists(self.manifest):
-            return False
-        raw = json.loads(self.storage.read_bytes(self.manifest))
-        if raw.get("identity") != self.identity:  # same folder name, other pull: start afresh
-            return False
-        self.plan = Plan.from_json(raw["plan"])
-        self.done = {str(k): dict(v) for k, v in (raw.get("done") or {}).items()}
-        return True
-
-    def forget_missing_files(self) -> None:
-        """Chunks of a source of files whose file is gone are no longer done."""
-        for index, stats in list(self.done.items()):
-            if "file_path" in stats and not self.storage.exists(str(stats["file_path"])):
-                del self.done[index]
-
-    def save(self) -> None:
-        assert self.plan is not None
-        document = {"identity": self.identity, "plan": self.plan.to_json(), "done": self.done}
-        self.storage.makedirs(self.folder)
-        self.storage.write_atomic(self.manifest, json.dumps(document).encode("utf-8"))
 
 
 def _identity(source: Source, fmt: str, output: str, host: str) -> dict[str, Any]:
@@ -220,19 +189,29 @@ async def run_pull(
         # A bad output fails here, before any request (not after the whole pull).
         await offload(storage.check_output, path, folder=files)
         identity = _identity(source, fmt or "files", storage.url(path), handler.props.host)
-        fingerprint = _fingerprint(identity)
-        folder = f"{path.rstrip('/')}.parts-{fingerprint}"
-        checkpoint = _Checkpoint(storage, folder, identity)
+        folder = checkpoint_folder(storage, path, _fingerprint(identity))
+        checkpoint = Checkpoint(storage, folder, identity)
+        extension = "part" if fmt is None else fmt
         started = time.monotonic()
         retries_before = handler.retry_count
 
         resumed = await offload(checkpoint.load)
-        if resumed and files:
-            # A delivered file removed since the crash is fetched again (not trusted).
-            await offload(checkpoint.forget_missing_files)
-        if not resumed:
-            checkpoint.plan = await source.plan(handler)
-            await offload(checkpoint.save)
+        if resumed:
+            assert checkpoint.plan is not None
+            try:
+                # What the plan read must still be what the service has: never a mix of two
+                # versions of a resource (docs/pulls.md, "What a pull checks").
+                await source.check_versions(handler, checkpoint.plan)
+            except DataConsistencyError as exc:
+                logger.warning("%s: %s; starting this pull afresh", source.describe(), exc)
+                await offload(checkpoint.discard)
+                resumed = False
+        if resumed:
+            assert checkpoint.plan is not None
+            await offload(checkpoint.verify, extension, checkpoint.plan.chunks)
+        else:
+            new_plan = await source.plan(handler)
+            await offload(checkpoint.start, new_plan)
         plan = checkpoint.plan
         assert plan is not None
         done = checkpoint.done
@@ -244,17 +223,27 @@ async def run_pull(
                 chunks_resumed,
                 len(plan.chunks),
             )
-        extension = "part" if fmt is None else fmt
-        todo = [c for c in plan.chunks if str(c.index) not in done]
+        todo = [c for c in plan.chunks if c.index not in done]
+        neighbours = _Neighbours(source, plan, done)
+        for chunk in plan.chunks:
+            if chunk.index in done:
+                neighbours.check(chunk)
 
-        async def fetch(chunk: Chunk) -> tuple[Chunk, dict[str, Any]]:
+        async def fetch(chunk: Chunk) -> ChunkRecord:
             result = await source.fetch(handler, chunk, plan)
             if isinstance(result, FilePart):
                 target = storage.join(path, result.name)
                 await offload(storage.makedirs, path)
                 await offload(storage.write_atomic, target, result.content)
-                stats = {"rows": 0, "bytes": len(result.content), "file": storage.url(target)}
-                return chunk, {**stats, "file_path": target}
+                return ChunkRecord(
+                    chunk.index,
+                    chunk.key,
+                    rows=0,
+                    bytes=len(result.content),
+                    sha256=sha256_hex(result.content),
+                    file_path=target,
+                    file=storage.url(target),
+                )
             assert fmt is not None
             if isinstance(result, RawPage):
                 job = functools.partial(
@@ -268,52 +257,101 @@ async def run_pull(
                 )
                 try:
                     if decode == "process":
-                        count, encoded = await offload_to_process(job)
+                        encoded = await offload_to_process(job)
                     else:
-                        count, encoded = await offload(job)
+                        encoded = await offload(job)
                 except PageContentError as exc:
                     raise exc.for_response(result.response) from None
             else:
                 encoded = await offload(_encode, result, plan.columns, fmt, chunk.key)
-                count = len(result)
-            await offload(storage.write_atomic, checkpoint.part(chunk, extension), encoded)
-            return chunk, {"rows": count, "bytes": len(encoded)}
+            await offload(storage.write_atomic, checkpoint.part(chunk, extension), encoded.data)
+            return ChunkRecord(
+                chunk.index,
+                chunk.key,
+                rows=encoded.rows,
+                bytes=len(encoded.data),
+                sha256=encoded.sha256,
+                first_key=encoded.first_key,
+                last_key=encoded.last_key,
+                counts=encoded.counts,
+            )
 
         progress = _ProgressLog(source.describe(), len(plan.chunks), chunks_resumed, started)
-        for stats in done.values():
-            progress.add(stats)
+        for record in done.values():
+            progress.add(record)
         last_log = time.monotonic()
-        # Closed on any exit: a failure here cancels the fetches in flight before run_pull raises.
-        async with contextlib.aclosing(ordered_window(todo, fetch, concurrency)) as results:
-            async for chunk, stats in results:
-                done[str(chunk.index)] = stats
-                await offload(checkpoint.save)
-                snapshot = progress.add(stats)
-                if on_progress is not None:
-                    on_progress(snapshot)
-                if time.monotonic() - last_log >= progress_every:
-                    last_log = time.monotonic()
-                    logger.info("%s: %s", source.describe(), snapshot.line())
+        try:
+            # Closed on any exit: a failure cancels the fetches in flight before run_pull raises.
+            async with contextlib.aclosing(ordered_window(todo, fetch, concurrency)) as results:
+                async for record in results:
+                    checkpoint.done[record.index] = record
+                    neighbours.check(plan.chunks[record.index])
+                    await offload(checkpoint.record, record)
+                    snapshot = progress.add(record)
+                    if on_progress is not None:
+                        on_progress(snapshot)
+                    if time.monotonic() - last_log >= progress_every:
+                        last_log = time.monotonic()
+                        logger.info("%s: %s", source.describe(), snapshot.line())
+        finally:
+            # What finished is kept for the next run, whatever ended this one.
+            with contextlib.suppress(Exception):
+                await offload(checkpoint.flush)
 
+        # Nothing reaches the output's name unless the service still has what was planned.
+        await source.check_versions(handler, plan)
         if fmt is not None:
             await offload(_assemble, storage, path, checkpoint, plan, fmt, extension)
-        await offload(storage.remove_tree, folder)
+        else:
+            await offload(_verify_files, checkpoint, plan)
+        await offload(checkpoint.discard)
         final = progress.add(None)
-        logger.info("%s: done, %s -> %s", source.describe(), final.line(), storage.url(path))
-        ordered = [done[str(c.index)] for c in plan.chunks]
+        ordered = [done[c.index] for c in plan.chunks]
+        tolerated: dict[str, int] = {}
+        for record in ordered:
+            for name, count in record.counts.items():
+                tolerated[name] = tolerated.get(name, 0) + int(count)
+        logger.info(
+            "%s: done, %s%s -> %s",
+            source.describe(),
+            final.line(),
+            "".join(f", {n} {name.replace('_', ' ')} accepted" for name, n in tolerated.items()),
+            storage.url(path),
+        )
         header = len(header_part(plan.columns, fmt)) if fmt is not None else 0
         return PullSummary(
             output=storage.url(path),
             format=fmt or "files",
-            rows=sum(int(s.get("rows", 0)) for s in ordered),
+            rows=sum(r.rows for r in ordered),
             chunks=len(plan.chunks),
-            bytes=header + sum(int(s.get("bytes", 0)) for s in ordered),
+            bytes=header + sum(r.bytes for r in ordered),
             seconds=round(time.monotonic() - started, 3),
             retries=handler.retry_count - retries_before,
             chunks_resumed=chunks_resumed,
             source_ids=list(plan.source_ids),
-            files=[str(s["file"]) for s in ordered if "file" in s],
+            files=[r.file for r in ordered if r.file is not None],
+            tolerated=tolerated,
         )
+
+
+class _Neighbours:
+    """Checks every pair of neighbouring finished chunks once (:meth:`Source.check_next`)."""
+
+    def __init__(self, source: Source, plan: Plan, done: Mapping[int, ChunkRecord]) -> None:
+        self.source, self.chunks, self.done = source, plan.chunks, done
+        self.checked: set[int] = set()  # index i: the pair (i - 1, i) was checked
+
+    def check(self, chunk: Chunk) -> None:
+        for later in (chunk.index, chunk.index + 1):
+            if later in self.checked or not 0 < later < len(self.chunks):
+                continue
+            before, after = self.done.get(later - 1), self.done.get(later)
+            if before is None or after is None:
+                continue
+            self.source.check_next(
+                before.done(self.chunks[later - 1]), after.done(self.chunks[later])
+            )
+            self.checked.add(later)
 
 
 class _ProgressLog:
@@ -321,11 +359,11 @@ class _ProgressLog:
         self.name, self.planned, self.resumed, self.started = name, planned, resumed, started
         self.chunks = self.rows = self.bytes = 0
 
-    def add(self, stats: dict[str, Any] | None) -> Progress:
-        if stats is not None:
+    def add(self, record: ChunkRecord | None) -> Progress:
+        if record is not None:
             self.chunks += 1
-            self.rows += int(stats.get("rows", 0))
-            self.bytes += int(stats.get("bytes", 0))
+            self.rows += record.rows
+            self.bytes += record.bytes
         return Progress(
             self.chunks,
             self.planned,
@@ -336,57 +374,112 @@ class _ProgressLog:
         )
 
 
-def _encode(rows: Any, columns: Sequence[Column], fmt: OutputFormat, chunk_key: str) -> bytes:
-    """One chunk's part (off the event loop): check the fields, then encode."""
-    check_rows(rows, columns, f"chunk {chunk_key}")
+@dataclass(frozen=True, slots=True)
+class _Encoded:
+    """A chunk's part and what its record keeps (only this travels back from a worker)."""
+
+    data: bytes
+    rows: int
+    sha256: str
+    first_key: Any = None
+    last_key: Any = None
+    counts: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
+
+def _encode(
+    result: Rows | DecodedPage, columns: Sequence[Column], fmt: OutputFormat, chunk_key: str
+) -> _Encoded:
+    """One chunk's part (off the event loop): check the rows against the columns, encode."""
+    page = result if isinstance(result, DecodedPage) else DecodedPage(result)
+    rows = normalise_rows(page.rows, columns, f"chunk {chunk_key}")
     if fmt == "parquet":
         from echo_connhandler.pull._parquet import parquet_part
 
-        return parquet_part(rows, columns)
-    return encode_part(rows, columns, fmt)
+        data = parquet_part(rows, columns)
+    else:
+        data = encode_part(rows, columns, fmt)
+    return _Encoded(
+        data,
+        len(rows),
+        sha256_hex(data),
+        page.first_key,
+        page.last_key,
+        dict(page.counts),
+    )
 
 
 def _decode_and_encode(
-    decode: Callable[..., Rows],
+    decode: Callable[..., Rows | DecodedPage],
     content: bytes,
     args: tuple[Any, ...],
     columns: Sequence[Column],
     fmt: OutputFormat,
     chunk_key: str,
-) -> tuple[int, bytes]:
-    """A :class:`RawPage`'s rows, encoded (in a worker process): only the count and the part's
-    bytes travel back, never the rows."""
-    rows = decode(content, *args)
-    return len(rows), _encode(rows, columns, fmt, chunk_key)
+) -> _Encoded:
+    """A :class:`RawPage`'s rows, encoded (in a worker thread or process): only the part and
+    its record travel back, never the rows."""
+    return _encode(decode(content, *args), columns, fmt, chunk_key)
+
+
+def _verify_files(checkpoint: Checkpoint, plan: Plan) -> None:
+    """Every delivered file is still what was recorded (a pull of files has no assembly)."""
+    for chunk in plan.chunks:
+        record = checkpoint.done[chunk.index]
+        assert record.file_path is not None
+        data = checkpoint.storage.read_bytes(record.file_path)
+        if len(data) != record.bytes or sha256_hex(data) != record.sha256:
+            raise DataConsistencyError(
+                f"delivered file {record.file} changed after it was written "
+                f"({len(data)} bytes, {record.bytes} recorded): another run writes to the same "
+                "folder? run the pull again"
+            )
 
 
 def _assemble(
     storage: Storage,
     path: str,
-    checkpoint: _Checkpoint,
+    checkpoint: Checkpoint,
     plan: Plan,
     fmt: OutputFormat,
     extension: str,
 ) -> None:
-    """Join the parts in plan order under a temporary name, then move it into place."""
+    """Join the parts in plan order under a temporary name, each checked against its record
+    (size and SHA-256) as it is read, then move the whole into place."""
     parent = storage.parent(path)
     if parent:
         storage.makedirs(parent)
-    temporary = f"{path}.tmp-{checkpoint.folder.rsplit('-', 1)[-1]}"
-    parts: Sequence[str] = [checkpoint.part(c, extension) for c in plan.chunks]
+    temporary = storage.sibling(path, f".tmp-{checkpoint.owner}")
+
+    def verified(chunk: Chunk) -> bytes:
+        record = checkpoint.done[chunk.index]
+        part = checkpoint.part(chunk, extension)
+        try:
+            data = storage.read_bytes(part)
+        except FileNotFoundError:
+            data = None
+        if data is None or len(data) != record.bytes or sha256_hex(data) != record.sha256:
+            raise DataConsistencyError(
+                f"part {part} of chunk {chunk.key} changed after it was written (another run "
+                "writes to the same checkpoint?): nothing was written to the output; run the "
+                "pull again (the part is fetched again)"
+            )
+        return data
+
     try:
         with storage.open_write(temporary) as out:
             if fmt == "parquet":
                 from echo_connhandler.pull._parquet import assemble_parquet
 
                 assemble_parquet(
-                    (io.BytesIO(storage.read_bytes(p)) for p in parts), plan.columns, out
+                    (io.BytesIO(verified(c)) for c in plan.chunks),
+                    plan.columns,
+                    out,
+                    [checkpoint.done[c.index].rows for c in plan.chunks],
                 )
             else:
                 out.write(header_part(plan.columns, fmt))
-                for part in parts:
-                    with storage.open_read(part) as source:
-                        shutil.copyfileobj(source, out, 1 << 20)
+                for chunk in plan.chunks:
+                    out.write(verified(chunk))
         storage.move(temporary, path)
     except BaseException:
         with contextlib.suppress(Exception):

@@ -7,8 +7,11 @@ a file of several members is a valid gzip file (RFC 1952), so parts join by conc
 Parquet parts share one schema, built from the plan's columns; joining copies their row groups
 into one file, one part in memory at a time.
 
-Every row is checked against the columns: a field the plan does not know is an error that names
-it, never a silently dropped column.
+Every row is checked against the columns, the same way for every format
+(:func:`normalise_rows`, docs/pulls.md, "Column types"): a field the plan does not know is an
+error that names it, never a silently dropped column; a value that does not fit its column's
+type (text in a numeric column) is a :class:`ColumnTypeError`, never written as it is to one
+format while another refuses it; a list or an object in a text column is written as JSON text.
 """
 
 from __future__ import annotations
@@ -17,13 +20,26 @@ import csv
 import gzip
 import io
 import json
+import math
+import re
 from collections.abc import Iterable, Sequence
+from datetime import date, datetime
 from typing import Any, Literal
 
 from echo_connhandler._json import dumps_compact
 from echo_connhandler.pull._plan import Column, Rows
 
-__all__ = ["FORMATS", "OutputFormat", "check_rows", "encode_part", "format_for", "header_part"]
+__all__ = [
+    "FORMATS",
+    "ColumnTypeError",
+    "OutputFormat",
+    "UnknownFieldError",
+    "check_rows",
+    "encode_part",
+    "format_for",
+    "header_part",
+    "normalise_rows",
+]
 
 OutputFormat = Literal["jsonl", "jsonl.gz", "csv", "csv.gz", "parquet"]
 """The output formats of a pull of rows."""
@@ -76,6 +92,96 @@ def check_rows(rows: Rows, columns: Sequence[Column], where: str) -> None:
                 f"{where}: field {unknown[0]!r} is not in the output's columns "
                 f"({', '.join(sorted(known))}); it would be lost"
             )
+
+
+class ColumnTypeError(ValueError):
+    """A value does not fit its column's type (text in a numeric column, a bad date)."""
+
+
+_INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*")
+_NUMBER_TEXT = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*")
+_NUMERIC_TYPES = (int, float)
+
+
+def _fits(kind: str, value: Any) -> bool:
+    """Whether a non-null ``value`` can be written to a column of logical type ``kind``."""
+    if kind == "int":
+        if isinstance(value, bool):
+            return False
+        if isinstance(value, int):
+            return True
+        if isinstance(value, float):
+            return value.is_integer()
+        return isinstance(value, str) and _INTEGER_TEXT.fullmatch(value) is not None
+    if kind == "float":
+        if isinstance(value, bool):
+            return False
+        if isinstance(value, _NUMERIC_TYPES):
+            return True
+        return isinstance(value, str) and (
+            _NUMBER_TEXT.fullmatch(value) is not None
+            or value.strip().lower() in ("nan", "inf", "-inf", "infinity", "-infinity")
+        )
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind in ("timestamp", "date"):
+        if isinstance(value, datetime | date):
+            return True
+        if not isinstance(value, str):
+            return False
+        try:
+            datetime.fromisoformat(value.strip())
+        except ValueError:
+            return False
+        return True
+    return True  # text (scalars are written as text, lists and objects as JSON) and json
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def normalise_rows(rows: Rows, columns: Sequence[Column], where: str) -> Rows:
+    """The rows to encode, the same for every format: unknown fields and values that do not
+    fit their column's type raise (naming the chunk, the column, the row's ``_id`` when it has
+    one, and the value); a list or an object in a text column becomes JSON text."""
+    check_rows(rows, columns, where)
+    converted: list[str] = []
+    for column in columns:
+        name, kind = column.name, column.type
+        if kind == "json":
+            continue
+        if kind == "text":
+            if any(isinstance(row.get(name), dict | list) for row in rows):
+                converted.append(name)
+            continue
+        for row in rows:
+            value = row.get(name)
+            if value is None or type(value) in _FAST_OK[kind]:
+                continue
+            if isinstance(value, float) and kind == "float" and not math.isfinite(value):
+                continue
+            if not _fits(kind, value):
+                key = row.get("_id")
+                at = f" (row _id {key})" if key is not None else ""
+                raise ColumnTypeError(
+                    f"{where}: column {name!r} is {kind} but a value{at} is {_shown(value)}: "
+                    "the service's data does not fit the type it declares; nothing was written"
+                )
+    if not converted:
+        return rows
+    return [{**row, **{n: _cell(row.get(n)) for n in converted}} for row in rows]
+
+
+#: Types whose values always fit a column of each logical type (the fast path).
+_FAST_OK: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (float, int),
+    "bool": (bool,),
+    "timestamp": (),
+    "date": (),
+}
 
 
 def _cell(value: Any) -> Any:

@@ -16,8 +16,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Chunk",
+    "ChunkDone",
     "Column",
     "ColumnType",
+    "DecodedPage",
     "FilePart",
     "PageContentError",
     "Plan",
@@ -63,6 +65,34 @@ class Chunk:
 
 
 @dataclass(frozen=True, slots=True)
+class DecodedPage:
+    """A chunk's rows with what the engine checks across chunks and reports.
+
+    A :class:`RawPage`'s ``decode`` (or :meth:`Source.fetch`) may return one instead of plain
+    rows. ``first_key`` and ``last_key`` (JSON-able) are the chunk's first and last keys in the
+    order the service sorts them: the engine keeps them in the checkpoint and gives them to
+    :meth:`Source.check_next` for every pair of neighbouring chunks, so pages that overlap or
+    repeat are caught even across a resume. ``counts`` are irregularities the user accepted
+    knowingly (``{"missing_steps": 6}``): summed into ``PullSummary["tolerated"]``, never silent.
+    """
+
+    rows: Rows
+    first_key: Any = None
+    last_key: Any = None
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkDone:
+    """A finished chunk as :meth:`Source.check_next` sees it (from this run or the checkpoint)."""
+
+    chunk: Chunk
+    rows: int
+    first_key: Any = None
+    last_key: Any = None
+
+
+@dataclass(frozen=True, slots=True)
 class RawPage:
     """A chunk's answer, to be decoded into rows by ``decode(response.content, *args)``.
 
@@ -75,15 +105,16 @@ class RawPage:
     """
 
     response: httpx.Response
-    decode: Callable[..., Rows]
+    decode: Callable[..., Rows | DecodedPage]
     args: tuple[Any, ...] = ()
 
     def rows(self) -> Rows:
         """The rows, decoded in this process (for a script or a test that fetches one chunk)."""
         try:
-            return self.decode(self.response.content, *self.args)
+            decoded = self.decode(self.response.content, *self.args)
         except PageContentError as exc:
             raise exc.for_response(self.response) from None
+        return decoded.rows if isinstance(decoded, DecodedPage) else decoded
 
 
 class PageContentError(ValueError):
@@ -173,9 +204,19 @@ class Source(abc.ABC):
     @abc.abstractmethod
     async def fetch(
         self, handler: HttpHandler, chunk: Chunk, plan: Plan
-    ) -> RawPage | Rows | FilePart:
-        """One chunk: its answer to decode (:class:`RawPage`, decoded and encoded in a worker
-        process), its rows (decoded off the event loop), or its file."""
+    ) -> RawPage | DecodedPage | Rows | FilePart:
+        """One chunk: its answer to decode (:class:`RawPage`, decoded and encoded off the event
+        loop), its rows (plain or as a :class:`DecodedPage`), or its file."""
+
+    def check_next(self, previous: ChunkDone, current: ChunkDone) -> None:  # noqa: B027
+        """Raise :class:`~echo_connhandler.DataConsistencyError` when ``current`` cannot follow
+        ``previous`` (neighbours in plan order): pages that overlap or repeat. Called by the
+        engine for every pair, in plan order, resumed chunks included. By default: nothing."""
+
+    async def check_versions(self, handler: HttpHandler, plan: Plan) -> None:  # noqa: B027
+        """Raise :class:`~echo_connhandler.DataConsistencyError` when what the plan read has
+        changed on the service since it was planned (a republished resource). Called before a
+        checkpoint is resumed and before the output is assembled. By default: nothing."""
 
     def describe(self) -> str:
         """A short name for log lines."""

@@ -13,6 +13,9 @@ file.
 
 from __future__ import annotations
 
+import abc
+import contextlib
+import hashlib
 import os
 import shutil
 import uuid
@@ -24,36 +27,40 @@ from typing import Any, BinaryIO
 __all__ = ["FsspecStorage", "LocalStorage", "Storage", "storage_for"]
 
 
-class Storage:
+class Storage(abc.ABC):
     """The operations a pull needs, on one filesystem; paths are strings."""
 
-    def exists(self, path: str) -> bool:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def exists(self, path: str) -> bool: ...
 
-    def read_bytes(self, path: str) -> bytes:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def size(self, path: str) -> int:
+        """The size of the file ``path`` in bytes."""
 
-    @contextmanager
-    def open_read(self, path: str) -> Iterator[BinaryIO]:
-        raise NotImplementedError
-        yield
+    @abc.abstractmethod
+    def list_names(self, folder: str) -> list[str]:
+        """The names of the files in ``folder`` (none when it does not exist)."""
 
-    @contextmanager
-    def open_write(self, path: str) -> Iterator[BinaryIO]:
-        raise NotImplementedError
-        yield
+    @abc.abstractmethod
+    def read_bytes(self, path: str) -> bytes: ...
 
-    def move(self, source: str, target: str) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def open_read(self, path: str) -> contextlib.AbstractContextManager[BinaryIO]: ...
 
-    def makedirs(self, path: str) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def open_write(self, path: str) -> contextlib.AbstractContextManager[BinaryIO]: ...
 
-    def remove_tree(self, path: str) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def move(self, source: str, target: str) -> None: ...
 
-    def remove(self, path: str) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def makedirs(self, path: str) -> None: ...
+
+    @abc.abstractmethod
+    def remove_tree(self, path: str) -> None: ...
+
+    @abc.abstractmethod
+    def remove(self, path: str) -> None: ...
 
     def join(self, folder: str, name: str) -> str:
         return f"{folder.rstrip('/')}/{name}"
@@ -65,13 +72,23 @@ class Storage:
         """How the summary names ``path``."""
         return path
 
-    def check_output(self, path: str, *, folder: bool) -> None:
+    def check_output(self, path: str, *, folder: bool) -> None:  # noqa: B027
         """Refuse, before any request, an output this storage cannot write: by default nothing
         is checked (object stores have no folders to be in the way)."""
 
+    def sibling(self, path: str, suffix: str, *, keep: int = 120) -> str:
+        """A name next to ``path``: its name (the first ``keep`` characters, then a short hash
+        of the rest when longer) followed by ``suffix``, so that a long output name never makes
+        a temporary or checkpoint name exceed the file system's limit (255 bytes)."""
+        head, _, name = path.rstrip("/").rpartition("/")
+        if len(name.encode("utf-8")) > keep:
+            digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
+            name = name.encode("utf-8")[:keep].decode("utf-8", "ignore") + "~" + digest
+        return f"{head}/{name}{suffix}" if head else f"{name}{suffix}"
+
     def write_atomic(self, path: str, data: bytes) -> None:
         """Write ``data`` to ``path`` through a temporary name: never a partial file there."""
-        temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        temporary = self.sibling(path, f".tmp-{uuid.uuid4().hex[:8]}")
         try:
             with self.open_write(temporary) as out:
                 out.write(data)
@@ -87,6 +104,15 @@ class LocalStorage(Storage):
 
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
+
+    def size(self, path: str) -> int:
+        return os.path.getsize(path)
+
+    def list_names(self, folder: str) -> list[str]:
+        try:
+            return sorted(os.listdir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
 
     def read_bytes(self, path: str) -> bytes:
         return Path(path).read_bytes()
@@ -157,6 +183,16 @@ class FsspecStorage(Storage):
 
     def exists(self, path: str) -> bool:
         return bool(self.fs.exists(path))
+
+    def size(self, path: str) -> int:
+        return int(self.fs.size(path))
+
+    def list_names(self, folder: str) -> list[str]:
+        try:
+            entries = self.fs.ls(folder, detail=False, refresh=True)
+        except FileNotFoundError:
+            return []
+        return sorted(str(entry).rstrip("/").rsplit("/", 1)[-1] for entry in entries)
 
     def read_bytes(self, path: str) -> bytes:
         data: bytes = self.fs.cat_file(path)

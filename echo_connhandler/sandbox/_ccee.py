@@ -84,7 +84,7 @@ from ._ccee_data import (
     parse_sort,
 )
 from ._config import SandboxConfig
-from ._data import html_page, random_token
+from ._data import html_page, random_token, stable_uuid
 from ._faults import ADMIN_PREFIX, FaultInjector, FaultMiddleware, admin_routes
 
 __all__ = [
@@ -351,6 +351,47 @@ def ccee_app(config: SandboxConfig | None = None, faults: FaultInjector | None =
     state = _CceeState(config=config, faults=faults, tables=tables, cookies={})
     publications = CceePublications(config.ccee_publish_every, DATASETS)
     newest_year = max(config.ccee_years)
+    #: Republications made by the ``republish`` and ``shift_rows`` misbehaviours (each moves
+    #: every resource's ``last_modified`` one second on; ``republish`` also changes values).
+    revision = {"republished": 0, "shifted": False}
+    #: The extra resource of ``two_resources_per_year``: its id -> the table it shows.
+    twins = {
+        stable_uuid("ccee-resource", dataset.name, newest_year, "retificado"): tables[
+            dataset.resource_id(newest_year)
+        ]
+        for dataset in DATASETS.values()
+    }
+
+    def misbehaving(kind: str) -> dict[str, Any] | None:
+        return faults.misbehaviour(kind)
+
+    def due(kind: str) -> bool:
+        """Whether a misbehaviour that starts after ``after`` pages (default 1) has started."""
+        options = misbehaving(kind)
+        return options is not None and options.get("served", 0) >= options.get("after", 1)
+
+    def advance() -> None:
+        """Apply the republications that are due (before answering any action)."""
+        options = misbehaving("republish")
+        if options is not None and due("republish") and not options.get("applied"):
+            options["applied"] = True
+            revision["republished"] += 1
+        options = misbehaving("shift_rows")
+        if options is not None and due("shift_rows") and not options.get("applied"):
+            options["applied"] = True
+            revision["shifted"] = True
+        if misbehaving("shift_rows") is None:
+            revision["shifted"] = False
+
+    def page_served() -> None:
+        for kind in ("republish", "shift_rows", "drop_column"):
+            options = misbehaving(kind)
+            if options is not None:
+                options["served"] = options.get("served", 0) + 1
+
+    def version_offset() -> timedelta:
+        moves = revision["republished"] + (1 if revision["shifted"] else 0)
+        return timedelta(seconds=moves)
 
     def find_dataset(key: object) -> Dataset:
         text = str(key or "")
@@ -361,6 +402,8 @@ def ccee_app(config: SandboxConfig | None = None, faults: FaultInjector | None =
 
     def find_table(key: object) -> Table:
         table = tables.get(str(key or ""))
+        if table is None and misbehaving("two_resources_per_year") is not None:
+            table = twins.get(str(key or ""))
         if table is None:
             raise _not_found(f'Resource "{key}" was not found.')
         return table
@@ -369,7 +412,7 @@ def ccee_app(config: SandboxConfig | None = None, faults: FaultInjector | None =
         name = dataset.resource_name(year)
         resource_id = dataset.resource_id(year)
         published = publications.newest(dataset.name) if year == newest_year else None
-        modified = ckan_time(published or fixed_last_modified(year, position))
+        modified = ckan_time((published or fixed_last_modified(year, position)) + version_offset())
         return {
             "id": resource_id,
             "package_id": dataset.package_id,
@@ -393,6 +436,13 @@ def ccee_app(config: SandboxConfig | None = None, faults: FaultInjector | None =
             resource_json(base, dataset, year, position)
             for position, year in enumerate(config.ccee_years)
         ]
+        if misbehaving("two_resources_per_year") is not None:
+            # A corrected edition published next to the original, for the newest year.
+            twin = dict(resources[-1])
+            twin["id"] = stable_uuid("ccee-resource", dataset.name, newest_year, "retificado")
+            twin["name"] = f"{dataset.resource_name(newest_year)}_RETIFICADO"
+            twin["position"] = len(resources)
+            resources.append(twin)
         return {
             "id": dataset.package_id,
             "name": dataset.name,
@@ -415,6 +465,7 @@ def ccee_app(config: SandboxConfig | None = None, faults: FaultInjector | None =
         return sorted(DATASETS)
 
     async def package_show(request: Request, params: dict[str, Any]) -> object:
+        advance()
         if not params.get("id"):
             raise _validation("id: Missing value", id=["Missing value"])
         return package_json(_base_url(request), find_dataset(params.get("id")))
@@ -441,6 +492,7 @@ def ccee_app(config: SandboxConfig | None = None, faults: FaultInjector | None =
         }
 
     async def resource_show(request: Request, params: dict[str, Any]) -> object:
+        advance()
         if not params.get("id"):
             raise _validation("id: Missing value", id=["Missing value"])
         table = find_table(params.get("id"))
@@ -451,21 +503,52 @@ def ccee_app(config: SandboxConfig | None = None, faults: FaultInjector | None =
         resource_id = params.get("resource_id") or params.get("id")
         if not resource_id:
             raise _validation("resource_id: Missing value", resource_id=["Missing value"])
+        advance()
         table = find_table(resource_id)
         requested = _int_param(params, "limit", _DEFAULT_LIMIT)
         limit = min(requested, config.ccee_max_limit)
         offset = _int_param(params, "offset", 0)
         query = _parse_query(params)
+        # Misbehaviours (docs/sandbox.md, "Misbehaviour"): what the page really starts at.
+        served_from = offset
+        if misbehaving("ignore_offset") is not None:
+            served_from = 0
+        overlap = misbehaving("overlap_pages")
+        if overlap is not None and offset > 0:
+            served_from = max(0, offset - int(overlap.get("rows", 10)))
+        shift = 1 if revision["shifted"] else 0
+        bump = revision["republished"]
+        dropped = misbehaving("drop_column")
+        drop = None
+        if dropped is not None and due("drop_column"):
+            drop = str(dropped.get("column") or table.dataset.value_column)
+
+        def record_at(rows: RowIndex, position: int) -> dict[str, Any]:
+            position += shift  # the first row deleted, one appended at the end
+            if position < len(rows):
+                record = table.record(rows.at(position), query.fields)
+            else:
+                record = table.record(table.row_count + position - len(rows), query.fields)
+            value_column = table.dataset.value_column
+            value = record.get(value_column)
+            if bump and isinstance(value, float):
+                record[value_column] = round(value + bump, 2)
+            if drop is not None:
+                record.pop(drop, None)
+            return record
 
         def compute() -> tuple[int, list[dict[str, Any]]]:
             rows = _select(table, query)
-            end = min(len(rows), offset + limit)
-            records = [
-                table.record(rows.at(position), query.fields) for position in range(offset, end)
-            ]
+            # As many records as the page asked for would hold, whatever it really starts at.
+            end = served_from + max(0, min(limit, len(rows) - offset))
+            records = [record_at(rows, position) for position in range(served_from, end)]
+            if misbehaving("duplicate_id") is not None and len(records) >= 2:
+                records[1] = dict(records[0])
             return len(rows), records
 
         total, records = await asyncio.to_thread(compute)
+        if records and query.fields != ("_id",):
+            page_served()
         columns = dict(table.dataset.columns)
         field_ids = query.fields or table.column_ids
         link_params = {

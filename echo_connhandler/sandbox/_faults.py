@@ -63,6 +63,27 @@ ADMIN_PREFIX = "/_sandbox/"
 ErrorBody = Callable[[int], object]
 
 
+#: The misbehaviours each emulator can be told to show (:meth:`FaultInjector.misbehave`): a
+#: server that answers 200 with well-formed but wrong data (docs/sandbox.md, "Misbehaviour").
+MISBEHAVIOURS: dict[str, frozenset[str]] = {
+    "ccee": frozenset(
+        {
+            "ignore_offset",
+            "overlap_pages",
+            "duplicate_id",
+            "shift_rows",
+            "republish",
+            "drop_column",
+            "two_resources_per_year",
+        }
+    ),
+    "bazefield": frozenset(
+        {"label_interval_end", "drop_object", "epoch_seconds", "duplicate_timestamps"}
+    ),
+    "ons": frozenset(),
+}
+
+
 class InjectedDrop(Exception):
     """Raised inside a started response to make uvicorn drop the connection."""
 
@@ -182,6 +203,7 @@ class FaultInjector:
         self._refresh_generation = 0
         self._waf_generation = 0
         self._counters = _Counters()
+        self._misbehaviours: dict[str, dict[str, Any]] = {}
 
     def _rng_seed(self) -> str:
         # str seeds are hashed with SHA-512: stable across processes and PYTHONHASHSEED.
@@ -293,9 +315,42 @@ class FaultInjector:
         with self._lock:
             self._scripts.append(entry)
 
-    def reset(self) -> None:
-        """Clear scripted and random faults (issued tokens and cookies stay as they are)."""
+    def misbehave(self, kind: str, **options: Any) -> None:
+        """Make the emulator misbehave as ``kind`` until :meth:`reset` (or :meth:`behave`).
+
+        A misbehaviour answers 200 with well-formed but wrong data (pages that overlap, a
+        resource republished mid-pull, a time series missing steps): what a pull must detect
+        rather than write. The kinds of each emulator are :data:`MISBEHAVIOURS`; ``options``
+        are the kind's own (docs/sandbox.md, "Misbehaviour").
+        """
+        known = MISBEHAVIOURS.get(self._name, frozenset())
+        if kind not in known:
+            raise ValueError(
+                f"unknown misbehaviour {kind!r} for {self._name}; known: "
+                f"{', '.join(sorted(known)) or 'none'}"
+            )
         with self._lock:
+            self._misbehaviours[kind] = dict(options)
+
+    def behave(self, kind: str | None = None) -> None:
+        """Stop misbehaving as ``kind`` (every kind when None)."""
+        with self._lock:
+            if kind is None:
+                self._misbehaviours.clear()
+            else:
+                self._misbehaviours.pop(kind, None)
+
+    def misbehaviour(self, kind: str) -> dict[str, Any] | None:
+        """The options of an active misbehaviour ``kind`` (a live dict the emulator may use to
+        keep state, such as how many pages it served), None when it is not active."""
+        with self._lock:
+            return self._misbehaviours.get(kind)
+
+    def reset(self) -> None:
+        """Clear scripted and random faults and misbehaviours (issued tokens and cookies stay
+        as they are)."""
+        with self._lock:
+            self._misbehaviours.clear()
             self._scripts.clear()
             self._random = _RandomFaults()
             self._rng = random.Random(self._rng_seed())
@@ -627,7 +682,8 @@ def admin_routes(faults: FaultInjector) -> list[Route]:
     ``POST /_sandbox/faults`` (JSON = :meth:`FaultInjector.configure` kwargs),
     ``POST /_sandbox/script`` (JSON = :meth:`FaultInjector.script` kwargs),
     ``POST /_sandbox/expire-tokens`` (optional JSON ``{"refresh_tokens": true}``),
-    ``POST /_sandbox/block-waf``, ``POST /_sandbox/reset``, ``POST /_sandbox/reset-stats``,
+    ``POST /_sandbox/block-waf``, ``POST /_sandbox/misbehave`` (JSON ``{"kind": ..., options}``,
+    :meth:`FaultInjector.misbehave`), ``POST /_sandbox/reset``, ``POST /_sandbox/reset-stats``,
     ``GET /_sandbox/stats``. Successful calls answer ``{"ok": true}``; bad input 400.
     """
 
@@ -668,6 +724,17 @@ def admin_routes(faults: FaultInjector) -> list[Route]:
         faults.block_waf()
         return JSONResponse({"ok": True})
 
+    async def misbehave(request: Request) -> Response:
+        try:
+            body = await _json_object(request)
+            kind = body.pop("kind", None)
+            if not isinstance(kind, str):
+                return _bad_request("kind (string) is required")
+            faults.misbehave(kind, **body)
+        except (ValueError, TypeError) as exc:
+            return _bad_request(str(exc))
+        return JSONResponse({"ok": True})
+
     async def reset(request: Request) -> Response:
         faults.reset()
         return JSONResponse({"ok": True})
@@ -685,6 +752,7 @@ def admin_routes(faults: FaultInjector) -> list[Route]:
         Route(f"{prefix}/script", script, methods=["POST"]),
         Route(f"{prefix}/expire-tokens", expire_tokens, methods=["POST"]),
         Route(f"{prefix}/block-waf", block_waf, methods=["POST"]),
+        Route(f"{prefix}/misbehave", misbehave, methods=["POST"]),
         Route(f"{prefix}/reset", reset, methods=["POST"]),
         Route(f"{prefix}/reset-stats", reset_stats, methods=["POST"]),
         Route(f"{prefix}/stats", stats, methods=["GET"]),

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import time
@@ -49,7 +48,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from deploy.local_airflow import Deployment
 from echo_connhandler import CceeHttpHandler, HttpConnProperties
-from echo_connhandler.pull import CceeDatastoreSource, run_pull
+from echo_connhandler.pull import CceeDatastoreSource, LocalStorage, read_checkpoint, run_pull
 from echo_connhandler.sandbox import SandboxConfig
 
 pytestmark = pytest.mark.deployment
@@ -188,8 +187,8 @@ class Drill:
     def manifest(self, lake: Path) -> dict[str, Any] | None:
         """The checkpoint's manifest now (None when there is none, or it is being removed)."""
         for path in sorted(lake.glob(f"{self.output}.parts-*/manifest.json")):
-            with contextlib.suppress(OSError, json.JSONDecodeError):
-                return dict(json.loads(path.read_text(encoding="utf-8")))
+            with contextlib.suppress(OSError, ValueError):
+                return read_checkpoint(LocalStorage(), str(path.parent))
         return None
 
     def record_kill(self, what: str, manifest: dict[str, Any] | None) -> None:

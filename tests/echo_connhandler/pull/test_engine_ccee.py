@@ -31,10 +31,12 @@ from echo_connhandler.pull import (
     CceeDatastoreSource,
     Chunk,
     Column,
+    LocalStorage,
     Plan,
     Progress,
     Source,
     UnknownFieldError,
+    read_checkpoint,
     run_pull,
 )
 from echo_connhandler.sandbox import Sandbox, SandboxConfig
@@ -162,8 +164,9 @@ async def test_a_killed_pull_resumes_with_only_the_missing_chunks(
             await run_pull(ccee, source, output, concurrency=2, on_progress=crash_after_five)
         assert not output.exists()  # never a partial file at the final name
         [checkpoint] = [p for p in tmp_path.iterdir() if ".parts-" in p.name]
-        manifest = json.loads((checkpoint / "manifest.json").read_text())
-        assert sorted(map(int, manifest["done"])) == [0, 1, 2, 3, 4]
+        recorded = read_checkpoint(LocalStorage(), str(checkpoint))
+        assert recorded is not None
+        assert sorted(recorded["done"]) == [0, 1, 2, 3, 4]
 
         await asyncio.sleep(0.3)  # a request cancelled in flight may still reach the server
         before = _searches(sb)
@@ -251,9 +254,9 @@ async def test_pages_are_decoded_in_worker_processes(sb: Sandbox, tmp_path: Path
     original = engine.offload_to_process
 
     async def recording(function: Any, /, *args: Any, **kwargs: Any) -> Any:
-        count, encoded = await original(_with_pid, function)
-        pids.append(int(encoded.split(b" ", 1)[0]))
-        return count, encoded.split(b" ", 1)[1]
+        pid, encoded = await original(_with_pid, function)
+        pids.append(pid)
+        return encoded
 
     source = CceeDatastoreSource(dataset="pld_horario", years=[2024], page_size=4_000)
     with pytest.MonkeyPatch.context() as patch:
@@ -306,10 +309,9 @@ async def test_an_unknown_decode_mode_is_refused(sb: Sandbox, tmp_path: Path) ->
     assert not (tmp_path / "x.csv").exists()
 
 
-def _with_pid(job: Any) -> tuple[int, bytes]:
-    """Run ``job`` (in a worker process) and prefix its part with that process's id."""
-    count, encoded = job()
-    return count, str(os.getpid()).encode() + b" " + encoded
+def _with_pid(job: Any) -> tuple[int, Any]:
+    """Run ``job`` (in a worker process); its result and that process's id."""
+    return os.getpid(), job()
 
 
 class _Sneaky(Source):

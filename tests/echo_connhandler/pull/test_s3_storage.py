@@ -9,7 +9,6 @@ conftest) starts moto once per session and points this process's ``AWS_*`` varia
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +23,14 @@ from echo_connhandler import (
     OnsHttpConnProperties,
     OnsHttpHandler,
 )
-from echo_connhandler.pull import CceeDatastoreSource, OnsSinapseExportSource, Progress, run_pull
+from echo_connhandler.pull import (
+    CceeDatastoreSource,
+    OnsSinapseExportSource,
+    Progress,
+    read_checkpoint,
+    run_pull,
+    storage_for,
+)
 from echo_connhandler.pull._storage import FsspecStorage
 from echo_connhandler.sandbox import DEMO_CREDENTIALS, Sandbox, SandboxConfig
 
@@ -139,11 +145,16 @@ async def test_an_interrupted_pull_resumes_from_its_checkpoint_on_s3(
     assert "ccee/pld.jsonl.gz" not in left
     assert all(key.startswith("ccee/pld.jsonl.gz.parts-") for key in left), left
     [manifest_key] = [key for key in left if key.endswith("/manifest.json")]
-    manifest = json.loads(s3.cat_file(f"{s3_bucket.url}/{manifest_key}"))
-    done = sorted(map(int, manifest["done"]))
+    folder = f"{s3_bucket.url}/{manifest_key}".rsplit("/", 1)[0]
+    recorded = read_checkpoint(*storage_for(folder))
+    assert recorded is not None
+    done = sorted(recorded["done"])
     # the four chunks, and the one already in flight when the fault was set
     assert done in ([0, 1, 2, 3], [0, 1, 2, 3, 4])
-    assert sorted(key.rsplit("/", 1)[-1] for key in left) == [
+    names = sorted(key.rsplit("/", 1)[-1] for key in left)
+    journal = [name for name in names if name.startswith("journal-")]
+    assert journal  # the finished chunks were recorded before the pull failed
+    assert [name for name in names if name not in journal] == [
         "manifest.json",
         *(f"part-{i:06d}.jsonl.gz" for i in done),
     ]

@@ -23,6 +23,7 @@ import pendulum
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
+from echo_connhandler.pull import read_checkpoint, storage_for
 from echo_connhandler.sandbox import Sandbox
 from echo_connhandler_provider.operators import CceeDatastoreOperator, OnsSinapseExportOperator
 from echo_connhandler_provider.triggers import PullTrigger
@@ -186,8 +187,9 @@ def test_a_killed_triggerer_is_replaced_and_resumes_from_s3(
             time.sleep(0.1)
             manifests = [k for k in _keys(s3, s3_bucket.url) if k.endswith("/manifest.json")]
             if manifests:
-                raw = json.loads(s3.cat_file(f"{s3_bucket.url}/{manifests[0]}"))
-                done = sorted(map(int, raw["done"]))
+                folder = f"{s3_bucket.url}/{manifests[0]}".rsplit("/", 1)[0]
+                recorded = read_checkpoint(*storage_for(folder))
+                done = sorted(recorded["done"]) if recorded else []
     finally:
         first.kill()
         first.communicate()
