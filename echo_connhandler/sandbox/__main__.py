@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from ._config import DEMO_CREDENTIALS, SandboxConfig
+from ._faults import MISBEHAVIOURS
 from ._server import Sandbox
 
 
@@ -52,7 +53,32 @@ def _parser() -> argparse.ArgumentParser:
         metavar="S",
         help="republish the newest year's CCEE resources every S seconds (default: never)",
     )
+    parser.add_argument(
+        "--misbehave",
+        action="append",
+        default=[],
+        metavar="SERVICE:KIND[:KEY=VALUE,...]",
+        help=(
+            "make an emulator misbehave from the start (repeatable), e.g. ccee:ignore_offset, "
+            "ccee:republish:after=5, bazefield:drop_object:object=WTG01; see docs/sandbox.md"
+        ),
+    )
     return parser
+
+
+def _misbehaviour(text: str) -> tuple[str, str, dict[str, object]]:
+    """``service:kind[:key=value,...]`` -> (service, kind, options); ValueError when bad."""
+    service, _, rest = text.partition(":")
+    kind, _, raw = rest.partition(":")
+    if not service or not kind:
+        raise ValueError(f"--misbehave {text!r}: expected SERVICE:KIND[:KEY=VALUE,...]")
+    options: dict[str, object] = {}
+    for pair in filter(None, raw.split(",")):
+        key, equals, value = pair.partition("=")
+        if not equals or not key:
+            raise ValueError(f"--misbehave {text!r}: option {pair!r} is not KEY=VALUE")
+        options[key] = int(value) if value.lstrip("-").isdigit() else value
+    return service, kind, options
 
 
 def _banner(sandbox: Sandbox) -> str:
@@ -83,8 +109,16 @@ def _banner(sandbox: Sandbox) -> str:
         "",
         "Admin endpoints on every base (no auth): POST /_sandbox/faults, /_sandbox/script,",
         "/_sandbox/expire-tokens, /_sandbox/block-waf, /_sandbox/reset, /_sandbox/reset-stats;",
-        "GET /_sandbox/stats; on CCEE, POST /_sandbox/publish (a new publication now)",
+        "POST /_sandbox/misbehave; GET /_sandbox/stats; on CCEE, POST /_sandbox/publish",
     ]
+    active = [
+        f"{name}:{kind}"
+        for name in ("bazefield", "ccee", "ons")
+        for kind in sorted(MISBEHAVIOURS[name])
+        if sandbox.faults(name).misbehaviour(kind) is not None
+    ]
+    if active:
+        lines += ["", "MISBEHAVING on purpose (wrong data, answered 200): " + ", ".join(active)]
     return "\n".join(lines)
 
 
@@ -111,7 +145,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, on_signal)
     sandbox = Sandbox(config, port_base=args.port_base)
     try:
+        misbehaviours = [_misbehaviour(text) for text in args.misbehave]
+        for service, kind, _ in misbehaviours:
+            if service not in MISBEHAVIOURS or kind not in MISBEHAVIOURS[service]:
+                known = ", ".join(
+                    f"{s}:{k}" for s in MISBEHAVIOURS for k in sorted(MISBEHAVIOURS[s])
+                )
+                raise ValueError(f"--misbehave {service}:{kind}: unknown; known: {known}")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        signal.signal(signal.SIGTERM, previous)
+        return 2
+    try:
         sandbox.start()
+        for service, kind, options in misbehaviours:
+            sandbox.faults(service).misbehave(kind, **options)
         print(_banner(sandbox), flush=True)
         while not stop.wait(0.5):
             pass

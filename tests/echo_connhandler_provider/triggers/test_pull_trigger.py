@@ -218,6 +218,28 @@ async def test_pull_trigger_error_event_and_hook_closed(
     assert str(error) == event["message"]
 
 
+@pytest.mark.parametrize(
+    ("kind", "options", "match"),
+    [
+        ("ignore_offset", {}, "does not follow the page before it"),
+        ("republish", {"after": 2}, "republished during the pull"),
+        ("drop_column", {"after": 1}, "lacks 'PLD_MEDIA_DIA'"),
+    ],
+)
+async def test_a_misbehaving_server_is_an_error_event_in_the_triggerer_too(
+    conns: Any, sb: Sandbox, tmp_path: Path, kind: str, options: dict[str, Any], match: str
+) -> None:
+    """The integrity checks run in the triggerer as in a worker: a typed error, no output."""
+    sb.faults("ccee").misbehave(kind, **options)
+    output = tmp_path / "pld.parquet"
+    event = await _only_event(_ccee_trigger(output))
+    assert event["status"] == "error"
+    assert event["error_type"] == "DataConsistencyError"
+    assert match in event["message"]
+    assert isinstance(rebuild_error(event), DataConsistencyError)
+    assert not output.exists()
+
+
 async def test_missing_connection_is_an_airflow_not_found_error(conns: Any, tmp_path: Path) -> None:
     """An unknown conn_id fails as Airflow's own not-found error, raised again on resume."""
     event = await _only_event(_ccee_trigger(tmp_path / "x.jsonl", conn_id="no_such_conn"))
