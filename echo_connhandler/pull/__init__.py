@@ -25,7 +25,7 @@ than local paths the ``storage`` extra (fsspec).
 from echo_connhandler.pull._bazefield import BazefieldTimeseriesSource
 from echo_connhandler.pull._ccee import CceeDatastoreSource, ckan_column_type
 from echo_connhandler.pull._checkpoint import read_checkpoint
-from echo_connhandler.pull._engine import Progress, PullSummary, run_pull
+from echo_connhandler.pull._engine import Progress, PullSummary, run_pull, summary_line
 from echo_connhandler.pull._formats import (
     FORMATS,
     ColumnTypeError,
@@ -79,4 +79,5 @@ __all__ = [
     "read_checkpoint",
     "run_pull",
     "storage_for",
+    "summary_line",
 ]

@@ -296,27 +296,42 @@ class CceeDatastoreSource(Source):
     async def fetch(self, handler: HttpHandler, chunk: Chunk, plan: Plan) -> RawPage:
         params = dict(chunk.params)
         resource_id, offset, limit = params["resource_id"], params["offset"], params["limit"]
-        response = await handler.async_get(
-            f"{ACTION_PATH}/datastore_search",
-            params=self._params(resource_id, limit=limit, offset=offset),
-        )
+        page_params = self._params(resource_id, limit=limit, offset=offset)
+        fields = plan.facts.get("fields", {}).get(resource_id)
+        # The keys are checked on ``_id`` even when the output leaves it out: it is asked for
+        # with the page's fields and dropped once checked.
+        with_id = bool(self.fields) and "_id" not in (self.fields or ())
+        if with_id:
+            page_params["fields"] = ",".join([*(self.fields or ()), "_id"])
+        response = await handler.async_get(f"{ACTION_PATH}/datastore_search", params=page_params)
         total = int(plan.facts["totals"][resource_id])
         if is_html(response):
             expect_json(response)  # raises: an HTML page (a WAF or maintenance page), not a page
-        fields = plan.facts.get("fields", {}).get(resource_id)
+        received = (*fields, "_id") if fields and with_id else fields
         types = {c.name: c.type for c in plan.columns}
+        types.setdefault("_id", "int")
         sort = self._sort_keys()
         # Keys are compared only when Python orders them as the database does: numbers, dates
         # and ``_id``. A sort on a text column follows the database's collation, which Python
-        # cannot reproduce: its pages get the other checks (docs/pulls.md, "What a pull checks").
-        orderable = all(name == "_id" or types.get(name) in _ORDERABLE for name, _ in sort)
-        key_spec = (
-            tuple((name, types.get(name, "int"), down) for name, down in sort) if orderable else ()
+        # cannot reproduce, and a sort on a column the page leaves out cannot be seen: those
+        # pages get the other checks (docs/pulls.md, "What a pull checks").
+        orderable = all(
+            types.get(name) in _ORDERABLE and (received is None or name in received)
+            for name, _ in sort
         )
+        key_spec = tuple((name, types[name], down) for name, down in sort) if orderable else ()
         return RawPage(
             response,
             _page_rows,
-            (resource_id, offset, limit, total, tuple(fields) if fields else None, key_spec),
+            (
+                resource_id,
+                offset,
+                limit,
+                total,
+                tuple(received) if received else None,
+                key_spec,
+                with_id,
+            ),
         )
 
 
@@ -396,6 +411,7 @@ def _page_rows(
     total: int,
     fields: tuple[str, ...] | None = None,
     key_spec: tuple[tuple[str, str, bool], ...] = (),
+    drop_id: bool = False,
 ) -> DecodedPage:
     """A page's records (in a worker thread or process), checked against the plan: the total,
     the number of records, the fields of every record, unique ``_id`` values and, when the sort
@@ -436,14 +452,14 @@ def _page_rows(
     if fields is not None:
         _check_fields(records, fields, resource_id, offset)
     ids = [record.get("_id") for record in records]
-    if "_id" in (fields or ("_id",)) and len(set(map(repr, ids))) != len(ids):
+    if (fields is None or "_id" in fields) and len(set(map(repr, ids))) != len(ids):
         duplicate = next(i for n, i in enumerate(ids) if i in ids[:n])
         raise DataConsistencyError(
             f"resource {resource_id}: _id {duplicate!r} appears twice in the page at offset "
             f"{offset}: the server repeats rows; nothing was written"
         )
     if not key_spec or not records:
-        return DecodedPage(records)
+        return DecodedPage(_without_id(records) if drop_id else records)
     keys = [[_key_part(record.get(name), kind) for name, kind, _ in key_spec] for record in records]
     directions = [down for _, _, down in key_spec]
     for number in range(1, len(keys)):
@@ -454,7 +470,14 @@ def _page_rows(
                 f"{_key_text(keys[number - 1])}): the server does not sort by _id last; "
                 "nothing was written"
             )
-    return DecodedPage(records, keys[0], keys[-1])
+    return DecodedPage(_without_id(records) if drop_id else records, keys[0], keys[-1])
+
+
+def _without_id(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records without the ``_id`` asked for only to check the keys."""
+    for record in records:
+        del record["_id"]
+    return records
 
 
 def _check_fields(

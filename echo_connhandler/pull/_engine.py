@@ -119,11 +119,26 @@ class Progress:
 
     def line(self) -> str:
         eta = self.eta_seconds
+        finished = self.chunks_done >= self.chunks_planned
         return (
-            f"{self.chunks_done}/{self.chunks_planned} chunks, {self.rows} rows, "
-            f"{self.bytes / 1e6:.1f} MB, {self.rows_per_second:.0f} rows/s"
-            + (f", ETA {eta:.0f} s" if eta is not None else "")
+            f"{self.chunks_done}/{plural(self.chunks_planned, 'chunk')}, "
+            f"{plural(self.rows, 'row')}, {human_bytes(self.bytes)}, "
+            f"{self.rows_per_second:.0f} rows/s"
+            + (f", ETA {eta:.0f} s" if eta is not None and not finished else "")
         )
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 chunk``, ``2 chunks``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def human_bytes(count: int) -> str:
+    """A size for people: ``820 B``, ``20.3 KB``, ``41.3 MB``, ``1.2 GB`` (powers of 1000)."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} B"
 
 
 def _identity(source: Source, fmt: str, output: str, host: str) -> dict[str, Any]:
@@ -302,29 +317,23 @@ async def run_pull(
         await source.check_versions(handler, plan)
         if fmt is not None:
             await offload(_assemble, storage, path, checkpoint, plan, fmt, extension)
+            # The output's own size (a Parquet file is not the sum of its parts).
+            size = await offload(storage.size, path)
         else:
             await offload(_verify_files, checkpoint, plan)
+            size = sum(record.bytes for record in checkpoint.done.values())
         await offload(checkpoint.discard)
-        final = progress.add(None)
         ordered = [done[c.index] for c in plan.chunks]
         tolerated: dict[str, int] = {}
         for record in ordered:
             for name, count in record.counts.items():
                 tolerated[name] = tolerated.get(name, 0) + int(count)
-        logger.info(
-            "%s: done, %s%s -> %s",
-            source.describe(),
-            final.line(),
-            "".join(f", {n} {name.replace('_', ' ')} accepted" for name, n in tolerated.items()),
-            storage.url(path),
-        )
-        header = len(header_part(plan.columns, fmt)) if fmt is not None else 0
-        return PullSummary(
+        summary = PullSummary(
             output=storage.url(path),
             format=fmt or "files",
             rows=sum(r.rows for r in ordered),
             chunks=len(plan.chunks),
-            bytes=header + sum(r.bytes for r in ordered),
+            bytes=size,
             seconds=round(time.monotonic() - started, 3),
             retries=handler.retry_count - retries_before,
             chunks_resumed=chunks_resumed,
@@ -332,6 +341,8 @@ async def run_pull(
             files=[r.file for r in ordered if r.file is not None],
             tolerated=tolerated,
         )
+        logger.info("%s: done, %s", source.describe(), summary_line(summary))
+        return summary
 
 
 class _Neighbours:
@@ -487,10 +498,22 @@ def _assemble(
         raise
 
 
-def summary_line(summary: PullSummary) -> str:
-    """One line for logs: rows, chunks, size, time, resumed chunks and retries."""
+def summary_line(summary: PullSummary | Mapping[str, Any]) -> str:
+    """One line for logs: rows (or files), chunks, size, time, resumed chunks, retries and what
+    was accepted knowingly."""
+    what = (
+        plural(len(summary["files"]), "file")
+        if summary.get("format") == "files"
+        else plural(int(summary["rows"]), "row")
+    )
+    retries = int(summary["retries"])
+    tolerated = summary.get("tolerated") or {}
+    accepted = "".join(
+        f", {count} {name.replace('_', ' ')} accepted" for name, count in tolerated.items()
+    )
     return (
-        f"{summary['rows']} rows in {summary['chunks']} chunks, {summary['bytes']} bytes, "
-        f"{summary['seconds']} s ({summary['chunks_resumed']} resumed, {summary['retries']} "
-        f"retries) -> {summary['output']}"
+        f"{what} in {plural(int(summary['chunks']), 'chunk')}, "
+        f"{human_bytes(int(summary['bytes']))}, {summary['seconds']} s "
+        f"({summary['chunks_resumed']} resumed, {retries} {'retry' if retries == 1 else 'retries'}"
+        f"{accepted}) -> {summary['output']}"
     )

@@ -40,7 +40,14 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 import echo_connhandler
 import echo_connhandler.pull as pull_module
 from echo_connhandler import HttpResponseError, redact
-from echo_connhandler.pull import Progress, PullSummary, Source, run_pull, storage_for
+from echo_connhandler.pull import (
+    Progress,
+    PullSummary,
+    Source,
+    run_pull,
+    storage_for,
+    summary_line,
+)
 from echo_connhandler_provider.hooks import BazefieldHook, CceeHook, EchoHttpHook, OnsHook
 from echo_connhandler_provider.hooks._base import HandlerHook
 
@@ -58,6 +65,7 @@ __all__ = [
     "request_job",
     "run_pull_job",
     "source_kwargs_to_json",
+    "summary_line",
 ]
 
 #: The hook of each connection type.
@@ -292,20 +300,6 @@ class ProgressLogger:
         if self._last is None or now - self._last >= self.every:
             self._last = now
             self.log.info("%s: %s", self.name, progress.line())
-
-
-def summary_line(summary: Mapping[str, Any]) -> str:
-    """One line for the task log: rows or files, chunks, size, time, resumed and retries."""
-    what = (
-        f"{len(summary['files'])} files"
-        if summary.get("format") == "files"
-        else f"{summary['rows']} rows"
-    )
-    return (
-        f"{what} in {summary['chunks']} chunks, {summary['bytes']} bytes, "
-        f"{summary['seconds']} s ({summary['chunks_resumed']} resumed, {summary['retries']} "
-        f"retries) -> {summary['output']}"
-    )
 
 
 async def run_pull_job(

@@ -221,3 +221,33 @@ async def test_a_long_output_name_keeps_checkpoint_names_within_the_limit(
     assert summary["rows"] == ROWS
     assert summary["chunks_resumed"] == 2
     assert output.exists()
+
+
+def test_progress_and_summary_lines_read_well() -> None:
+    """No "ETA 0 s" when done, sizes in the unit that fits, singular nouns for one."""
+    from echo_connhandler.pull import summary_line
+    from echo_connhandler.pull._engine import Progress as EngineProgress
+
+    assert EngineProgress(1, 1, 1, 20_300, 2.0, 0).line() == "1/1 chunk, 1 row, 20.3 KB, 0 rows/s"
+    assert EngineProgress(2, 4, 20, 4_200_000, 1.0, 0).line() == (
+        "2/4 chunks, 20 rows, 4.2 MB, 20 rows/s, ETA 1 s"
+    )
+    summary: dict[str, Any] = {
+        "output": "/lake/x.parquet",
+        "format": "parquet",
+        "rows": 1,
+        "chunks": 1,
+        "bytes": 999,
+        "seconds": 0.5,
+        "retries": 1,
+        "chunks_resumed": 0,
+        "source_ids": [],
+        "files": [],
+        "tolerated": {"missing_steps": 6},
+    }
+    assert summary_line(summary) == (
+        "1 row in 1 chunk, 999 B, 0.5 s (0 resumed, 1 retry, 6 missing steps accepted) "
+        "-> /lake/x.parquet"
+    )
+    files = {**summary, "format": "files", "files": ["a.csv"], "tolerated": {}, "retries": 2}
+    assert summary_line(files).startswith("1 file in 1 chunk, 999 B, 0.5 s (0 resumed, 2 retries)")

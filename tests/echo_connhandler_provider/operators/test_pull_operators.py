@@ -54,6 +54,7 @@ SUMMARY_KEYS = {
     "chunks_resumed",
     "source_ids",
     "files",
+    "tolerated",
 }
 BAZE_API = "BazeField.Services/api"
 

@@ -293,7 +293,7 @@ def test_progress_logger_throttles() -> None:
     log = ProgressLogger(Log(), "pull", every=3600)
     for done in range(1, 4):
         log(Progress(done, 3, done * 10, done * 100, 1.0, 0))
-    assert lines == ["pull: 1/3 chunks, 10 rows, 0.0 MB, 10 rows/s, ETA 2 s"]
+    assert lines == ["pull: 1/3 chunks, 10 rows, 100 B, 10 rows/s, ETA 2 s"]
 
 
 async def test_request_trigger_events(conns: Any, sb: Sandbox, tmp_path: Path) -> None:
