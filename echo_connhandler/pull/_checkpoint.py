@@ -1,6 +1,6 @@
 """A pull's checkpoint: its plan, written once, and a journal of the chunks finished so far.
 
-Layout, in ``<output>.parts-<fingerprint>/`` next to the output (docs/pulls.md, "Checkpoints"):
+Layout, in ``<output>.parts-<fingerprint>/`` next to the output (docs/pulls.md, "Resuming"):
 
 ``manifest.json``
     The pull's identity and its plan, written once (atomically) when the pull is planned.
