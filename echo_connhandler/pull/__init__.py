@@ -25,7 +25,13 @@ than local paths the ``storage`` extra (fsspec).
 from echo_connhandler.pull._bazefield import BazefieldTimeseriesSource
 from echo_connhandler.pull._ccee import CceeDatastoreSource, ckan_column_type
 from echo_connhandler.pull._checkpoint import read_checkpoint
-from echo_connhandler.pull._engine import Progress, PullSummary, run_pull, summary_line
+from echo_connhandler.pull._engine import (
+    Progress,
+    PullLog,
+    PullSummary,
+    run_pull,
+    summary_line,
+)
 from echo_connhandler.pull._formats import (
     FORMATS,
     ColumnTypeError,
@@ -68,6 +74,7 @@ __all__ = [
     "PageContentError",
     "Plan",
     "Progress",
+    "PullLog",
     "PullSummary",
     "RawPage",
     "Rows",

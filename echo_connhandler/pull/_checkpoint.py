@@ -33,10 +33,13 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from echo_connhandler.pull._plan import Chunk, ChunkDone, Plan
 from echo_connhandler.pull._storage import Storage
+
+if TYPE_CHECKING:
+    from echo_connhandler.pull._engine import PullLog
 
 __all__ = [
     "FLUSH_EVERY_RECORDS",
@@ -125,7 +128,14 @@ class ChunkRecord:
 class Checkpoint:
     """The checkpoint of one run of one pull (see the module's docstring)."""
 
-    def __init__(self, storage: Storage, folder: str, identity: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        folder: str,
+        identity: dict[str, Any],
+        log: PullLog | None = None,
+    ) -> None:
+        self.log = log if log is not None else logger
         self.storage = storage
         self.folder = folder
         self.identity = identity
@@ -157,7 +167,7 @@ class Checkpoint:
             if not isinstance(raw, dict) or raw.get("layout") != LAYOUT:
                 raise ValueError(f"not a checkpoint manifest of layout {LAYOUT}")
             if raw.get("identity") != self.identity:
-                logger.warning(
+                self.log.warning(
                     "checkpoint manifest %s belongs to another pull: starting this pull afresh",
                     self.manifest,
                 )
@@ -166,7 +176,7 @@ class Checkpoint:
             plan = Plan.from_json(raw["plan"])
         except (ValueError, KeyError, TypeError) as exc:
             # A damaged manifest must not keep every retry failing: name it, start afresh.
-            logger.warning(
+            self.log.warning(
                 "checkpoint manifest %s cannot be read (%s: %s): starting this pull afresh",
                 self.manifest,
                 type(exc).__name__,
@@ -199,13 +209,13 @@ class Checkpoint:
             try:
                 text = self.storage.read_bytes(path).decode("utf-8")
             except (OSError, UnicodeDecodeError) as exc:
-                logger.warning("checkpoint journal %s unreadable (%s): ignored", path, exc)
+                self.log.warning("checkpoint journal %s unreadable (%s): ignored", path, exc)
                 continue
             for line in text.splitlines():
                 try:
                     record = ChunkRecord.from_json(json.loads(line))
                 except (ValueError, KeyError, TypeError):
-                    logger.warning("checkpoint journal %s: a damaged record ignored", path)
+                    self.log.warning("checkpoint journal %s: a damaged record ignored", path)
                     continue
                 records.setdefault(record.index, []).append(record)
         return records
@@ -228,7 +238,7 @@ class Checkpoint:
                     break
                 problems.append(problem)
             else:
-                logger.warning(
+                self.log.warning(
                     "checkpoint part of chunk %s (%s) %s: fetching it again",
                     chunk.index,
                     chunk.key,

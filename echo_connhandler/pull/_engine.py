@@ -29,10 +29,11 @@ import hashlib
 import io
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, Protocol, TypedDict
 
 from echo_connhandler._exceptions import DataConsistencyError
 from echo_connhandler._handler import HttpHandler
@@ -74,6 +75,15 @@ logger = logging.getLogger("echo_connhandler.pull")
 
 #: Default seconds between progress log lines.
 PROGRESS_EVERY_S = 5.0
+
+
+class PullLog(Protocol):
+    """Where a pull says what it does: a :class:`logging.Logger`, or an Airflow task's or
+    trigger's ``self.log``."""
+
+    def info(self, msg: str, /, *args: Any) -> Any: ...
+
+    def warning(self, msg: str, /, *args: Any) -> Any: ...
 
 
 class PullSummary(TypedDict):
@@ -169,6 +179,8 @@ async def run_pull(
     on_progress: Callable[[Progress], object] | None = None,
     progress_every: float = PROGRESS_EVERY_S,
     decode: str = "thread",
+    log: PullLog | None = None,
+    started: float | None = None,
 ) -> PullSummary:
     """Pull ``source`` through ``handler`` into ``output`` and return a summary.
 
@@ -182,7 +194,14 @@ async def run_pull(
             output's name. Ignored for sources of files.
         concurrency: chunks in flight at once.
         on_progress: called with a :class:`Progress` after every chunk.
-        progress_every: seconds between progress log lines (``echo_connhandler.pull``, INFO).
+        progress_every: seconds between progress log lines (the first chunk's line is written
+            at once; ``math.inf``: none).
+        log: where the pull says what it does (planning, resuming, progress, the summary, what
+            it fetches again): the ``echo_connhandler.pull`` logger by default; an Airflow task
+            or trigger passes its own ``self.log`` so the lines reach the task's log, once.
+        started: a ``time.monotonic()`` reading from which the summary's ``seconds`` count
+            (default: now), so a caller that looked up a connection or logged in first can
+            count the whole pull.
         decode: where pages are decoded and encoded: ``"thread"`` (the pull's worker thread,
             the default) or ``"process"`` (worker processes shared by every pull of this
             process: the work leaves this process's GIL; measured in docs/performance.md,
@@ -205,9 +224,12 @@ async def run_pull(
         await offload(storage.check_output, path, folder=files)
         identity = _identity(source, fmt or "files", storage.url(path), handler.props.host)
         folder = checkpoint_folder(storage, path, _fingerprint(identity))
-        checkpoint = Checkpoint(storage, folder, identity)
+        say = log if log is not None else logger
+        name = source.describe()
+        checkpoint = Checkpoint(storage, folder, identity, say)
         extension = "part" if fmt is None else fmt
-        started = time.monotonic()
+        if started is None:
+            started = time.monotonic()
         retries_before = handler.retry_count
 
         resumed = await offload(checkpoint.load)
@@ -218,13 +240,15 @@ async def run_pull(
                 # versions of a resource (docs/pulls.md, "What a pull checks").
                 await source.check_versions(handler, checkpoint.plan)
             except DataConsistencyError as exc:
-                logger.warning("%s: %s; starting this pull afresh", source.describe(), exc)
+                say.warning("%s: %s; starting this pull afresh", name, exc)
                 await offload(checkpoint.discard)
                 resumed = False
         if resumed:
             assert checkpoint.plan is not None
             await offload(checkpoint.verify, extension, checkpoint.plan.chunks)
         else:
+            # Planning can take a while (a login, one request per resource): say so first.
+            say.info("%s: planning the pull into %s", name, storage.url(path))
             new_plan = await source.plan(handler)
             await offload(checkpoint.start, new_plan)
         plan = checkpoint.plan
@@ -232,11 +256,19 @@ async def run_pull(
         done = checkpoint.done
         chunks_resumed = len(done)
         if resumed:
-            logger.info(
-                "%s: resuming, %d of %d chunks already done",
-                source.describe(),
+            say.info(
+                "%s: resuming from the checkpoint, %d of %s already done",
+                name,
                 chunks_resumed,
-                len(plan.chunks),
+                plural(len(plan.chunks), "chunk"),
+            )
+        else:
+            say.info(
+                "%s: %s planned, %d at a time (%.1f s so far)",
+                name,
+                plural(len(plan.chunks), "chunk"),
+                concurrency,
+                time.monotonic() - started,
             )
         todo = [c for c in plan.chunks if c.index not in done]
         neighbours = _Neighbours(source, plan, done)
@@ -294,7 +326,7 @@ async def run_pull(
         progress = _ProgressLog(source.describe(), len(plan.chunks), chunks_resumed, started)
         for record in done.values():
             progress.add(record)
-        last_log = time.monotonic()
+        last_log = -math.inf  # the first chunk's line at once, then every progress_every
         try:
             # Closed on any exit: a failure cancels the fetches in flight before run_pull raises.
             async with contextlib.aclosing(ordered_window(todo, fetch, concurrency)) as results:
@@ -307,7 +339,7 @@ async def run_pull(
                         on_progress(snapshot)
                     if time.monotonic() - last_log >= progress_every:
                         last_log = time.monotonic()
-                        logger.info("%s: %s", source.describe(), snapshot.line())
+                        say.info("%s: %s", name, snapshot.line())
         finally:
             # What finished is kept for the next run, whatever ended this one.
             with contextlib.suppress(Exception):
@@ -341,7 +373,7 @@ async def run_pull(
             files=[r.file for r in ordered if r.file is not None],
             tolerated=tolerated,
         )
-        logger.info("%s: done, %s", source.describe(), summary_line(summary))
+        say.info("%s: done, %s", name, summary_line(summary))
         return summary
 
 

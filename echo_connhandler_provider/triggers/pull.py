@@ -42,6 +42,7 @@ import echo_connhandler.pull as pull_module
 from echo_connhandler import HttpResponseError, redact
 from echo_connhandler.pull import (
     Progress,
+    PullLog,
     PullSummary,
     Source,
     run_pull,
@@ -312,13 +313,16 @@ async def run_pull_job(
     format: str | None = None,
     concurrency: int | None = None,
     on_progress: Callable[[Progress], object] | None = None,
+    log: PullLog | None = None,
+    progress_every: float = PROGRESS_EVERY_S,
 ) -> PullSummary:
     """A whole pull on the handler's async path: connect once, pull, always close.
 
-    ``concurrency=None`` takes the connection's ``concurrency`` option (default 4). Progress
-    goes to ``on_progress`` only: the engine's own periodic progress lines are turned off so
-    that a task log does not show each line twice.
+    ``concurrency=None`` takes the connection's ``concurrency`` option (default 4). The pull
+    says what it does on ``log`` (a task's or a trigger's own logger: its lines reach the task
+    log once); the summary's ``seconds`` count from before the connection is looked up.
     """
+    started = time.monotonic()
     pull_source = build_source(source, source_kwargs)
     hook = hook_for(conn_type, conn_id)
     try:
@@ -332,7 +336,9 @@ async def run_pull_job(
             format=format,
             concurrency=concurrency,
             on_progress=on_progress,
-            progress_every=math.inf,
+            progress_every=progress_every,
+            log=log,
+            started=started,
         )
     finally:
         await hook.aclose()
@@ -396,8 +402,7 @@ class PullTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        name = f"{self.source} ({self.conn_id})"
-        self.log.info("Pulling %s into %s", name, self.output)
+        self.log.info("Pulling in the triggerer through connection %r", self.conn_id)
         try:
             summary = await run_pull_job(
                 conn_type=self.conn_type,
@@ -407,13 +412,13 @@ class PullTrigger(BaseTrigger):
                 output=self.output,
                 format=self.format,
                 concurrency=self.concurrency,
-                on_progress=ProgressLogger(self.log, name, self.progress_every),
+                log=self.log,
+                progress_every=self.progress_every,
             )
         except Exception as exc:
             payload = error_payload(exc)
-            self.log.error("%s failed: %s: %s", name, payload["error_type"], payload["message"])
+            self.log.error("The pull failed: %s: %s", payload["error_type"], payload["message"])
         else:
-            self.log.info("%s: %s", name, summary_line(summary))
             payload = {"status": "success", "summary": dict(summary)}
         yield TriggerEvent(payload)  # type: ignore[no-untyped-call]
 

@@ -25,6 +25,7 @@ from echo_connhandler import (
     register_secret,
 )
 from echo_connhandler.pull import Progress, UnknownFieldError
+from echo_connhandler.pull._checkpoint import Checkpoint
 from echo_connhandler.sandbox import DEMO_CREDENTIALS, Sandbox
 from echo_connhandler_provider.hooks import CceeHook
 from echo_connhandler_provider.triggers import PullTrigger, RequestTrigger
@@ -276,10 +277,14 @@ async def test_progress_goes_to_the_trigger_log(
     monkeypatch.setattr(PullTrigger, "log", Log())
     event = await _only_event(trigger)
     assert event["status"] == "success"
-    progress = [line for line in lines if "chunks," in line and "rows/s" in line]
+    progress = [line for line in lines if "rows/s" in line]
     assert len(progress) == 4  # one per chunk with progress_every=0
-    assert progress[-1].startswith("ccee_datastore (ccee_json): 4/4 chunks, 1464 rows")
-    assert any("1464 rows in 4 chunks" in line for line in lines)
+    assert progress[-1].startswith("CCEE pld_media_diaria: 4/4 chunks, 1464 rows")
+    assert lines[1].startswith("CCEE pld_media_diaria: planning the pull into ")
+    assert lines[2].startswith("CCEE pld_media_diaria: 4 chunks planned, ")
+    # The summary once, the source named one way
+    assert [line for line in lines if "1464 rows in 4 chunks" in line] == [lines[-1]]
+    assert not [line for line in lines if "ccee_datastore" in line]
 
 
 def test_progress_logger_throttles() -> None:
@@ -372,20 +377,20 @@ async def test_a_trigger_cancelled_mid_pull_resumes_with_the_missing_chunks(
     searches = "/api/3/action/datastore_search"
     done = asyncio.Event()
 
-    original = trigger_module.ProgressLogger.__call__
+    original = Checkpoint.record
 
-    def watching(self: Any, progress: Progress) -> None:
-        original(self, progress)
-        if progress.chunks_done >= 3:
+    def watching(self: Checkpoint, record: Any) -> None:
+        original(self, record)
+        if len(self.done) >= 3:
             done.set()
 
-    monkeypatch.setattr(trigger_module.ProgressLogger, "__call__", watching)
+    monkeypatch.setattr(Checkpoint, "record", watching)
     first = asyncio.ensure_future(_only_event(_ccee_trigger(output, concurrency=1)))
     await asyncio.wait_for(done.wait(), 30)
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
         await first
-    monkeypatch.setattr(trigger_module.ProgressLogger, "__call__", original)
+    monkeypatch.setattr(Checkpoint, "record", original)
     assert not output.exists()
     await asyncio.sleep(0.3)  # a request cancelled in flight may still reach the server
     before = sb.faults("ccee").stats["requests"].get(searches, 0)
