@@ -8,7 +8,10 @@ timestamp twice, none missing), then each window into groups of objects and poin
 request stays within ``window`` (30 days by default), ``points_per_request`` points and
 ``max_values_per_request`` values. Chunks come in order: window, then object group, then point
 group. Each answer is decoded in a thread into flat rows (docs/services/bazefield.md, "Pulling
-time series").
+time series") and checked against the plan, which knows every step each object, point and
+aggregate must have in each window: duplicate timestamps, timestamps off the step grid, epoch
+seconds and labels at the interval's end are refused, and missing steps fail the pull unless
+accepted knowingly with ``max_missing_steps`` (then counted in the summary's ``tolerated``).
 """
 
 from __future__ import annotations
@@ -18,14 +21,25 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from echo_connhandler._bazefield import BazeHttpHandler, bazefield_api_root
+from echo_connhandler._exceptions import DataConsistencyError
 from echo_connhandler._handler import HttpHandler, expect_json, is_html
 from echo_connhandler._json import loads
-from echo_connhandler.pull._plan import Chunk, Column, PageContentError, Plan, RawPage, Rows, Source
+from echo_connhandler.pull._plan import (
+    Chunk,
+    Column,
+    DecodedPage,
+    PageContentError,
+    Plan,
+    RawPage,
+    Rows,
+    Source,
+)
 
 __all__ = ["TIMESERIES_COLUMNS", "BazefieldTimeseriesSource", "timeseries_rows"]
 
@@ -135,15 +149,63 @@ def _groups(items: Sequence[str], most: int) -> list[list[str]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
-def _zone(name: str | None) -> tzinfo:
-    """The zone for whole-day windows: an IANA zone when ``name`` is one, else UTC (a Windows
-    zone id is sent to Bazefield as is; Brazil's have no daylight saving time since 2019)."""
+#: Windows zone ids (sent to Bazefield as is) and their IANA zone, for whole-day steps.
+_WINDOWS_ZONES = {
+    "e. south america standard time": "America/Sao_Paulo",
+    "sa eastern standard time": "America/Fortaleza",
+    "utc": "UTC",
+    "gmt standard time": "Europe/London",
+}
+
+
+def _known_zone(name: str | None) -> tzinfo | None:
+    """The zone ``name`` (an IANA name or one of the Windows ids above); UTC for None; None
+    when it is neither."""
     if not name:
         return UTC
     try:
-        return ZoneInfo(name)
+        return ZoneInfo(_WINDOWS_ZONES.get(name.strip().casefold(), name.strip()))
     except (ZoneInfoNotFoundError, ValueError):
-        return UTC
+        return None
+
+
+def _zone(name: str | None) -> tzinfo:
+    """The zone of whole-day steps (local midnights): ``name``'s, UTC when it is unknown (the
+    constructor refuses an unknown zone with whole-day steps)."""
+    return _known_zone(name) or UTC
+
+
+def _grid(
+    start: datetime, end: datetime, step_s: int, zone_name: str | None
+) -> tuple[list[int], int]:
+    """The service's time steps in ``[start, end)`` in epoch ms, and the first step at or after
+    ``end`` (where a series labelled by the interval's end puts its last value).
+
+    Below a day (and for steps that are not whole days) the grid is every multiple of the
+    interval since 1970-01-01T00:00Z; whole days are local midnights of ``zone_name``, every
+    ``interval`` days from the first one at or after ``start`` (docs/services/bazefield.md,
+    "Time series")."""
+    start_ms = (start - _EPOCH) // timedelta(milliseconds=1)
+    end_ms = math.ceil((end - _EPOCH) / timedelta(milliseconds=1))
+    if step_s % 86400:
+        step_ms = step_s * 1000
+        first = -(-start_ms // step_ms) * step_ms
+        steps = list(range(first, end_ms, step_ms))
+        following = first + len(steps) * step_ms
+        return steps, following
+    zone = _zone(zone_name)
+    days = step_s // 86400
+    local_day = start.astimezone(zone).date()
+    if datetime.combine(local_day, datetime.min.time(), tzinfo=zone) < start:
+        local_day += timedelta(days=days)
+    steps = []
+    while True:
+        moment = datetime.combine(local_day, datetime.min.time(), tzinfo=zone)
+        instant = (moment.astimezone(UTC) - _EPOCH) // timedelta(milliseconds=1)
+        if instant >= end_ms:
+            return steps, instant
+        steps.append(instant)
+        local_day += timedelta(days=days)
 
 
 class BazefieldTimeseriesSource(Source):
@@ -163,6 +225,18 @@ class BazefieldTimeseriesSource(Source):
         points_per_request: the most points in one request (public clients use 30).
         max_values_per_request: the most values (objects x points x aggregates x steps) in one
             request; the sandbox refuses more than 100 000.
+        max_missing_steps: the gaps accepted knowingly, counted per series and window: each
+            object, point and aggregate may lack at most this many of its time steps in each
+            request window (an object or point absent from an answer lacks all of them).
+            ``0`` (the default): any missing step fails the pull with
+            :class:`~echo_connhandler.DataConsistencyError`; ``None``: any number is accepted.
+            Accepted gaps are counted in the summary (``tolerated["missing_steps"]``), never
+            silent. Part of :meth:`identity`: a checkpoint holds chunks accepted under its own
+            tolerance, which a stricter rerun must not inherit.
+
+    Every answer is checked against the plan (docs/services/bazefield.md, "What a pull
+    checks"): each series has exactly the steps of its window, no timestamp twice, none off the
+    step grid; timestamps in epoch seconds or labelled by the interval's end are refused.
     """
 
     kind = "rows"
@@ -180,6 +254,7 @@ class BazefieldTimeseriesSource(Source):
         window: timedelta | None = None,
         points_per_request: int = 30,
         max_values_per_request: int = 100_000,
+        max_missing_steps: int | None = 0,
     ) -> None:
         self.objects = _names("objects", objects, ids=True)
         self.points = _names("points", points)
@@ -195,6 +270,13 @@ class BazefieldTimeseriesSource(Source):
         if time_zone is not None and (not isinstance(time_zone, str) or not time_zone.strip()):
             raise ValueError(f"time_zone must be a zone name or None, got {time_zone!r}")
         self.time_zone = time_zone.strip() if time_zone is not None else None
+        if self.step_s % 86400 == 0 and _known_zone(self.time_zone) is None:
+            # Whole-day steps are the zone's local midnights: without the zone, neither the
+            # windows nor the check of every answer's timestamps can be computed.
+            raise ValueError(
+                f"time_zone {self.time_zone!r} is neither an IANA zone name nor a known Windows "
+                f"zone id; whole-day intervals ({self.interval}) need it to know local midnights"
+            )
         if window is not None:
             if not isinstance(window, timedelta):
                 raise ValueError(f"window must be a timedelta or None, got {window!r}")
@@ -207,6 +289,16 @@ class BazefieldTimeseriesSource(Source):
         self.max_values_per_request = _positive_int(
             "max_values_per_request", max_values_per_request
         )
+        if max_missing_steps is not None and (
+            isinstance(max_missing_steps, bool)
+            or not isinstance(max_missing_steps, int)
+            or max_missing_steps < 0
+        ):
+            raise ValueError(
+                f"max_missing_steps must be an integer >= 0 or None (any number), "
+                f"got {max_missing_steps!r}"
+            )
+        self.max_missing_steps = max_missing_steps
         if len(self.aggregates) > self.max_values_per_request:
             raise ValueError(
                 f"max_values_per_request ({self.max_values_per_request}) is below the number of "
@@ -285,6 +377,9 @@ class BazefieldTimeseriesSource(Source):
             "window_s": None if self.window is None else self.window.total_seconds(),
             "points_per_request": self.points_per_request,
             "max_values_per_request": self.max_values_per_request,
+            # Not the bytes of a successful pull, but whether it succeeds: a checkpoint's chunks
+            # were accepted under this tolerance, and a stricter rerun must check them itself.
+            "max_missing_steps": self.max_missing_steps,
         }
 
     def describe(self) -> str:
@@ -325,6 +420,9 @@ class BazefieldTimeseriesSource(Source):
                 list(self.aggregates),
                 _moment("from", chunk.params["from"]),
                 _moment("to", chunk.params["to"]),
+                self.step_s,
+                self.time_zone,
+                self.max_missing_steps,
             ),
         )
 
@@ -349,14 +447,27 @@ def _response_rows(
     aggregates: Sequence[str],
     start: datetime,
     end: datetime,
-) -> Rows:
-    """One answer's rows (in a worker process)."""
+    step_s: int,
+    time_zone: str | None,
+    max_missing_steps: int | None,
+) -> DecodedPage:
+    """One answer's rows (in a worker thread or process), checked against the plan."""
     try:
         payload = loads(content)
     except ValueError:
         raise PageContentError("expected JSON, got undecodable content") from None
     try:
-        return timeseries_rows(payload, objects, points, aggregates, start, end)
+        return timeseries_rows(
+            payload,
+            objects,
+            points,
+            aggregates,
+            start,
+            end,
+            step_s=step_s,
+            time_zone=time_zone,
+            max_missing_steps=max_missing_steps,
+        )
     except ValueError as exc:
         raise PageContentError(f"Bazefield time series: {exc}") from None
 
@@ -414,6 +525,28 @@ def _quality(raw: object) -> int | None:
     return None
 
 
+def _iso_ms(epoch_ms: int) -> str:
+    return _iso_z(_EPOCH + timedelta(milliseconds=epoch_ms))
+
+
+@dataclass(slots=True)
+class _Series:
+    """What one answer holds of one requested object, point and aggregate."""
+
+    object: str
+    point: str
+    aggregate: str
+    #: ``"object"``, ``"point"`` or ``"aggregate"`` when the answer leaves it out.
+    absent: str | None = None
+    #: The timestamps (epoch ms) in the window.
+    present: set[int] = field(default_factory=set)
+    #: A value sits at the first step at or after the window's end (dropped).
+    at_end: bool = False
+
+    def name(self) -> str:
+        return f"object {self.object} point {self.point} aggregate {self.aggregate}"
+
+
 def timeseries_rows(
     payload: Any,
     objects: Sequence[str],
@@ -421,14 +554,26 @@ def timeseries_rows(
     aggregates: Sequence[str],
     start: datetime,
     end: datetime,
-) -> Rows:
-    """Flatten an ``objects/timeseries/aggregated`` answer into rows.
+    *,
+    step_s: int,
+    time_zone: str | None = None,
+    max_missing_steps: int | None = 0,
+) -> DecodedPage:
+    """Flatten an ``objects/timeseries/aggregated`` answer into rows, checked against the plan.
 
     Rows come in the order of ``objects``, ``points`` and ``aggregates`` as requested (aggregates
     the server names otherwise come last, by name), then by time. Values outside ``[start, end)``
     are dropped (a server that treats ``To`` as inclusive would repeat them in the next window).
-    An object or point missing from the answer gives no rows. Raises ValueError when the answer
-    does not have the documented shape.
+
+    Every series must hold exactly the steps of the window (:func:`_grid` of ``step_s`` and
+    ``time_zone``): a timestamp off that grid or given twice raises
+    :class:`~echo_connhandler.DataConsistencyError`, and so do timestamps in epoch seconds and
+    a window whose every series is labelled by the interval's end (its first step missing, a
+    value at the window's end). A requested series (object x point x aggregate) missing
+    steps, or absent from the answer, fails when it misses more than ``max_missing_steps``
+    (``None``: any number); the steps accepted as missing are returned as
+    ``counts["missing_steps"]``. Raises ValueError when the answer does not have the documented
+    shape.
     """
     if not isinstance(payload, Mapping):
         raise ValueError(f"the answer is not a JSON object ({type(payload).__name__})")
@@ -439,19 +584,24 @@ def timeseries_rows(
         raise ValueError("'objects' is not an object")
     start_ms = (start - _EPOCH) // timedelta(milliseconds=1)
     end_ms = math.ceil((end - _EPOCH) / timedelta(milliseconds=1))
+    grid, following = _grid(start, end, step_s, time_zone)
+    on_grid = set(grid)
+    window = f"[{_iso_z(start)}, {_iso_z(end)})"
     order = {name.casefold(): index for index, name in enumerate(aggregates)}
     by_fold = {name.casefold(): name for name in aggregates}
+    checked: list[_Series] = []
+    unasked: set[str] = set()
     rows: Rows = []
     for object_id in objects:
         entry = _lookup(found, object_id)
-        if not isinstance(entry, Mapping):
-            continue
-        series_by_point = _lookup(entry, "points")
-        if not isinstance(series_by_point, Mapping):
-            continue
+        series_by_point = _lookup(entry, "points") if isinstance(entry, Mapping) else None
         for point in points:
-            series_list = _lookup(series_by_point, point)
+            series_list = (
+                _lookup(series_by_point, point) if isinstance(series_by_point, Mapping) else None
+            )
             if not isinstance(series_list, Sequence) or isinstance(series_list, str):
+                absent = "object" if not isinstance(series_by_point, Mapping) else "point"
+                checked.extend(_Series(object_id, point, a, absent) for a in aggregates)
                 continue
             keyed: list[tuple[tuple[int, str], str, Sequence[Any]]] = []
             for series in series_list:
@@ -465,7 +615,11 @@ def timeseries_rows(
                 rank = order.get(folded, len(aggregates))
                 keyed.append(((rank, name), by_fold.get(folded, name), values))
             keyed.sort(key=lambda item: item[0])
+            found_series: dict[str, _Series] = {}
             for _, aggregate, values in keyed:
+                # Two series of one aggregate (names that differ only in case) share their
+                # timestamps: a value in both is a duplicate.
+                record = found_series.setdefault(aggregate, _Series(object_id, point, aggregate))
                 series_rows: list[tuple[int, dict[str, Any]]] = []
                 for item in values:
                     if not isinstance(item, Mapping):
@@ -474,7 +628,28 @@ def timeseries_rows(
                         )
                     t = _epoch_ms(item.get("t"))
                     if not start_ms <= t < end_ms:
+                        if start_ms <= t * 1000 < end_ms:
+                            raise DataConsistencyError(
+                                f"Bazefield time series: {record.name()}: t = {t} lies outside "
+                                f"window {window}, but as epoch seconds it would be "
+                                f"{_iso_ms(t * 1000)}: the server sends t in epoch seconds, "
+                                "not milliseconds; nothing was written"
+                            )
+                        record.at_end = record.at_end or t == following
                         continue
+                    if t not in on_grid:
+                        raise DataConsistencyError(
+                            f"Bazefield time series: {record.name()}: timestamp {_iso_ms(t)} "
+                            f"is not on the {step_s} s step grid of window {window} "
+                            f"({_grid_text(step_s, time_zone)}); nothing was written"
+                        )
+                    if t in record.present:
+                        raise DataConsistencyError(
+                            f"Bazefield time series: {record.name()}: timestamp {_iso_ms(t)} "
+                            f"appears twice in window {window}: the server repeats values; "
+                            "nothing was written"
+                        )
+                    record.present.add(t)
                     value, value_text = _value(item.get("v"))
                     local = item.get("t_local")
                     series_rows.append(
@@ -494,4 +669,68 @@ def timeseries_rows(
                     )
                 series_rows.sort(key=lambda pair: pair[0])
                 rows.extend(row for _, row in series_rows)
-    return rows
+            for aggregate in aggregates:
+                asked = found_series.pop(aggregate, None)
+                checked.append(asked or _Series(object_id, point, aggregate, "aggregate"))
+            unasked.update(found_series)
+    missing = _check_steps(checked, grid, window, max_missing_steps, unasked)
+    return DecodedPage(rows, counts={"missing_steps": missing} if missing else {})
+
+
+def _check_steps(
+    checked: Sequence[_Series],
+    grid: Sequence[int],
+    window: str,
+    max_missing_steps: int | None,
+    unasked: set[str],
+) -> int:
+    """The steps missing from the requested series of one window; DataConsistencyError when a
+    series misses more than ``max_missing_steps`` or the window is labelled by interval ends."""
+    expected = len(grid)
+    with_values = [s for s in checked if s.present or s.at_end]
+    if grid and with_values and all(grid[0] not in s.present and s.at_end for s in with_values):
+        # Not a gap but every series shifted by one step: refused whatever the tolerance, as
+        # accepting it would shift the data (docs/services/bazefield.md, "What a pull checks").
+        raise DataConsistencyError(
+            f"Bazefield time series: window {window}: every series lacks its first step "
+            f"({_iso_ms(grid[0])}) and has a value at the window's end: the server labels "
+            f"steps by the interval's end instead of its start ({with_values[0].name()} has "
+            f"{len(with_values[0].present)} of {expected} steps); nothing was written"
+        )
+    missing = sum(expected - len(s.present) for s in checked)
+    if max_missing_steps is None:
+        return missing
+    over = [s for s in checked if expected - len(s.present) > max_missing_steps]
+    if not over:
+        return missing
+    first = over[0]
+    lacking = [t for t in grid if t not in first.present]
+    if first.absent:
+        why = f"the {first.absent} is absent from the answer"
+        if first.absent == "aggregate" and unasked:
+            why += f", which has aggregate(s) {', '.join(sorted(map(repr, unasked)))} not asked for"
+    else:
+        why = f"first missing {_iso_ms(lacking[0])}"
+        if first.at_end and grid[0] in lacking:
+            why += (
+                "; a value sits at the window's end: does the server label steps by the "
+                "interval's end?"
+            )
+    tolerance = (
+        "any missing step fails"
+        if max_missing_steps == 0
+        else f"at most {max_missing_steps} accepted per series and window"
+    )
+    got = len(first.present)
+    raise DataConsistencyError(
+        f"Bazefield time series: {first.name()} has {got} of the {expected} steps of window "
+        f"{window} ({expected - got} missing: {why}); {len(over)} series of this window miss "
+        f"too many steps ({missing} missing in all; max_missing_steps: {tolerance}). Nothing "
+        "was written; gaps are real in SCADA data: accept them knowingly with max_missing_steps"
+    )
+
+
+def _grid_text(step_s: int, time_zone: str | None) -> str:
+    if step_s % 86400:
+        return "multiples of the interval since 1970-01-01T00:00Z"
+    return f"local midnights in {time_zone or 'UTC'}"

@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SERVICE:KIND[:KEY=VALUE,...]",
         help=(
             "make an emulator misbehave from the start (repeatable), e.g. ccee:ignore_offset, "
-            "ccee:republish:after=5, bazefield:drop_object:object=WTG01; see docs/sandbox.md"
+            "ccee:republish:after=5, bazefield:drop_object:object=1001; see docs/sandbox.md"
         ),
     )
     return parser

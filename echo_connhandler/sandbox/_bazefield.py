@@ -25,7 +25,14 @@ What is emulated, and the quirks reproduced on purpose:
   ``"No Data"``, with ``q = 1``), as on the real service. There is no paging: a call producing more
   than :data:`MAX_VALUES_PER_CALL` values is refused with a ``responseStatus`` error, so clients
   must split their windows (docs/services/bazefield.md, "Time series": ~30 days and ~30 points
-  per call).
+  per call);
+* misbehaviours (:meth:`FaultInjector.misbehave`, docs/sandbox.md, "Misbehaviour"): answers of
+  200 with wrong time series, for the pull's checks to refuse: ``label_interval_end`` (every
+  value labelled by its interval's end, ``t`` one step later), ``drop_object`` (options
+  ``object``, an id or key, default the request's first, and ``at``, an instant: that object
+  left out of every answer of one window, the first one asking for it whose range holds
+  ``at``), ``epoch_seconds`` (``t`` in seconds) and ``duplicate_timestamps`` (every value
+  twice).
 
 The fleet (3 made-up wind farms with 10 to 40 turbines and a met mast each) and every value are
 deterministic functions of the seed. ``From`` / ``To`` accept epoch milliseconds, ISO-8601 (naive
@@ -129,6 +136,17 @@ _FIXED_ZONES = {
 
 
 _Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class _Wrong:
+    """The misbehaviours one time-series answer shows (docs/sandbox.md, "Misbehaviour")."""
+
+    label_interval_end: bool = False
+    epoch_seconds: bool = False
+    duplicate_timestamps: bool = False
+    #: The object left out of this answer (``drop_object``).
+    drop_object: str | None = None
 
 
 class BazeArgumentError(ValueError):
@@ -660,19 +678,30 @@ def bazefield_app(
         grid: list[datetime],
         step_s: int,
         zone: tzinfo,
+        wrong: _Wrong,
     ) -> bytes:
+        # label_interval_end: each value labelled by its interval's end (one step later)
+        shift = timedelta(seconds=step_s if wrong.label_interval_end else 0)
         stamps = [
-            (int(moment.timestamp()), moment.astimezone(zone).isoformat(timespec="seconds"))
+            (
+                int(moment.timestamp()),
+                int((moment + shift).timestamp()),
+                (moment + shift).astimezone(zone).isoformat(timespec="seconds"),
+            )
             for moment in grid
         ]
+        t_per_second = 1 if wrong.epoch_seconds else 1000
+        copies = 2 if wrong.duplicate_timestamps else 1
         result: dict[str, Any] = {}
         for obj in objects:
+            if obj.object_id == wrong.drop_object:
+                continue
             points_out: dict[str, Any] = {}
             for point in points:
                 series_list = []
                 for aggregate in aggregates:
                     series = []
-                    for epoch_s, local in stamps:
+                    for epoch_s, label_s, local in stamps:
                         value: float | str
                         quality = 0
                         if unit(seed, "baze-bad", obj.object_id, point, aggregate, epoch_s) < (
@@ -684,15 +713,53 @@ def bazefield_app(
                             value = round(
                                 aggregate_value(seed, obj, point, aggregate, epoch_s, step_s), 3
                             )
-                        series.append(
-                            {"t": epoch_s * 1000, "t_local": local, "q": quality, "v": value}
-                        )
+                        item = {"t": label_s * t_per_second, "t_local": local, "q": quality}
+                        series.extend([{**item, "v": value}] * copies)
                     series_list.append({"aggregate": aggregate, "timeSeries": series})
                 points_out[point] = series_list
             result[obj.object_id] = {"points": points_out}
         return json.dumps({"objects": result}, ensure_ascii=False, separators=(",", ":")).encode(
             "utf-8"
         )
+
+    def dropped_object(
+        objects: list[BazeObject], start: datetime, end: datetime, zone: tzinfo, now: datetime
+    ) -> str | None:
+        """The object ``drop_object`` leaves out of this answer, if any.
+
+        The window is the first request's that asks for the object (option ``object``, an id
+        or key; default: the request's first object) and whose range holds ``at`` (when
+        given); every request of that same window, retries and other point groups included,
+        then lacks the object. State lives in the live options dict."""
+        options = faults.misbehaviour("drop_object")
+        if options is None:
+            return None
+        window = [start.isoformat(), end.isoformat()]
+        chosen = options.get("dropped")
+        if chosen is not None:
+            asked = any(obj.object_id == chosen for obj in objects)
+            return str(chosen) if asked and options.get("window") == window else None
+        wanted = options.get("object")
+        target = (
+            objects[0]
+            if wanted is None
+            else next(
+                (
+                    obj
+                    for obj in objects
+                    if str(wanted).strip().lower() in (obj.object_id, obj.object_key.lower())
+                ),
+                None,
+            )
+        )
+        if target is None:
+            return None
+        at = options.get("at")
+        if at is not None and not start <= parse_instant(at, zone, now) < end:
+            return None
+        options["dropped"] = target.object_id
+        options["window"] = window
+        return target.object_id
 
     async def timeseries(request: Request) -> Response:
         args = await _arguments(request)
@@ -727,8 +794,14 @@ def bazefield_app(
                 f"Too many values requested ({total} > {MAX_VALUES_PER_CALL}); split the request "
                 "into smaller windows"
             )
+        wrong = _Wrong(
+            label_interval_end=faults.misbehaviour("label_interval_end") is not None,
+            epoch_seconds=faults.misbehaviour("epoch_seconds") is not None,
+            duplicate_timestamps=faults.misbehaviour("duplicate_timestamps") is not None,
+            drop_object=dropped_object(objects, start, end, zone, now),
+        )
         body = await asyncio.to_thread(
-            build_timeseries, objects, points, aggregates, grid, step_s, zone
+            build_timeseries, objects, points, aggregates, grid, step_s, zone, wrong
         )
         if not _wants_json(request):
             return _preview_page(request, json.loads(body))

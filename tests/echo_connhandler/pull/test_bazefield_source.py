@@ -19,7 +19,13 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from echo_connhandler import ApiError, BazeHttpHandler, CceeHttpHandler, HttpConnProperties
+from echo_connhandler import (
+    ApiError,
+    BazeHttpHandler,
+    CceeHttpHandler,
+    DataConsistencyError,
+    HttpConnProperties,
+)
 from echo_connhandler.pull import BazefieldTimeseriesSource, Plan, run_pull
 from echo_connhandler.pull._bazefield import timeseries_rows
 from echo_connhandler.sandbox import DEMO_CREDENTIALS, Sandbox, SandboxConfig
@@ -288,6 +294,16 @@ async def test_default_limits_make_full_requests_the_sandbox_accepts(sb: Sandbox
             id="two-days-unaligned",
         ),
         pytest.param({"interval": "01:00:00", "time_zone": "UTC"}, id="timespan"),
+        pytest.param(
+            {
+                "interval": "1d",
+                "time_zone": "E. South America Standard Time",  # a Windows id: local midnights
+                "start": "2024-01-01T03:00:00Z",
+                "end": "2024-03-01T03:00:00Z",
+                "window": timedelta(days=7),
+            },
+            id="days-windows-zone-id",
+        ),
     ],
 )
 async def test_windows_never_repeat_or_lose_a_timestamp(
@@ -392,6 +408,10 @@ def test_identity_is_json_with_iso_dates() -> None:
     assert identity["end"] == "2024-01-02T03:00:00Z"
     assert identity["objects"] == ["1001", "1002", "2001"]
     assert identity["window_s"] == 7 * 3600
+    # the tolerance decides whether a pull succeeds: a stricter rerun gets its own checkpoint
+    assert identity["max_missing_steps"] == 0
+    lenient = BazefieldTimeseriesSource(**{**SPLIT, "max_missing_steps": None}).identity()
+    assert lenient == {**BazefieldTimeseriesSource(**SPLIT).identity(), "max_missing_steps": None}
 
 
 @pytest.mark.parametrize(
@@ -424,6 +444,12 @@ def test_identity_is_json_with_iso_dates() -> None:
         ({"points_per_request": True}, "points_per_request"),
         ({"max_values_per_request": 0}, "max_values_per_request"),
         ({"max_values_per_request": 1}, "max_values_per_request"),  # 2 aggregates
+        ({"max_missing_steps": -1}, "max_missing_steps"),
+        ({"max_missing_steps": True}, "max_missing_steps"),
+        ({"max_missing_steps": 1.5}, "max_missing_steps"),
+        ({"max_missing_steps": "3"}, "max_missing_steps"),
+        # whole days are local midnights: the zone must be known
+        ({"interval": "1d", "time_zone": "Mars/Olympus"}, "time_zone 'Mars/Olympus'"),
     ],
 )
 def test_bad_arguments_are_named(overrides: dict[str, Any], name: str) -> None:
@@ -431,9 +457,10 @@ def test_bad_arguments_are_named(overrides: dict[str, Any], name: str) -> None:
         BazefieldTimeseriesSource(**{**SPLIT, **overrides})
 
 
-def test_answer_parsing_keeps_going_and_keeps_raw_values() -> None:
-    """Missing objects and points give no rows; values outside [From, To) are dropped; names
-    match ignoring case; non-numeric values are kept as text."""
+def test_answer_parsing_counts_gaps_and_keeps_raw_values() -> None:
+    """With any gap accepted: missing objects, points and aggregates count as missing steps;
+    values outside [From, To) are dropped; names match ignoring case; non-numeric values are
+    kept as text; an aggregate not asked for comes last."""
     start = datetime(2024, 1, 1, tzinfo=UTC)
     end = start + timedelta(hours=2)
     t0 = int(start.timestamp() * 1000)
@@ -455,14 +482,14 @@ def test_answer_parsing_keeps_going_and_keeps_raw_values() -> None:
                                 {"t": t0, "t_local": "a", "q": 0, "v": "12.5"},
                             ],
                         },
-                        {"aggregate": "Other", "timeSeries": [{"t": t0 + 1, "v": None}]},
+                        {"aggregate": "Other", "timeSeries": [{"t": t0 + hour, "v": None}]},
                     ]
                 }
             },
             "1002": {"points": {}},
         }
     }
-    rows = timeseries_rows(
+    args: tuple[Any, ...] = (
         payload,
         ["1001", "1002", "1003"],
         ["ActivePower", "WindSpeed"],
@@ -470,16 +497,82 @@ def test_answer_parsing_keeps_going_and_keeps_raw_values() -> None:
         start,
         end,
     )
+    page = timeseries_rows(*args, step_s=3600, max_missing_steps=None)
+    rows = page.rows
     assert [(r["aggregate"], r["timestamp_utc"], r["value"], r["value_text"]) for r in rows] == [
         ("Average", "2024-01-01T00:00:00+00:00", 12.5, None),
         ("Average", "2024-01-01T01:00:00+00:00", None, "NaN"),
         ("Max", "2024-01-01T00:00:00+00:00", 2.0, None),
-        ("Other", "2024-01-01T00:00:00.001000+00:00", None, None),
+        ("Other", "2024-01-01T01:00:00+00:00", None, None),
     ]
     assert {r["object"] for r in rows} == {"1001"}
     assert {r["point"] for r in rows} == {"ActivePower"}
     assert rows[1]["quality"] == 1
     assert rows[3]["local_time"] is None
-    assert timeseries_rows({"objects": {}}, ["1001"], ["P"], ["Average"], start, end) == []
+    # 3 objects x 2 points x 2 aggregates x 2 steps, of which 3 came
+    assert page.counts == {"missing_steps": 3 * 2 * 2 * 2 - 3}
+    # The default accepts no gap, and names the first series that has one.
+    with pytest.raises(
+        DataConsistencyError,
+        match=r"object 1001 point ActivePower aggregate Max has 1 of the 2 steps of window "
+        r"\[2024-01-01T00:00:00Z, 2024-01-01T02:00:00Z\) \(1 missing: first missing "
+        r"2024-01-01T01:00:00Z\); 11 series of this window miss too many steps \(21 missing",
+    ):
+        timeseries_rows(*args, step_s=3600)
+    # At most 1 missing step per series and window: 1001 ActivePower passes, WindSpeed not.
+    with pytest.raises(
+        DataConsistencyError,
+        match=r"object 1001 point WindSpeed aggregate "
+        r"Average has 0 of the 2 steps .* the point is absent from the answer",
+    ):
+        timeseries_rows(*args, step_s=3600, max_missing_steps=1)
+    empty = timeseries_rows(
+        {"objects": {}},
+        ["1001"],
+        ["P"],
+        ["Average"],
+        start,
+        end,
+        step_s=3600,
+        max_missing_steps=None,
+    )
+    assert empty.rows == []
+    assert empty.counts == {"missing_steps": 2}
     with pytest.raises(ValueError, match="objects"):
-        timeseries_rows({"responseStatus": {}}, ["1001"], ["P"], ["Average"], start, end)
+        timeseries_rows(
+            {"responseStatus": {}}, ["1001"], ["P"], ["Average"], start, end, step_s=3600
+        )
+
+
+@pytest.mark.parametrize(
+    ("step_s", "time_zone", "t", "grid"),
+    [
+        (3600, None, datetime(2024, 1, 1, 0, 30, tzinfo=UTC), "multiples of the interval"),
+        (600, None, datetime(2024, 1, 1, 0, 0, 0, 1000, tzinfo=UTC), "multiples of the interval"),
+        # whole days are local midnights: UTC midnight is 21:00 in São Paulo
+        (86400, "America/Sao_Paulo", datetime(2024, 1, 2, tzinfo=UTC), "local midnights"),
+    ],
+)
+def test_a_timestamp_off_the_step_grid_is_refused(
+    step_s: int, time_zone: str | None, t: datetime, grid: str
+) -> None:
+    start = datetime(2024, 1, 1, 3, tzinfo=UTC) if time_zone else datetime(2024, 1, 1, tzinfo=UTC)
+    end = start + timedelta(days=2)
+    item = {"t": int(t.timestamp() * 1000), "v": 1}
+    payload = {"objects": {"1": {"points": {"P": [{"aggregate": "A", "timeSeries": [item]}]}}}}
+    with pytest.raises(
+        DataConsistencyError,
+        match=rf"object 1 point P aggregate A: timestamp {t.isoformat().replace('+00:00', 'Z')} "
+        rf"is not on the {step_s} s step grid of window .*\({grid}",
+    ):
+        timeseries_rows(
+            payload,
+            ["1"],
+            ["P"],
+            ["A"],
+            start,
+            end,
+            step_s=step_s,
+            time_zone=time_zone,
+            max_missing_steps=None,
+        )

@@ -224,3 +224,87 @@ def test_timeseries_errors_inside_http_200(client: httpx.Client) -> None:
     assert "Too many values" in too_many["responseStatus"]["message"]
     bad_date = aggregated(client, **{**base, "Aggregates": "AVG", "From": "yesterday"})
     assert bad_date["responseStatus"]["errorCode"] == "ArgumentException"
+
+
+# ---------------------------------------------------------------------- misbehaviours
+
+SERIES = {
+    "ObjectIds": "1001,1002",
+    "Points": "ActivePower",
+    "Aggregates": "AVG",
+    "From": "2024-03-01T00:00:00Z",
+    "To": "2024-03-01T06:00:00Z",
+    "Interval": "1h",
+}
+MARCH_1 = int(datetime(2024, 3, 1, tzinfo=UTC).timestamp() * 1000)
+HOUR_MS = 3_600_000
+
+
+def _series(body: dict[str, Any], object_id: str = "1001") -> list[dict[str, Any]]:
+    values: list[dict[str, Any]] = body["objects"][object_id]["points"]["ActivePower"][0][
+        "timeSeries"
+    ]
+    return values
+
+
+def test_label_interval_end_shifts_every_timestamp_by_one_step(
+    sb: Sandbox, client: httpx.Client
+) -> None:
+    normal = aggregated(client, **SERIES, TimeZone="America/Sao_Paulo")
+    sb.faults("bazefield").misbehave("label_interval_end")
+    shifted = aggregated(client, **SERIES, TimeZone="America/Sao_Paulo")
+    for object_id in ("1001", "1002"):
+        before, after = _series(normal, object_id), _series(shifted, object_id)
+        assert [item["t"] for item in before] == [MARCH_1 + n * HOUR_MS for n in range(6)]
+        assert [item["t"] for item in after] == [MARCH_1 + n * HOUR_MS for n in range(1, 7)]
+        assert [item["v"] for item in after] == [item["v"] for item in before]
+        assert after[0]["t_local"] == "2024-02-29T22:00:00-03:00"
+
+
+def test_epoch_seconds_and_duplicate_timestamps(sb: Sandbox, client: httpx.Client) -> None:
+    normal = _series(aggregated(client, **SERIES))
+    faults = sb.faults("bazefield")
+    faults.misbehave("epoch_seconds")
+    seconds = _series(aggregated(client, **SERIES))
+    assert [item["t"] * 1000 for item in seconds] == [item["t"] for item in normal]
+    faults.behave("epoch_seconds")
+    faults.misbehave("duplicate_timestamps")
+    twice = _series(aggregated(client, **SERIES))
+    assert twice == [item for item in normal for _ in range(2)]
+    faults.behave()
+    assert _series(aggregated(client, **SERIES)) == normal
+
+
+def test_drop_object_empties_one_window_of_the_object(sb: Sandbox, client: httpx.Client) -> None:
+    """The first request asking for the object whose range holds ``at`` loses it, and so does
+    every later request of that window (a retry, another point group); others keep it."""
+    faults = sb.faults("bazefield")
+    faults.misbehave("drop_object", object="1002", at="2024-03-01T07:30:00Z")
+    first = aggregated(client, **SERIES)  # 00:00-06:00 does not hold 07:30
+    assert set(first["objects"]) == {"1001", "1002"}
+    late = {**SERIES, "From": "2024-03-01T06:00:00Z", "To": "2024-03-01T12:00:00Z"}
+    assert aggregated(client, **{**late, "ObjectIds": "1001"})["objects"].keys() == {"1001"}
+    dropped = aggregated(client, **late)
+    assert set(dropped["objects"]) == {"1001"}
+    assert len(_series(dropped)) == 6
+    assert set(aggregated(client, **{**late, "Points": "WindSpeed"})["objects"]) == {"1001"}
+    assert set(aggregated(client, **SERIES)["objects"]) == {"1001", "1002"}
+    assert faults.misbehaviour("drop_object") == {
+        "object": "1002",
+        "at": "2024-03-01T07:30:00Z",
+        "dropped": "1002",
+        "window": ["2024-03-01T06:00:00+00:00", "2024-03-01T12:00:00+00:00"],
+    }
+
+
+def test_drop_object_by_key_or_by_default_the_first_requested(
+    sb: Sandbox, client: httpx.Client
+) -> None:
+    faults = sb.faults("bazefield")
+    faults.misbehave("drop_object", object="aur-wtg02")  # the key of 1002, any case
+    assert set(aggregated(client, **SERIES)["objects"]) == {"1001"}
+    faults.reset()
+    answer = client.post("/_sandbox/misbehave", json={"kind": "drop_object"})
+    assert answer.json() == {"ok": True}
+    assert set(aggregated(client, **SERIES)["objects"]) == {"1002"}
+    assert set(aggregated(client, **{**SERIES, "ObjectIds": "1002,1001"})["objects"]) == {"1002"}

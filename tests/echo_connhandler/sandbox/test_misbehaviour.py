@@ -94,10 +94,10 @@ def test_a_republication_changes_values_and_the_version_but_not_the_total(sb: Sa
 
 def test_the_command_line_parses_misbehaviours() -> None:
     assert _misbehaviour("ccee:republish:after=5") == ("ccee", "republish", {"after": 5})
-    assert _misbehaviour("bazefield:drop_object:object=WTG01,at=2025-01-01") == (
+    assert _misbehaviour("bazefield:drop_object:object=1001,at=2025-01-01") == (
         "bazefield",
         "drop_object",
-        {"object": "WTG01", "at": "2025-01-01"},
+        {"object": 1001, "at": "2025-01-01"},
     )
     with pytest.raises(ValueError, match=r"expected SERVICE:KIND"):
         _misbehaviour("ccee")

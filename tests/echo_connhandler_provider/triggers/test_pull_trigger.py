@@ -241,6 +241,44 @@ async def test_a_misbehaving_server_is_an_error_event_in_the_triggerer_too(
     assert not output.exists()
 
 
+async def test_a_bazefield_gap_fails_in_the_triggerer_unless_accepted(
+    conns: Any, sb: Sandbox, tmp_path: Path
+) -> None:
+    """A Bazefield object missing from one window: an error event by default; accepted with
+    max_missing_steps, the count reaches the summary through the event."""
+    sb.faults("bazefield").misbehave("drop_object", object="1002", at="2024-01-01T09:00:00Z")
+    kwargs = {
+        "objects": ["1001", "1002"],
+        "points": ["ActivePower"],
+        "aggregates": ["Average"],
+        "start": "2024-01-01T00:00:00Z",
+        "end": "2024-01-02T00:00:00Z",
+        "interval": "10m",
+        "window": 4 * 3600,
+    }
+
+    def trigger(output: Path, **extra: Any) -> PullTrigger:
+        return PullTrigger(
+            conn_type="bazefield",
+            conn_id="bazefield_json",
+            source="bazefield_timeseries",
+            source_kwargs={**kwargs, **extra},
+            output=str(output),
+        )
+
+    failed = await _only_event(trigger(tmp_path / "strict.jsonl"))
+    assert failed["error_type"] == "DataConsistencyError"
+    assert (
+        "object 1002 point ActivePower aggregate Average has 0 of the 24 steps"
+        in (failed["message"])
+    )
+    assert not (tmp_path / "strict.jsonl").exists()
+    accepted = await _only_event(trigger(tmp_path / "ok.jsonl", max_missing_steps=24))
+    assert accepted["status"] == "success"
+    assert accepted["summary"]["tolerated"] == {"missing_steps": 24}
+    assert accepted["summary"]["rows"] == 2 * 144 - 24
+
+
 async def test_missing_connection_is_an_airflow_not_found_error(conns: Any, tmp_path: Path) -> None:
     """An unknown conn_id fails as Airflow's own not-found error, raised again on resume."""
     event = await _only_event(_ccee_trigger(tmp_path / "x.jsonl", conn_id="no_such_conn"))
