@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/python -m deploy.local_airflow demo
 
 # The same stack left running with its UI on http://localhost:8080 until Ctrl-C.
-airflow: $(STAMP)
+airflow: $(STAMP) docs
 	$(BIN)/python -m deploy.local_airflow up
 
 # The end-to-end run alone (the test command runs it too): the main job in a fresh

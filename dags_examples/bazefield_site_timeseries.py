@@ -25,6 +25,8 @@ SITE_TURBINES = ["1001", "1002", "1003", "1004"]
 with DAG(
     dag_id="bazefield_site_timeseries",
     description="A Bazefield site's 10-minute series of the day (deferred pull)",
+    # The module's docstring on the DAG's page (Details / Docs) of the UI.
+    doc_md=__doc__,
     # Runs cover whole intervals (data_interval_start/end), which the pull reads.
     schedule=CronDataIntervalTimetable("@daily", timezone="America/Sao_Paulo"),
     start_date=pendulum.datetime(2026, 1, 1, tz="America/Sao_Paulo"),

@@ -41,6 +41,8 @@ pld_horario = Asset(
 with DAG(
     dag_id="ccee_on_publication",
     description="Pull what CCEE publishes, when it publishes it (asset watcher)",
+    # The module's docstring on the DAG's page (Details / Docs) of the UI.
+    doc_md=__doc__,
     schedule=[pld_horario],
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,

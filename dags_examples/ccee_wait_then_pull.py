@@ -27,6 +27,8 @@ LAKE = "{{ var.value.echo_data_lake }}"
 with DAG(
     dag_id="ccee_wait_then_pull",
     description="Wait for CCEE's publication of the day, then pull it (deferred)",
+    # The module's docstring on the DAG's page (Details / Docs) of the UI.
+    doc_md=__doc__,
     # Runs cover whole days (data_interval_end is the moment the publication must follow).
     schedule=CronDataIntervalTimetable("@daily", timezone="America/Sao_Paulo"),
     start_date=pendulum.datetime(2026, 1, 1, tz="America/Sao_Paulo"),

@@ -20,6 +20,8 @@ from echo_connhandler_provider.operators import EchoHttpOperator
 with DAG(
     dag_id="echo_http_request",
     description="One request through an echo_http connection, its JSON as XCom",
+    # The module's docstring on the DAG's page (Details / Docs) of the UI.
+    doc_md=__doc__,
     # Runs cover whole intervals (data_interval_start/end), which the pull reads.
     schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),

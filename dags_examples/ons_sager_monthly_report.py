@@ -22,6 +22,8 @@ LAKE = "{{ var.value.echo_data_lake }}"
 with DAG(
     dag_id="ons_sager_monthly_report",
     description="The SAGER general report of the month (.xlsx)",
+    # The module's docstring on the DAG's page (Details / Docs) of the UI.
+    doc_md=__doc__,
     # Runs cover whole intervals (data_interval_start/end), which the pull reads.
     schedule=CronDataIntervalTimetable("@monthly", timezone="America/Sao_Paulo"),
     start_date=pendulum.datetime(2026, 1, 1, tz="America/Sao_Paulo"),

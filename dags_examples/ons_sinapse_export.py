@@ -22,6 +22,8 @@ LAKE = "{{ var.value.echo_data_lake }}"
 with DAG(
     dag_id="ons_sinapse_export",
     description="The week's SINAPSE requests as CSV (deferred pull)",
+    # The module's docstring on the DAG's page (Details / Docs) of the UI.
+    doc_md=__doc__,
     # Runs cover whole intervals (data_interval_start/end), which the pull reads.
     schedule=CronDataIntervalTimetable("@weekly", timezone="America/Sao_Paulo"),
     start_date=pendulum.datetime(2026, 1, 4, tz="America/Sao_Paulo"),

@@ -42,14 +42,17 @@ import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from echo_connhandler.sandbox import DEMO_CREDENTIALS, Sandbox, SandboxConfig
+from echo_connhandler_provider import DOCS_PATH
+from echo_connhandler_provider._fields import CONNECTION_TYPES
 
 __all__ = [
     "DEFAULT_HOME",
@@ -64,15 +67,22 @@ __all__ = [
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_HOME = ROOT / ".local-airflow"
 DAGS_FOLDER = ROOT / "dags_examples"
+PLUGINS_FOLDER = ROOT / "deploy" / "airflow_plugins"
 BAZE_API = "BazeField.Services/api"
 ADMIN_USER = "admin"
 #: Seconds a run may take before the demo gives up on it.
 RUN_TIMEOUT_S = 480.0
-#: How the task logs say that a task deferred (airflow.sdk's task runner).
-DEFERRED_MARK = "Pausing task as DEFERRED"
+#: The audit-log event the Execution API writes when a task instance defers (one per deferral,
+#: kept after the task ends, unlike the task instance's own ``next_method`` and trigger).
+DEFERRED_EVENT = "deferred"
 #: How the triggerer warns of a blocked event loop.
 BLOCKED_MARK = "async thread was blocked for"
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
+#: Lines the demo counts in the deployment's logs (its report's ``log_marks``): PyJWT's warning
+#: of a too short secret, and Airflow's remark on a connection type with ``_`` (``echo_http``;
+#: the URI form ``echo-http://`` is read back as ``echo_http``, so the remark is harmless; it is
+#: logged whenever Airflow turns such a connection into a URI, e.g. by the connection test).
+LOG_MARKS = ("InsecureKeyLengthWarning", "shall not contain '_'")
 
 
 # -- the deployment's own secrets and settings ---------------------------------------------------
@@ -81,22 +91,43 @@ class HomeSecrets:
     """Generated once per AIRFLOW_HOME and kept in ``deployment.json`` there (not in the repo)."""
 
     fernet_key: str
+    #: Signs the API's tokens (``[api_auth] jwt_secret``).
     jwt_secret: str
     admin_password: str
+    #: Signs the tokens the API server shows the log server (``[api] secret_key``); without it
+    #: Airflow writes a 16-byte one into airflow.cfg, too short for HS512.
+    api_secret_key: str = ""
 
     @classmethod
     def load_or_create(cls, home: Path) -> HomeSecrets:
         path = home / "deployment.json"
+        stored: dict[str, str] = {}
         if path.is_file():
-            return cls(**json.loads(path.read_text(encoding="utf-8")))
-        created = cls(
-            fernet_key=base64.urlsafe_b64encode(os.urandom(32)).decode("ascii"),
-            jwt_secret=secrets.token_urlsafe(32),
-            admin_password=secrets.token_urlsafe(12),
-        )
-        path.write_text(json.dumps(asdict(created)), encoding="utf-8")
-        path.chmod(0o600)
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        values = {
+            "fernet_key": stored.get("fernet_key")
+            or base64.urlsafe_b64encode(os.urandom(32)).decode("ascii"),
+            "admin_password": stored.get("admin_password") or secrets.token_urlsafe(12),
+        }
+        # A home made by an older runner may hold a short secret: a new one only invalidates
+        # the tokens issued so far (the Fernet key, which encrypts stored rows, stays).
+        for key in ("jwt_secret", "api_secret_key"):
+            value = stored.get(key, "")
+            values[key] = value if len(value.encode()) >= JWT_SECRET_MIN_BYTES else _jwt_secret()
+        created = cls(**values)
+        if asdict(created) != stored:
+            path.write_text(json.dumps(asdict(created)), encoding="utf-8")
+            path.chmod(0o600)
         return created
+
+
+#: Airflow signs its JWTs with HS512 when a secret is set; PyJWT warns
+#: (``InsecureKeyLengthWarning``, on every token) below the hash's size, 64 bytes (RFC 7518 3.2).
+JWT_SECRET_MIN_BYTES = 64
+
+
+def _jwt_secret() -> str:
+    return secrets.token_urlsafe(JWT_SECRET_MIN_BYTES)  # 86 ASCII characters
 
 
 def free_port() -> int:
@@ -112,6 +143,7 @@ def airflow_env(
     api_port: int,
     data_lake: str,
     dags_folder: Path = DAGS_FOLDER,
+    log_server_port: int = 0,
 ) -> dict[str, str]:
     """The environment of every Airflow process of the deployment."""
     env = {
@@ -120,6 +152,9 @@ def airflow_env(
         if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_"))
     }
     api = f"http://127.0.0.1:{api_port}"
+    log_port = str(log_server_port or free_port())
+    # ``deploy.loopback`` (the hostname callable below) is imported by the Airflow processes.
+    python_path = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     env.update(
         {
             "AIRFLOW_HOME": str(home),
@@ -136,7 +171,18 @@ def airflow_env(
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(api_port),
             "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API__SECRET_KEY": home_secrets.api_secret_key,
             "AIRFLOW__API_AUTH__JWT_SECRET": home_secrets.jwt_secret,
+            # One log server for the task and the trigger logs (one folder on one machine),
+            # started by the runner on loopback (Airflow's own binds every interface, on fixed
+            # ports 8793/8794); tasks and triggerers name their host 127.0.0.1, so that the API
+            # server fetches a running or deferred task's log from there.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": log_port,
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": log_port,
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "deploy.loopback.hostname",
+            # Serves the built docs at the provider's documentation-url (DOCS_PATH).
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS_FOLDER),
+            "PYTHONPATH": python_path,
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
@@ -148,29 +194,67 @@ def airflow_env(
     return env
 
 
+def stored_extra(conn_type: str, extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``extra`` with every field of the type's form: the given values, the others at their
+    default (``None`` where the form has none, which the hooks read as unset).
+
+    Airflow 3.3's edit form shows only the extra fields a connection stores, so a connection
+    written with a few extras hides the others (API key, timeouts, TLS, concurrency...); stored
+    in full, each shows with its value. Unknown names are refused here, as the hooks would.
+    """
+    fields = {f.name: f.default for f in CONNECTION_TYPES[conn_type].fields}
+    unknown = sorted(set(extra) - set(fields))
+    if unknown:
+        raise ValueError(f"extra: no field {', '.join(unknown)} in a {conn_type!r} connection")
+    return {name: extra.get(name, default) for name, default in fields.items()}
+
+
 def connections_for(sandbox: Sandbox) -> list[dict[str, Any]]:
-    """The connections the example DAGs use, pointing at the sandbox (REST API bodies)."""
+    """The connections the example DAGs use, pointing at the sandbox (REST API bodies).
+
+    Each stores every extra field of its type's form (``stored_extra``), a description, and the
+    Base URL's port also in ``port``: Airflow 3.3.2's Test button sends the stored ``port`` as a
+    number (``0`` when empty) and the API refuses a port that differs from the stored one
+    (apache/airflow#73298); the hooks take the port of the Base URL when it has one.
+    """
     urls = sandbox.urls
     baze, ons = DEMO_CREDENTIALS["bazefield"], DEMO_CREDENTIALS["ons"]
 
     def conn(
-        conn_id: str, conn_type: str, host: str, extra: Mapping[str, Any], **fields: str
+        conn_id: str,
+        conn_type: str,
+        host: str,
+        description: str,
+        extra: Mapping[str, Any],
+        **fields: str,
     ) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "connection_id": conn_id,
             "conn_type": conn_type,
+            "description": description,
             "host": host,
-            "extra": json.dumps(dict(extra)),
+            "extra": json.dumps(stored_extra(conn_type, extra)),
             **fields,
         }
+        port = urlsplit(host).port
+        if port is not None:
+            body["port"] = port
+        return body
 
     ons_extra = {"auth_url": urls.ons_auth_url, "max_retries": 3}
     return [
-        conn("ccee_default", "ccee", urls.ccee, {"concurrency": 4, "max_retries": 3}),
+        conn(
+            "ccee_default",
+            "ccee",
+            urls.ccee,
+            "CCEE Dados Abertos (CKAN) of the local sandbox: no credentials",
+            {"concurrency": 4, "max_retries": 3},
+        ),
         conn(
             "bazefield_default",
             "bazefield",
             urls.bazefield,
+            "Bazefield of the local sandbox: user and password (made-up demo account)",
             {"max_retries": 3},
             login=baze["user"],
             password=baze["password"],
@@ -179,6 +263,7 @@ def connections_for(sandbox: Sandbox) -> list[dict[str, Any]]:
             "ons_sager",
             "ons",
             urls.ons_sager,
+            "ONS SAGER renováveis of the local sandbox: OAuth2 password login (demo account)",
             {"login_target": "SAGER", **ons_extra},
             login=ons["user"],
             password=ons["password"],
@@ -187,6 +272,7 @@ def connections_for(sandbox: Sandbox) -> list[dict[str, Any]]:
             "ons_sinapse",
             "ons",
             urls.ons_sinapse,
+            "ONS SINAPSE of the local sandbox: OAuth2 login, then the user's profile",
             {"login_target": "SINAPSE", "profile_url": urls.ons_profile_url, **ons_extra},
             login=ons["user"],
             password=ons["password"],
@@ -195,12 +281,34 @@ def connections_for(sandbox: Sandbox) -> list[dict[str, Any]]:
             "echo_http_default",
             "echo_http",
             f"{urls.bazefield}/{BAZE_API}",
+            "Any REST API, here Bazefield's of the local sandbox: API key (Bearer)",
             {"api_key": baze["api_key"], "health_endpoint": "allocationTypes", "max_retries": 3},
         ),
     ]
 
 
 # -- processes -----------------------------------------------------------------------------------
+#: Arguments the runner always adds: the scheduler and the triggerer would each start a log
+#: server on every interface; the runner starts one on loopback instead (``LOG_SERVER``).
+SERVICE_ARGS: Mapping[str, tuple[str, ...]] = {
+    "scheduler": ("--skip-serve-logs",),
+    "triggerer": ("--skip-serve-logs",),
+}
+#: Airflow's log server (what ``serve_logs`` runs) bound to loopback, on the configured port.
+LOG_SERVER = """
+import uvicorn
+from airflow.configuration import conf
+uvicorn.run(
+    "airflow.utils.serve_logs.log_server:get_app",
+    factory=True,
+    host="127.0.0.1",
+    port=conf.getint("logging", "worker_log_server_port"),
+    log_config=None,
+    access_log=False,
+)
+"""
+
+
 class Processes:
     """The Airflow processes of the deployment, each in its own session (process group)."""
 
@@ -229,11 +337,16 @@ class Processes:
             raise RuntimeError(f"airflow {' '.join(args)} failed; see {log_path}\n{tail(log_path)}")
 
     def start(self, name: str, *args: str) -> None:
-        """Start ``airflow <name> <args>`` in the background, its output to ``<name>.log``."""
+        """Start ``airflow <name> <args>`` in the background, its output to ``<name>.log``
+        (``log-server``: Airflow's log server on loopback)."""
+        if name == "log-server":
+            command = [sys.executable, "-c", LOG_SERVER]
+        else:
+            command = [self.airflow, name, *args, *SERVICE_ARGS.get(name, ())]
         log = (self.log_dir / f"{name}.log").open("ab")
         self.log_offsets[name] = log.tell()
         self.running[name] = subprocess.Popen(  # noqa: S603 - our own venv's airflow
-            [self.airflow, name, *args],
+            command,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -340,8 +453,69 @@ class Api:
         if errors:
             raise RuntimeError(f"could not write the connections: {errors}")
 
+    def test_as_the_ui_does(self) -> dict[str, dict[str, Any]]:
+        """Press the Connections list's Test button on every connection: per id, the request
+        body sent (``password`` as listed: masked) and the reply (``status_code``, ``body``)."""
+        listed = self.call("GET", "connections", params={"limit": 100}).get("connections", [])
+        results = {}
+        for connection in listed:
+            body = ui_test_body(connection)
+            reply = self.client.post("/api/v2/connections/test", json=body)
+            results[str(connection["connection_id"])] = {
+                "request": body,
+                "status_code": reply.status_code,
+                "body": reply.json() if reply.content else None,
+            }
+        return results
+
     def close(self) -> None:
         self.client.close()
+
+
+#: The body of the Test button of Airflow 3.3.2's Connections list (``TestConnectionButton`` of
+#: the UI; in ``airflow/ui/dist/assets/index-*.js``), from the listed connection ``n``:
+#: ``{conn_type, connection_id, description: n.description ?? "", extra: n.extra || "{}",
+#: host: n.host ?? "", login: n.login ?? "", password: n.password ?? "",
+#: port: Number(n.port), schema: n.schema ?? ""}``.
+UI_TEST_BODY_KEYS = (
+    "conn_type",
+    "connection_id",
+    "description",
+    "extra",
+    "host",
+    "login",
+    "password",
+    "port",
+    "schema",
+)
+
+
+def _js_number(value: Any) -> int | float:
+    """JavaScript's ``Number(value)`` for what a JSON reply holds (null is 0)."""
+    if value is None or value == "":
+        return 0
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+    return int(number) if number.is_integer() else number
+
+
+def ui_test_body(connection: Mapping[str, Any]) -> dict[str, Any]:
+    """What the UI's Test button posts to ``/api/v2/connections/test`` for a connection as the
+    list (``GET /api/v2/connections``) gives it."""
+    extra = connection.get("extra")
+    return {
+        "conn_type": connection["conn_type"],
+        "connection_id": connection["connection_id"],
+        "description": connection.get("description") or "",
+        "extra": "{}" if extra in ("", None) else extra,
+        "host": connection.get("host") or "",
+        "login": connection.get("login") or "",
+        "password": connection.get("password") or "",
+        "port": _js_number(connection.get("port")),
+        "schema": connection.get("schema") or "",
+    }
 
 
 # -- the report ----------------------------------------------------------------------------------
@@ -506,13 +680,22 @@ class Deployment:
         say(f"AIRFLOW_HOME {self.home}")
         self.processes.run("db", "migrate")
         self.sandbox.start()
-        say(f"sandbox up: {self.sandbox.urls.bazefield}, {self.sandbox.urls.ccee}, ...")
+        urls = self.sandbox.urls
+        say("sandbox up (emulators on loopback):")
+        for service, url in (
+            ("Bazefield", urls.bazefield),
+            ("CCEE", urls.ccee),
+            ("ONS SAGER", urls.ons_sager),
+            ("ONS SINAPSE", urls.ons_sinapse),
+            ("ONS login", urls.ons_auth_url),
+        ):
+            say(f"  {service:<12} {url}")
         self.processes.start("api-server", "--port", str(self.api_port), "--host", "127.0.0.1")
-        for name in ("scheduler", "dag-processor", "triggerer"):
+        for name in ("log-server", "scheduler", "dag-processor", "triggerer"):
             self.processes.start(name)
         self.api.wait_until_up(self.processes)
         self.api.put_connections(connections_for(self.sandbox))
-        say(f"api-server, scheduler, dag-processor, triggerer up; UI at {self.url}")
+        say(f"api-server, scheduler, dag-processor, triggerer, log server up; UI at {self.url}")
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
@@ -692,8 +875,61 @@ class Deployment:
         return sorted((self.home / "logs").glob(pattern))
 
     def deferred(self, dag_id: str, run_id: str, task_id: str) -> bool:
-        folder = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
-        return any(DEFERRED_MARK in p.read_text(errors="replace") for p in folder.rglob("*.log"))
+        """Whether the task deferred in this deployment (its audit log, through the API)."""
+        params: dict[str, Any] = {
+            "dag_id": dag_id,
+            "run_id": run_id,
+            "task_id": task_id,
+            "event": DEFERRED_EVENT,
+            # An earlier demo on this AIRFLOW_HOME ran (and logged) the same run id.
+            "after": datetime.fromtimestamp(self.started_at, tz=UTC).isoformat(),
+            "limit": 1,
+        }
+        return int(self.api.call("GET", "eventLogs", params=params)["total_entries"]) > 0
+
+    def listening(self) -> list[tuple[str, str, int]]:
+        """The sockets the deployment's processes (and their children) listen on:
+        ``(process, address, port)``."""
+        import psutil  # type: ignore[import-untyped]
+
+        found = []
+        for name, process in self.processes.running.items():
+            with contextlib.suppress(psutil.Error):
+                root = psutil.Process(process.pid)
+                for proc in [root, *root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        for sock in proc.net_connections(kind="inet"):
+                            if sock.status == psutil.CONN_LISTEN:
+                                found.append((name, str(sock.laddr.ip), int(sock.laddr.port)))
+        return sorted(set(found))
+
+    def ui_checks(self) -> dict[str, Any]:
+        """What the UI shows of the provider and the connections, read through the REST API
+        while the deployment runs: the Test button of every connection (the UI's own request
+        body), each stored connection, and the provider's entry of the Providers page."""
+        providers = self.api.call("GET", "providers", params={"limit": 100}).get("providers", [])
+        connections = self.api.call("GET", "connections", params={"limit": 100})
+        docs = self.api.client.get(DOCS_PATH)
+        return {
+            "docs": {"path": DOCS_PATH, "status_code": docs.status_code, "text": docs.text[:2000]},
+            "connection_tests": self.api.test_as_the_ui_does(),
+            "connections": {c["connection_id"]: c for c in connections.get("connections", [])},
+            "provider": next(
+                (p for p in providers if p["package_name"] == "echo-connhandler-provider"), None
+            ),
+        }
+
+    def log_lines(self, *marks: str) -> dict[str, int]:
+        """How many lines of this deployment's logs (its processes' since they started, and the
+        task and trigger logs) hold each mark."""
+        texts = []
+        for name, offset in self.processes.log_offsets.items():
+            with (self.processes.log_dir / f"{name}.log").open("rb") as log:
+                log.seek(offset)
+                texts.append(log.read().decode(errors="replace"))
+        texts += [p.read_text(errors="replace") for p in self.task_logs()]
+        lines = [line for text in texts for line in text.splitlines()]
+        return {mark: sum(mark in line for line in lines) for mark in marks}
 
     def blocked_loop_warnings(self) -> list[str]:
         with (self.processes.log_dir / "triggerer.log").open("rb") as log:
@@ -728,24 +964,49 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def format_table(rows: Sequence[TaskRow]) -> str:
-    header = ("DAG", "task", "state", "deferred", "rows / files", "output", "seconds")
+#: The demo's table fits a terminal this wide.
+TABLE_WIDTH = 120
+
+
+def _shorten(text: str, width: int) -> str:
+    """``text`` cut from the left to ``width`` characters (a path's end is what tells)."""
+    return text if len(text) <= width else "…" + text[len(text) - width + 1 :]
+
+
+def format_table(rows: Sequence[TaskRow], data_lake: str = "", width: int = TABLE_WIDTH) -> str:
+    """The demo's table, at most ``width`` characters wide: a line per DAG, its tasks indented
+    under it; outputs relative to ``data_lake`` (printed under the table), cut from the left
+    if still too long."""
+    header = ("DAG / task", "state", "deferred", "rows/files", "output", "s")
+    prefix = data_lake.rstrip("/") + "/" if data_lake else ""
     lines = [
-        (
-            r.dag_id,
-            r.task_id,
+        [
+            f"  {r.task_id}",
             r.state,
             "yes" if r.deferred else "no",
             f"{r.rows:,}" if r.rows is not None else f"{r.files} files" if r.files else "",
-            r.output or "",
-            "" if r.seconds is None else f"{r.seconds:.1f}",
-        )
+            (r.output or "").removeprefix(prefix),
+            "" if r.seconds is None else f"{r.seconds:.0f}",
+        ]
         for r in rows
     ]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines, strict=True)]
-    out = [" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    out.append("-+-".join("-" * w for w in widths))
-    out += [" | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in lines]
+    output_column = header.index("output")
+    others = sum(widths) - widths[output_column] + 2 * (len(widths) - 1)
+    widths[output_column] = max(len("output"), min(widths[output_column], width - others))
+    for line in lines:
+        line[output_column] = _shorten(line[output_column], widths[output_column])
+
+    def joined(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    out = [joined(header), "  ".join("-" * w for w in widths)]
+    dag_id = None
+    for row, line in zip(rows, lines, strict=True):
+        if row.dag_id != dag_id:
+            dag_id = row.dag_id
+            out.append(_shorten(dag_id, width))
+        out.append(joined(line))
     return "\n".join(out)
 
 
@@ -784,15 +1045,29 @@ def demo(home: Path, report_path: Path | None) -> int:
         finished = deployment.wait_for_runs(wanted)
         for run in finished.values():
             rows += deployment.task_rows(run)
+        ui = deployment.ui_checks()
+        listening = deployment.listening()
         deployment.pause_all(wanted)
         warnings = deployment.blocked_loop_warnings()
     scan = deployment.scan()
-    ok = all(r.state == "success" for r in rows) and not scan.leaks
+    log_marks = deployment.log_lines(*LOG_MARKS)
+    tests = ui["connection_tests"]
+    tests_ok = sorted(c for c, t in tests.items() if (t["body"] or {}).get("status") is True)
+    ok = (
+        all(r.state == "success" for r in rows)
+        and not scan.leaks
+        and len(tests_ok) == len(tests) > 0
+    )
     say("")
-    say(format_table(rows))
+    say(format_table(rows, deployment.data_lake))
     say("")
+    say(f"Test button of the connections (the UI's request): {len(tests_ok)} of {len(tests)} ok")
+    for conn_id, test in sorted(tests.items()):
+        if conn_id not in tests_ok:
+            say(f"  {conn_id}: {test['status_code']} {json.dumps(test['body'])[:200]}")
     say(f"outputs: {deployment.data_lake}")
-    say(f"logs:    {deployment.home / 'logs'} (processes: {deployment.processes.log_dir})")
+    say(f"logs:    {deployment.home / 'logs'}")
+    say(f"         (the processes': {deployment.processes.log_dir})")
     say(f"triggerer blocked-loop warnings: {len(warnings)}")
     for line in warnings:
         say(f"  {line}")
@@ -813,6 +1088,9 @@ def demo(home: Path, report_path: Path | None) -> int:
             "tasks": [asdict(r) for r in rows],
             "blocked_loop_warnings": warnings,
             "scan": asdict(scan),
+            "ui": ui,
+            "listening": listening,
+            "log_marks": log_marks,
         }
         report_path.write_text(json.dumps(report, indent=2), encoding="utf-8")
     return 0 if ok else 1
@@ -823,16 +1101,30 @@ def up(home: Path, port: int) -> int:
     # A publication every 5 minutes: the asset-scheduled DAG runs on each.
     config = SandboxConfig(seed=42, ccee_publish_every=300)
     with Deployment(home, api_port=port, sandbox_config=config) as deployment:
-        deployment.wait_for_dags(dag_file_count(deployment.dags_folder))
+        dags = deployment.wait_for_dags(dag_file_count(deployment.dags_folder))
+        tests = deployment.api.test_as_the_ui_does()
+        failed = sorted(c for c, t in tests.items() if (t["body"] or {}).get("status") is not True)
+        paused = sorted(d["dag_id"] for d in dags if d.get("is_paused"))
         say("")
         say(
-            f"Airflow UI: {deployment.url}  (user {ADMIN_USER}, "
+            f"Airflow UI   {deployment.url}  (user {ADMIN_USER}, "
             f"password {deployment.secrets.admin_password})"
         )
+        say(f"Connections  {', '.join(sorted(tests))}: on the sandbox;")
         say(
-            "Connections ccee_default, bazefield_default, ons_sager, ons_sinapse, echo_http_default"
+            f"             Admin > Connections > Test: {len(tests) - len(failed)} of "
+            f"{len(tests)} ok{' (failed: ' + ', '.join(failed) + ')' if failed else ''}"
         )
-        say("point at the sandbox; the connection test button is enabled. Ctrl-C stops everything.")
+        if paused:
+            say(
+                f"DAGs         {len(paused)} of {len(dags)} paused, nothing runs until you ask: "
+                "on the Dags page,"
+            )
+            say("             switch a DAG on to let it run on its schedule (an asset-scheduled")
+            say("             DAG's watcher starts then), or open it and click Trigger (the")
+            say('             dialog\'s "Unpause ... on trigger" box runs it at once).')
+        say(f"Docs         {deployment.url}{DOCS_PATH}  (built by make docs)")
+        say("Ctrl-C stops everything.")
         while True:
             deployment.processes.check_alive()
             time.sleep(2.0)

@@ -15,6 +15,14 @@ __all__ = ["get_provider_info"]
 
 DISTRIBUTION = "echo-connhandler-provider"
 
+#: Where the documentation is. There is no public site: the built docs (``make docs``, MkDocs,
+#: into ``site/``) are served by the local deployment's API server at this path
+#: (``deploy/airflow_plugins/echo_docs.py``), so the link works from the UI that shows it (a
+#: path on the UI's own origin). Airflow 3.3 takes the Providers page's link from the
+#: distribution's ``Project-URL: Documentation`` (pyproject.toml), which says the same; a
+#: deployment that hosts the docs elsewhere changes both.
+DOCS_PATH = "/echo-connhandler-docs/"
+
 #: The operators of each connection type (pulls into files; one HTTP request for echo_http).
 _OPERATOR_MODULES = {
     "echo_http": "echo_connhandler_provider.operators.http",
@@ -47,11 +55,16 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": DISTRIBUTION,
         "name": "Echo connection handlers",
+        # No underscore, backtick or angle bracket: the API strips them as reST markup.
         "description": (
-            "Hooks for Bazefield, CCEE Dados Abertos (CKAN behind a WAF), ONS SAGER/SINAPSE "
-            "(OAuth2) and any REST API, built on httpx with one sync+async handler, retries "
-            "with backoff and typed errors."
+            "Bazefield, CCEE Dados Abertos (CKAN behind a WAF), ONS SAGER/SINAPSE (OAuth2) and "
+            "any REST API in Airflow: operators that pull a dataset or a time range into "
+            "Parquet, CSV or JSON Lines files (or ONS export files), local or s3, deferrable "
+            "so the pages are fetched in the triggerer with checkpoints; sensors (an HTTP "
+            "endpoint, a CCEE dataset update); an asset-watcher trigger that starts a DAG "
+            "on each CCEE publication; hooks with retries, backoff and typed errors."
         ),
+        "documentation-url": DOCS_PATH,
         "versions": [__version__],
         "integrations": [
             {

@@ -254,7 +254,7 @@ def _bounded(trigger: Any, timeout: float) -> None:
 def run_dag(
     airflow_dags: Path, connections: Any, lake: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Callable[..., DagTestRun]:
-    """``run_dag(dag, logical_date=None)``: ``dag.test()`` against the sandbox.
+    """``run_dag(dag, logical_date=None, conf=None)``: ``dag.test()`` against the sandbox.
 
     Tasks run in this process through Airflow's in-process Execution API; a deferred task's
     trigger runs in line (as ``dag.test()`` does), recorded with its event. Retries are set to 0
@@ -281,11 +281,15 @@ def run_dag(
 
     monkeypatch.setattr(dag_module, "_run_inline_trigger", recording)
 
-    def run(dag: Any, logical_date: datetime | None = None) -> DagTestRun:
+    def run(
+        dag: Any, logical_date: datetime | None = None, conf: dict[str, Any] | None = None
+    ) -> DagTestRun:
         for task in dag.tasks:
             task.retries = 0
         seen.clear()
-        kwargs = {} if logical_date is None else {"logical_date": logical_date}
+        kwargs: dict[str, Any] = {} if logical_date is None else {"logical_date": logical_date}
+        if conf is not None:
+            kwargs["run_conf"] = conf  # as the Trigger dialog sends its params
         dr = dag.test(**kwargs)
         with create_session() as session:
             tis = session.scalars(

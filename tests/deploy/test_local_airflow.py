@@ -24,8 +24,19 @@ import pyarrow.parquet as pq
 import pytest
 from cryptography.fernet import Fernet
 
-from deploy.local_airflow import DAGS_FOLDER, dag_file_count, scan_for_secrets
+from deploy.local_airflow import (
+    DAGS_FOLDER,
+    TABLE_WIDTH,
+    UI_TEST_BODY_KEYS,
+    TaskRow,
+    dag_file_count,
+    format_table,
+    scan_for_secrets,
+    ui_test_body,
+)
 from echo_connhandler.sandbox import DEMO_CREDENTIALS
+from echo_connhandler_provider import DOCS_PATH
+from echo_connhandler_provider._fields import CONNECTION_TYPES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -135,6 +146,188 @@ def test_every_process_was_stopped(demo_run: dict[str, Any]) -> None:
     home = demo_run["home"]
     ps = subprocess.run(["ps", "axeww", "-o", "args"], capture_output=True, text=True, check=True)  # noqa: S607
     assert [line for line in ps.stdout.splitlines() if home in line] == []
+
+
+@pytest.mark.deployment
+def test_the_test_button_works_for_every_connection(demo_run: dict[str, Any]) -> None:
+    """The body the UI's Test button sends (replayed on the real API server while the demo
+    ran) passes for the five connections: Airflow 3.3.2 answered 400 "The host or port to test
+    differs from the stored connection" while the port was not stored (apache/airflow#73298)."""
+    tests = demo_run["ui"]["connection_tests"]
+    assert set(tests) == {
+        "ccee_default",
+        "bazefield_default",
+        "ons_sager",
+        "ons_sinapse",
+        "echo_http_default",
+    }
+    for conn_id, test in tests.items():
+        assert tuple(test["request"]) == UI_TEST_BODY_KEYS, conn_id
+        assert test["request"]["port"] > 0, conn_id
+        assert test["status_code"] == 200, (conn_id, test["body"])
+        assert test["body"]["status"] is True, (conn_id, test["body"])
+    assert "Test button of the connections (the UI's request): 5 of 5 ok" in demo_run["stdout"]
+
+
+@pytest.mark.deployment
+def test_stored_connections_show_every_form_field(demo_run: dict[str, Any]) -> None:
+    """Each connection stores every extra field of its type's form (the edit form shows only
+    stored extras), a description, and its Base URL's port in ``port``."""
+    connections = demo_run["ui"]["connections"]
+    assert len(connections) == 5
+    for conn_id, connection in connections.items():
+        fields = {f.name for f in CONNECTION_TYPES[connection["conn_type"]].fields}
+        assert set(json.loads(connection["extra"])) == fields, conn_id
+        assert connection["description"], conn_id
+        assert f":{connection['port']}" in connection["host"], conn_id
+    # The secrets stay masked in what the API gives (and so in the report).
+    extra = json.loads(connections["echo_http_default"]["extra"])
+    assert extra["api_key"] == "***"
+    text = json.dumps(demo_run["ui"])
+    for service in DEMO_CREDENTIALS.values():
+        for key, value in service.items():
+            if "password" in key or "api_key" in key:
+                assert value not in text
+
+
+@pytest.mark.deployment
+def test_providers_page_entry_and_its_documentation(demo_run: dict[str, Any]) -> None:
+    """The Providers page's entry says what the provider does; the documentation its
+    ``documentation-url`` names is served by the deployment (checked while it ran)."""
+    provider = demo_run["ui"]["provider"]
+    assert provider is not None
+    assert provider["description"].startswith("Bazefield, CCEE Dados Abertos")
+    for word in ("pull", "deferrable", "sensors", "asset-watcher trigger", "hooks"):
+        assert word in provider["description"], word
+    # Airflow 3.3 links the provider to its distribution's Project-URL "Documentation"
+    assert provider["documentation_url"] == DOCS_PATH
+    docs = demo_run["ui"]["docs"]
+    assert docs["path"] == DOCS_PATH
+    assert docs["status_code"] == 200
+    assert "echo-connhandler" in docs["text"].lower()
+
+
+@pytest.mark.deployment
+def test_services_listen_on_loopback_on_free_ports(demo_run: dict[str, Any]) -> None:
+    """Every socket the deployment's processes listen on is on loopback; the log server is the
+    runner's own (one, on a free port), not Airflow's two on 8793/8794 on every interface."""
+    listening = [tuple(x) for x in demo_run["listening"]]
+    assert listening, "no listening socket seen"
+    assert {address for _, address, _ in listening} <= {"127.0.0.1", "::1"}, listening
+    assert not {port for _, _, port in listening} & {8793, 8794}, listening
+    assert {"api-server", "log-server"} <= {name for name, _, _ in listening}, listening
+
+
+@pytest.mark.deployment
+def test_quiet_logs_and_a_readable_table(demo_run: dict[str, Any]) -> None:
+    """No ``InsecureKeyLengthWarning`` (the JWT secrets are long enough for HS512); the table
+    and the lines around it fit a 120-column terminal; no sandbox URL is cut."""
+    assert demo_run["log_marks"]["InsecureKeyLengthWarning"] == 0
+    lines = demo_run["stdout"].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("DAG / task"))
+    table = lines[start : lines.index("", start)]
+    assert len(table) >= 2 + 7 + len(demo_run["tasks"])  # header, rule, DAGs, tasks
+    assert all(len(line) <= TABLE_WIDTH for line in table), table
+    assert not [
+        line for line in demo_run["stdout"].splitlines() if "sandbox up" in line and "..." in line
+    ]
+    for service in ("Bazefield", "CCEE", "ONS SAGER", "ONS SINAPSE", "ONS login"):
+        assert any(
+            line.strip().startswith(service) and "http://127.0.0.1:" in line
+            for line in demo_run["stdout"].splitlines()
+        ), service
+
+
+# -- the UI's Test button, the table ------------------------------------------------------------
+def _ui_bundle() -> str:
+    """The installed Airflow UI's JavaScript bundle (where the Test button is)."""
+    import airflow
+
+    (bundle,) = (Path(airflow.__file__).parent / "ui" / "dist" / "assets").glob("index-*.js")
+    return bundle.read_text(encoding="utf-8")
+
+
+def test_ui_test_body_is_the_one_of_the_installed_ui() -> None:
+    """``ui_test_body`` mirrors the Test button of the installed UI: the same keys in the same
+    order, and ``port: Number(connection.port)`` (0 for a connection without a port)."""
+    import re
+
+    bundle = _ui_bundle()
+    pattern = r"\{" + r",".join(rf"{k}:(\w+)" for k in UI_TEST_BODY_KEYS) + r"\}"
+    matches = re.findall(pattern, bundle)
+    assert len(matches) == 1, "the UI's Test button body changed: update ui_test_body"
+    port_var = dict(zip(UI_TEST_BODY_KEYS, matches[0], strict=True))["port"]
+    assert re.search(rf"\b{port_var}=Number\(\w+\.port\)", bundle)
+
+    listed = {
+        "connection_id": "c",
+        "conn_type": "ccee",
+        "description": None,
+        "host": "https://dadosabertos.ccee.org.br",
+        "login": None,
+        "password": None,
+        "schema": None,
+        "port": None,
+        "extra": None,
+    }
+    body = ui_test_body(listed)
+    assert tuple(body) == UI_TEST_BODY_KEYS
+    assert body["port"] == 0  # what 3.3.2 refuses for a connection stored without a port
+    assert body["extra"] == "{}"
+    assert ui_test_body({**listed, "port": 8443})["port"] == 8443
+
+
+def test_table_fits_a_120_column_terminal() -> None:
+    """The demo's longest names and outputs fit in 120 columns, outputs relative to the lake;
+    an output too long for that is cut from the left (its end is what tells)."""
+    lake = "/home/someone/projects/echo-connhandler-provider/.local-airflow/data_lake"
+    published = "ccee/pld_horario_published/20260106T010203.parquet"
+    rows = [
+        TaskRow(
+            "bazefield_site_timeseries",
+            "pull_site_10min",
+            "success",
+            True,
+            123456,
+            None,
+            f"{lake}/bazefield/site_10min/2026-01-01.jsonl.gz",
+            12.3,
+            "r1",
+        ),
+        TaskRow(
+            "ccee_on_publication",
+            "pull_published",
+            "success",
+            True,
+            35136,
+            None,
+            f"{lake}/{published}",
+            8.0,
+            "r2",
+        ),
+        TaskRow(
+            "ons_sinapse_export",
+            "export_sinapse_requests",
+            "success",
+            True,
+            None,
+            3,
+            f"{lake}/ons/sinapse/" + "x" * 200,
+            4.0,
+            "r3",
+        ),
+    ]
+    table = format_table(rows, lake)
+    lines = table.splitlines()
+    assert max(len(line) for line in lines) <= TABLE_WIDTH
+    assert lake not in table
+    assert "bazefield_site_timeseries" in lines
+    assert any(
+        "pull_site_10min" in line and "bazefield/site_10min/2026-01-01.jsonl.gz" in line
+        for line in lines
+    )
+    assert any("35,136" in line and published in line for line in lines)
+    assert any("3 files" in line and line.endswith("xxx  4") and "…" in line for line in lines)
 
 
 # -- the scanner finds what is there -------------------------------------------------------------

@@ -157,3 +157,38 @@ print(json.dumps(sorted(sys.modules)))
         *(path.rsplit(".", 1)[0] for path, _ in EXPECTED_TYPES.values()),
     }
     assert not forbidden & loaded, sorted(forbidden & loaded)
+
+
+def test_description_says_what_the_provider_does() -> None:
+    """The Providers page shows the description: pulls into files, deferrable, sensors, the
+    asset-watcher trigger and the hooks; nothing the API strips as reST (``_``, backticks,
+    angle brackets) so that it reads as written."""
+    description = get_provider_info()["description"]
+    for words in (
+        "pull a dataset or a time range into",
+        "Parquet, CSV or JSON Lines files",
+        "deferrable",
+        "triggerer",
+        "sensors",
+        "asset-watcher trigger",
+        "hooks",
+    ):
+        assert words in description, words
+    assert not set("_`<>") & set(description)
+    assert not description.startswith("Hooks for")
+
+
+def test_documentation_url_is_the_docs_the_local_deployment_serves() -> None:
+    """No public site: the docs the local deployment's API server serves (its plugin mounts the
+    built docs at DOCS_PATH); the distribution's Project-URL, which Airflow 3.3 shows on the
+    Providers page, says the same."""
+    from importlib.metadata import metadata
+
+    from echo_connhandler_provider import DOCS_PATH
+
+    assert get_provider_info()["documentation-url"] == DOCS_PATH == "/echo-connhandler-docs/"
+    urls = metadata("echo-connhandler-provider").get_all("Project-URL") or []
+    assert f"Documentation, {DOCS_PATH}" in urls
+    plugin = Path(__file__).resolve().parents[2] / "deploy" / "airflow_plugins" / "echo_docs.py"
+    assert "DOCS_PATH" in plugin.read_text()
+    jsonschema.validate(get_provider_info(), _airflow_schema("provider_info.schema.json"))
