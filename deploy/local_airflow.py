@@ -33,7 +33,9 @@ import base64
 import contextlib
 import json
 import os
+import re
 import secrets
+import shutil
 import signal
 import socket
 import sqlite3
@@ -78,6 +80,9 @@ DEFERRED_EVENT = "deferred"
 #: How the triggerer warns of a blocked event loop.
 BLOCKED_MARK = "async thread was blocked for"
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
+#: The integrity drill: this DAG's pull of this year against a misbehaving CCEE must fail.
+DRILL_DAG = "ccee_pld_horario_yearly"
+DRILL_YEAR = 2022
 #: Lines the demo counts in the deployment's logs (its report's ``log_marks``): PyJWT's warning
 #: of a too short secret, and Airflow's remark on a connection type with ``_`` (``echo_http``;
 #: the URI form ``echo-http://`` is read back as ``echo_http``, so the remark is harmless; it is
@@ -752,6 +757,56 @@ class Deployment:
                 raise TimeoutError(f"the scheduler created no run of {dag_id} in {timeout:.0f} s")
             time.sleep(1.0)
 
+    def integrity_drill(
+        self, dag_id: str = DRILL_DAG, year: int = DRILL_YEAR, timeout: float = RUN_TIMEOUT_S
+    ) -> dict[str, Any]:
+        """The yearly CCEE pull against a CCEE that ignores ``offset`` (a cache in front of
+        CKAN; the sandbox misbehaving on purpose, docs/sandbox.md, "Misbehaviour"): its first try
+        must fail with ``DataConsistencyError`` and leave nothing at the output's name. The run
+        is then marked failed (its retries would fail the same way)."""
+        faults = self.sandbox.faults("ccee")
+        faults.misbehave("ignore_offset")
+        run_id = f"integrity_drill__{int(time.time())}"
+        try:
+            self.api.call(
+                "POST",
+                f"dags/{dag_id}/dagRuns",
+                json={"dag_run_id": run_id, "logical_date": None, "conf": {"year": year}},
+            )
+            deadline = time.monotonic() + timeout
+            state = ""
+            while state not in ("up_for_retry", "failed", "success"):
+                self.processes.check_alive()
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the integrity drill's run did not end in {timeout:.0f} s")
+                time.sleep(1.0)
+                tis = self.api.call("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+                state = str((tis.get("task_instances") or [{}])[0].get("state") or "")
+            self.api.call("PATCH", f"dags/{dag_id}/dagRuns/{run_id}", json={"state": "failed"})
+        finally:
+            faults.behave("ignore_offset")
+        logs = "\n".join(
+            p.read_text(errors="replace") for p in self.task_logs(dag_id) if run_id in str(p)
+        )
+        output = Path(self.data_lake) / "ccee" / "pld_horario" / f"{year}.parquet"
+        # The failed pull kept its checkpoint for a retry; the drill's run is over: clean up.
+        checkpoints = sorted(output.parent.glob(f"{output.name}.parts-*"))
+        for folder in checkpoints:
+            shutil.rmtree(folder, ignore_errors=True)
+        found = re.search(r"DataConsistencyError: ([^\"\\\n]*)", logs)
+        error = found.group(1) if found else ""
+        return {
+            "dag_id": dag_id,
+            "run_id": run_id,
+            "state": state,
+            "error": error[:300],
+            "output_written": output.exists(),
+            "checkpoint_kept": bool(checkpoints),
+            "ok": state in ("up_for_retry", "failed")
+            and "does not follow the page before it" in error
+            and not output.exists(),
+        }
+
     def _is_new(self, run: Mapping[str, Any]) -> bool:
         """Whether ``run`` was queued by this deployment (not an earlier one)."""
         queued = run.get("queued_at")
@@ -1045,6 +1100,8 @@ def demo(home: Path, report_path: Path | None) -> int:
         finished = deployment.wait_for_runs(wanted)
         for run in finished.values():
             rows += deployment.task_rows(run)
+        say("integrity drill: the yearly CCEE pull, the sandbox ignoring offset on purpose")
+        drill = deployment.integrity_drill()
         ui = deployment.ui_checks()
         listening = deployment.listening()
         deployment.pause_all(wanted)
@@ -1055,6 +1112,7 @@ def demo(home: Path, report_path: Path | None) -> int:
     tests_ok = sorted(c for c, t in tests.items() if (t["body"] or {}).get("status") is True)
     ok = (
         all(r.state == "success" for r in rows)
+        and drill["ok"]
         and not scan.leaks
         and len(tests_ok) == len(tests) > 0
     )
@@ -1065,6 +1123,15 @@ def demo(home: Path, report_path: Path | None) -> int:
     for conn_id, test in sorted(tests.items()):
         if conn_id not in tests_ok:
             say(f"  {conn_id}: {test['status_code']} {json.dumps(test['body'])[:200]}")
+    say(
+        "integrity drill (CCEE ignoring offset): "
+        + (
+            "the pull failed as it must, nothing written"
+            if drill["ok"]
+            else f"NOT AS EXPECTED: {drill['state']}, written: {drill['output_written']}"
+        )
+    )
+    say(f"  DataConsistencyError: {drill['error'][:90]}...")
     say(f"outputs: {deployment.data_lake}")
     say(f"logs:    {deployment.home / 'logs'}")
     say(f"         (the processes': {deployment.processes.log_dir})")
@@ -1091,6 +1158,7 @@ def demo(home: Path, report_path: Path | None) -> int:
             "ui": ui,
             "listening": listening,
             "log_marks": log_marks,
+            "integrity_drill": drill,
         }
         report_path.write_text(json.dumps(report, indent=2), encoding="utf-8")
     return 0 if ok else 1

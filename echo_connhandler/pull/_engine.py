@@ -358,8 +358,8 @@ async def run_pull(
         ordered = [done[c.index] for c in plan.chunks]
         tolerated: dict[str, int] = {}
         for record in ordered:
-            for name, count in record.counts.items():
-                tolerated[name] = tolerated.get(name, 0) + int(count)
+            for kind, count in record.counts.items():
+                tolerated[kind] = tolerated.get(kind, 0) + int(count)
         summary = PullSummary(
             output=storage.url(path),
             format=fmt or "files",

@@ -8,11 +8,17 @@ What the task returns (its XCom) is kept small:
 
 * with ``response_filter``: what ``response_filter(response)`` returns;
 * otherwise a dict: ``status_code``, ``headers`` (without cookies or authentication
-  challenges), ``bytes``, ``output`` (where the body was written, or None) and ``body``: the
-  decoded JSON or the text of a textual body of at most ``max_body_bytes`` when there is no
-  ``output``, else None. A larger body belongs in ``output``.
+  challenges; the value of any header whose name looks like a credential's, as
+  ``X-Subject-Token``, replaced by ``***``: see :func:`xcom_headers`), ``bytes``, ``output``
+  (where the body was written, or None) and ``body``: the decoded JSON or the text of a textual
+  body of at most ``max_body_bytes`` when there is no ``output``, else None. A larger body
+  belongs in ``output``.
 
 ``output`` (a path or URL) receives the body atomically (a temporary name, then a move).
+
+``method`` must be an HTTP method token (``GET``, ``post``: any case, upper-cased): text with
+spaces or other characters (``" POST"``) is refused, so that the deferred POST/PATCH check
+always sees the real method. A blank ``output``, or one padded with whitespace, is refused too.
 
 Deferral (``deferrable=True``): a :class:`~echo_connhandler_provider.triggers.pull.
 RequestTrigger` sends the request from the triggerer. A POST or PATCH is refused there unless
@@ -28,6 +34,7 @@ import asyncio
 import contextlib
 import json as jsonlib
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -35,7 +42,8 @@ import httpx
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException
 
-from echo_connhandler_provider.operators.pull import _default_deferrable
+from echo_connhandler._secrets import MASK, is_sensitive_name
+from echo_connhandler_provider.operators.pull import _check_path_text, _default_deferrable
 from echo_connhandler_provider.triggers.pull import (
     HOOKS,
     NON_IDEMPOTENT_METHODS,
@@ -46,10 +54,53 @@ from echo_connhandler_provider.triggers.pull import (
     response_ok_to_json,
 )
 
-__all__ = ["EchoHttpOperator"]
+__all__ = ["EchoHttpOperator", "http_method", "xcom_headers"]
 
 ResponseCheck = Callable[[httpx.Response], bool]
 ResponseFilter = Callable[[httpx.Response], Any]
+
+#: An HTTP method is a token (RFC 9110, section 9.1; tchar of section 5.6.2): no spaces.
+_METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: Words of credential-carrying header names beyond the library's own rule
+#: (:func:`echo_connhandler._secrets.is_sensitive_name`): a signature authorises a request too.
+_MORE_SENSITIVE_WORDS = ("signature",)
+
+
+def http_method(value: Any, what: str = "method") -> str:
+    """``value`` as an upper-case HTTP method; ValueError naming ``what`` if it is no token.
+
+    Refused rather than stripped: ``" POST"`` is a template or a typo to fix, and before this
+    check it slipped past the deferred POST/PATCH idempotency check.
+    """
+    if not isinstance(value, str) or not _METHOD.fullmatch(value):
+        raise ValueError(
+            f"{what} must be an HTTP method token such as GET or POST (no spaces), got {value!r}"
+        )
+    return value.upper()
+
+
+def _is_template(value: Any) -> bool:
+    return isinstance(value, str) and "{{" in value
+
+
+def xcom_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
+    """Response headers for an XCom: credential-carrying values replaced by ``***``.
+
+    A header is credential-carrying when its name is by the library's rule
+    (:func:`~echo_connhandler._secrets.is_sensitive_name`: it contains ``password``,
+    ``passwd``, ``secret``, ``token``, ``key``, ``auth``, ``cookie`` or ``session``) or contains
+    ``signature``: ``X-Subject-Token``, ``X-Auth-Token``, ``X-Api-Key``, ``X-Session-Id``,
+    ``Authentication-Info``, ... A server issues such values (a token minted by a login
+    endpoint) that no registry knows, and an XCom is readable by anyone who can read the DAG's
+    runs. Cookies and authentication headers and challenges (``Set-Cookie``,
+    ``Authorization``, ``WWW-Authenticate``, ...) are not returned at all.
+    """
+    return {
+        name: MASK
+        if is_sensitive_name(name) or any(w in name.lower() for w in _MORE_SENSITIVE_WORDS)
+        else value
+        for name, value in headers.items()
+    }
 
 
 class EchoHttpOperator(BaseOperator):
@@ -117,6 +168,9 @@ class EchoHttpOperator(BaseOperator):
                 f"unknown conn_type {conn_type!r}; expected one of {', '.join(sorted(HOOKS))}"
             )
         response_ok_to_json(response_ok)  # a bad value fails when the DAG is parsed
+        if not _is_template(method):
+            http_method(method)
+        _check_path_text(output, "output")
         self.endpoint = endpoint
         self.conn_id = conn_id
         self.conn_type = conn_type
@@ -143,8 +197,11 @@ class EchoHttpOperator(BaseOperator):
 
     def _output_text(self) -> str | None:
         output = self.output_path
+        # As rendered: a template that renders blank would write a file named with spaces in
+        # the current folder, or (empty) silently keep the body out of the file asked for.
+        _check_path_text(output, "output")
         if output is None or isinstance(output, str):
-            return output or None
+            return output
         if isinstance(output, os.PathLike):
             return str(os.fspath(output))
         if self.deferrable:
@@ -160,7 +217,7 @@ class EchoHttpOperator(BaseOperator):
         return self.response_check is not None or self.response_filter is not None
 
     def execute(self, context: Context) -> Any:
-        method = str(self.method).upper()
+        method = http_method(self.method)  # as rendered, before the deferred POST check
         output: Any = self._output_text()
         if output is None and self.output_path is not None:
             output = self.output_path
@@ -246,7 +303,7 @@ class EchoHttpOperator(BaseOperator):
             )
         return {
             "status_code": payload["status_code"],
-            "headers": dict(payload.get("headers") or {}),
+            "headers": xcom_headers(payload.get("headers") or {}),
             "bytes": payload["bytes"],
             "output": payload.get("output"),
             "body": body,

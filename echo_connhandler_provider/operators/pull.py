@@ -18,7 +18,10 @@ write the same file. A task retry, or a triggerer restart, resumes from the chec
 from __future__ import annotations
 
 import asyncio
+import math
+import numbers
 import os
+import re
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any, ClassVar
@@ -64,19 +67,77 @@ def _str_list(value: Any, what: str) -> list[str] | None:
     raise TypeError(f"{what} must be a list of text, got {value!r}")
 
 
+_WHOLE_TEXT = re.compile(r"[+-]?[0-9]+")
+
+
+def _whole(item: Any, what: str, value: Any) -> int:
+    """One whole number: an int, a float without a fraction, or text of digits.
+
+    Never truncated: ``2024.9`` (a native template, a computed value) is not 2024, and a bool
+    is no number.
+    """
+    if isinstance(item, bool):
+        raise ValueError(f"{what} must be whole numbers, got {value!r} (a bool)")
+    if isinstance(item, numbers.Integral):
+        return int(item)
+    if isinstance(item, numbers.Real):
+        number = float(item)
+        if math.isfinite(number) and number.is_integer():
+            return int(number)
+        raise ValueError(f"{what} must be whole numbers, got {value!r} ({item!r} has a fraction)")
+    if isinstance(item, str) and _WHOLE_TEXT.fullmatch(item.strip()):
+        return int(item.strip())
+    raise ValueError(f"{what} must be whole numbers, got {value!r}")
+
+
 def _int_list(value: Any, what: str) -> list[int] | None:
-    """A list of integers from a list, an int, or text (``2024`` or ``2023, 2024``)."""
+    """A list of integers from a list, one number, or text (``2024`` or ``2023, 2024``)."""
     if value is None:
         return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return [value]
-    items: list[Any] = (_str_list(value, what) or []) if isinstance(value, str) else list(value)
-    if any(isinstance(v, bool) for v in items):
-        raise ValueError(f"{what} must be whole numbers, got {value!r}")
-    try:
-        return [int(v) for v in items]
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be whole numbers, got {value!r}") from None
+    if isinstance(value, str):
+        items: list[Any] = _str_list(value, what) or []
+    elif isinstance(value, Sequence | set | frozenset):
+        items = list(value)
+    else:
+        items = [value]
+    return [_whole(item, what, value) for item in items]
+
+
+def _ids(value: Any, what: str) -> list[int]:
+    """ONS ids of a filter: None is no filter ([]); an empty value is refused.
+
+    A template that renders empty (``""``, ``"[]"``) or an empty list would drop the filter
+    and export every plant, agent or source: never silently.
+    """
+    if value is None:
+        return []
+    ids = _int_list(value, what) or []
+    if not ids:
+        raise ValueError(
+            f"{what} is empty ({value!r}): that would drop the filter and export everything; "
+            "give None (the default) for no filter"
+        )
+    return ids
+
+
+def _has_text(value: Any) -> bool:
+    """Whether ``value`` is text or holds text (a template, rendered only at run time)."""
+    if isinstance(value, str):
+        return True
+    if isinstance(value, Sequence | set | frozenset):
+        return any(isinstance(item, str) for item in value)
+    return False
+
+
+def _check_path_text(value: Any, what: str) -> None:
+    """Refuse a path or URL string that is blank or padded with whitespace.
+
+    ``"  "`` (a template that rendered blank) would be a file named with spaces in the current
+    folder, and ``" /lake/x.csv"`` a relative path: a task must not write there.
+    """
+    if isinstance(value, str) and (not value.strip() or value != value.strip()):
+        problem = "is blank" if not value.strip() else "has leading or trailing whitespace"
+        raise ValueError(f"{what} {problem} ({value!r}): give a path or URL")
 
 
 def _moment(value: Any, what: str) -> date | datetime:
@@ -124,6 +185,7 @@ class PullOperator(BaseOperator):
             isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
         ):
             raise ValueError(f"concurrency must be an integer >= 1 or None, got {concurrency!r}")
+        _check_path_text(output, "output")  # a bad value fails when the DAG is parsed
         self.conn_id = conn_id
         # ``output`` is BaseOperator's XComArg property: the value lives in output_path.
         self.output_path = output
@@ -156,6 +218,7 @@ class PullOperator(BaseOperator):
 
     def _output_text(self) -> str:
         output = self.output_path
+        _check_path_text(output, "output")  # as rendered
         if isinstance(output, str) and output:
             return output
         if isinstance(output, os.PathLike):
@@ -226,7 +289,9 @@ class CceeDatastoreOperator(PullOperator):
         conn_id: a ``ccee`` connection (default ``ccee_default``).
         dataset: the CKAN dataset (``pld_horario``); with ``years``, only those years'
             resources (a year without a resource fails the task).
-        years: years as a list, an int, or text (``"2024"``, ``"2023,2024"``: templates).
+        years: years as a list, an int, or text (``"2024"``, ``"2023,2024"``: templates). Each
+            must be a whole number: a bool, a float with a fraction (``2024.9``) or text that
+            is not an integer is a ``ValueError``, never truncated.
         resource_ids: resources by id, instead of ``dataset``/``years``.
         filters: equality filters, as in CKAN's ``datastore_search``.
         q: full-text search, as in CKAN's ``datastore_search``.
@@ -264,6 +329,8 @@ class CceeDatastoreOperator(PullOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(conn_id=conn_id, **kwargs)
+        if not _has_text(years):
+            _int_list(years, "years")  # a bad value fails when the DAG is parsed
         self.dataset = dataset
         self.years = years
         self.resource_ids = resource_ids
@@ -310,6 +377,12 @@ class BazefieldTimeseriesOperator(PullOperator):
         points_per_request: the most points in one request.
         max_values_per_request: the most values (objects x points x aggregates x steps) in
             one request.
+        max_missing_steps: the gaps accepted knowingly, per object, point and aggregate in each
+            request window (an object or point absent from an answer lacks all its steps).
+            ``0`` (default): any missing time step fails the pull with
+            :class:`~echo_connhandler.DataConsistencyError` and writes nothing; ``N``: up to N
+            are accepted; ``None``: any number. The steps accepted are counted in the summary
+            (``tolerated["missing_steps"]``), never silent.
         **kwargs: the arguments of :class:`PullOperator` and ``BaseOperator``.
     """
 
@@ -339,6 +412,7 @@ class BazefieldTimeseriesOperator(PullOperator):
         window: timedelta | float | None = None,
         points_per_request: int = 30,
         max_values_per_request: int = 100_000,
+        max_missing_steps: int | None = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(conn_id=conn_id, **kwargs)
@@ -352,6 +426,7 @@ class BazefieldTimeseriesOperator(PullOperator):
         self.window = window
         self.points_per_request = points_per_request
         self.max_values_per_request = max_values_per_request
+        self.max_missing_steps = max_missing_steps
 
     def source_kwargs(self, context: Context) -> dict[str, Any]:
         start, end = self._interval(context, self.start, self.end)
@@ -367,7 +442,11 @@ class BazefieldTimeseriesOperator(PullOperator):
             "points_per_request": self.points_per_request,
             "max_values_per_request": self.max_values_per_request,
         }
-        return {k: v for k, v in kwargs.items() if v is not None}
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        # None means "accept any gap" here, not "the default" (0): passed as is. The source
+        # checks the value (an integer >= 0 or None) before anything is sent.
+        kwargs["max_missing_steps"] = self.max_missing_steps
+        return kwargs
 
 
 class _OnsFilesOperator(PullOperator):
@@ -429,10 +508,12 @@ class OnsSagerReportOperator(_OnsFilesOperator):
 
     Args:
         tipo_relatorio: 1 (general report) or 2 (reference generation).
-        ids_conjuntos: only these conjuntos (empty: no filter).
-        ids_usinas: only these usinas (empty: no filter).
-        ids_agentes: only these agents (empty: no filter).
-        ids_fontes: only these sources (empty: no filter).
+        ids_conjuntos: only these conjuntos: a list of ids, one id, or text (``"501, 502"``:
+            templates); None (default): no filter. An empty value (``""``, ``[]``, a template
+            that renders empty) is a ``ValueError``: it would drop the filter.
+        ids_usinas: only these usinas (as ``ids_conjuntos``).
+        ids_agentes: only these agents (as ``ids_conjuntos``).
+        ids_fontes: only these sources (as ``ids_conjuntos``).
         apenas_agentes_favoritos: only the user's favourite agents.
         periodo_base: sent as ``periodoBase`` (text).
         **kwargs: ``conn_id``, ``start``, ``end``, ``split``, ``file_name`` (below), and the
@@ -465,15 +546,24 @@ class OnsSagerReportOperator(_OnsFilesOperator):
         self,
         *,
         tipo_relatorio: int = 1,
-        ids_conjuntos: Sequence[int] = (),
-        ids_usinas: Sequence[int] = (),
-        ids_agentes: Sequence[int] = (),
-        ids_fontes: Sequence[int] = (),
+        ids_conjuntos: Sequence[int] | int | str | None = None,
+        ids_usinas: Sequence[int] | int | str | None = None,
+        ids_agentes: Sequence[int] | int | str | None = None,
+        ids_fontes: Sequence[int] | int | str | None = None,
         apenas_agentes_favoritos: bool = False,
         periodo_base: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        ids = {
+            "ids_conjuntos": ids_conjuntos,
+            "ids_usinas": ids_usinas,
+            "ids_agentes": ids_agentes,
+            "ids_fontes": ids_fontes,
+        }
+        for what, value in ids.items():
+            if not _has_text(value):
+                _ids(value, what)  # a bad value fails when the DAG is parsed
         self.tipo_relatorio = tipo_relatorio
         self.ids_conjuntos = ids_conjuntos
         self.ids_usinas = ids_usinas
@@ -486,10 +576,10 @@ class OnsSagerReportOperator(_OnsFilesOperator):
         kwargs = self._common(context)
         kwargs.update(
             tipo_relatorio=self.tipo_relatorio,
-            ids_conjuntos=_int_list(self.ids_conjuntos, "ids_conjuntos") or [],
-            ids_usinas=_int_list(self.ids_usinas, "ids_usinas") or [],
-            ids_agentes=_int_list(self.ids_agentes, "ids_agentes") or [],
-            ids_fontes=_int_list(self.ids_fontes, "ids_fontes") or [],
+            ids_conjuntos=_ids(self.ids_conjuntos, "ids_conjuntos"),
+            ids_usinas=_ids(self.ids_usinas, "ids_usinas"),
+            ids_agentes=_ids(self.ids_agentes, "ids_agentes"),
+            ids_fontes=_ids(self.ids_fontes, "ids_fontes"),
             apenas_agentes_favoritos=self.apenas_agentes_favoritos,
         )
         if self.periodo_base is not None:

@@ -4,7 +4,10 @@ Each poll reads the dataset's resources (``package_show`` through the ``ccee`` c
 handler: WAF warm-up, retries and typed errors included) and is done when a watched resource's
 ``last_modified`` is later than ``updated_after``. CKAN writes ``last_modified`` naive, in UTC
 (docs/services/ccee.md, "Timestamps and publications"): it is compared as UTC, and a naive
-``updated_after`` is UTC too. A year whose resource does not exist yet is "not yet".
+``updated_after`` is UTC too. A year whose resource does not exist yet is "not yet". A
+``last_modified`` that is not a date, or is more than :data:`~echo_connhandler_provider.
+triggers.ccee.FUTURE_TOLERANCE` (an hour) in the future, is logged as a warning and ignored:
+the sensor neither fails on it nor is done because of it.
 
 The task's XCom says what was found (see :func:`~echo_connhandler_provider.triggers.ccee.
 find_publication`): ``dataset``, ``year``, ``updated_after``, ``last_modified`` (the newest),
@@ -144,7 +147,11 @@ class CceeDatasetUpdatedSensor(EchoSensor):
             self.poll_failed(context, exc)
             return False
         self.poll_answered(context)
-        found = find_publication(resources, dataset=self.dataset, year=year, after=after)
+        # A last_modified that is not a date or lies in the future is logged and ignored
+        # there: the sensor neither crashes on it nor fires for it.
+        found = find_publication(
+            resources, dataset=self.dataset, year=year, after=after, log=self.log
+        )
         if found is None:
             self.log.info("%s: not updated after %s yet", self._what(), after.isoformat())
             return False

@@ -6,8 +6,9 @@ Each poll sends one request (the handler's own retries included) and is one of:
 
 * **done**: the status is in ``response_ok`` and ``response_check(response)`` (if given) is
   True. The task's XCom is ``status_code``, ``headers`` (without cookies or authentication
-  challenges), ``bytes`` and ``body`` (decoded JSON, or the text of a textual body of at most
-  ``max_body_bytes``, else None);
+  challenges; credential-carrying values as ``X-Subject-Token``'s replaced by ``***``, see
+  :func:`~echo_connhandler_provider.operators.http.xcom_headers`), ``bytes`` and ``body``
+  (decoded JSON, or the text of a textual body of at most ``max_body_bytes``, else None);
 * **not yet**: the status is in ``not_yet_statuses`` (also when the handler raises an error
   carrying that status, as a CKAN 404), or ``response_check`` returned False;
 * **an error**: anything else (a transport error, another status, a failed login). It counts
@@ -37,6 +38,7 @@ from airflow.sdk import Context, PokeReturnValue
 
 from echo_connhandler import EchoHttpError
 from echo_connhandler_provider.hooks._base import HandlerHook
+from echo_connhandler_provider.operators.http import _is_template, http_method, xcom_headers
 from echo_connhandler_provider.operators.pull import _default_deferrable
 from echo_connhandler_provider.sensors._base import EchoSensor, utcnow
 from echo_connhandler_provider.triggers.http import (
@@ -69,7 +71,7 @@ def sensor_result(payload: Mapping[str, Any]) -> dict[str, Any]:
             body = jsonlib.loads(body)
     return {
         "status_code": payload["status_code"],
-        "headers": dict(payload.get("headers") or {}),
+        "headers": xcom_headers(payload.get("headers") or {}),
         "bytes": payload["bytes"],
         "body": body,
     }
@@ -82,7 +84,9 @@ class EchoHttpSensor(EchoSensor):
         endpoint: the path after the connection's Base URL (or a full URL on the same host).
         conn_id: the connection (default: the connection type's ``<type>_default``).
         conn_type: ``echo_http``, ``bazefield``, ``ccee`` or ``ons`` (picks the hook).
-        method: the HTTP method; deferred, a POST or PATCH needs ``idempotent=True``.
+        method: the HTTP method (any case); deferred, a POST or PATCH needs
+            ``idempotent=True``. Text that is not a method token (``" POST"``) is a
+            ``ValueError``.
         query: the query string parameters (httpx's ``params``).
         json: a JSON body.
         data: a form (mapping) or text body.
@@ -156,6 +160,8 @@ class EchoHttpSensor(EchoSensor):
             raise TypeError(f"response_check must be callable, got {response_check!r}")
         if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int):
             raise TypeError(f"max_body_bytes must be an int, got {max_body_bytes!r}")
+        if not _is_template(method):
+            http_method(method)  # a bad value fails when the DAG is parsed
         self.endpoint = endpoint
         self.conn_id = conn_id
         self.conn_type = conn_type
@@ -180,6 +186,7 @@ class EchoHttpSensor(EchoSensor):
 
     # -- in the worker ---------------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
+        http_method(self.method)  # as rendered: refused before the first poll, not as a poll
         if self.deferrable:
             self._defer(utcnow(), first_delay=0.0)
         try:
@@ -190,7 +197,7 @@ class EchoHttpSensor(EchoSensor):
                 self._hook = None
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
-        method = str(self.method).upper()
+        method = http_method(self.method)  # as rendered
         name = f"{method} {self.endpoint}"
         try:
             if self._hook is None:
@@ -227,7 +234,8 @@ class EchoHttpSensor(EchoSensor):
 
     # -- deferred --------------------------------------------------------------------------------
     def _defer(self, started_at: Any, *, first_delay: float) -> None:
-        method = str(self.method).upper()
+        # As rendered, before the POST/PATCH check: " POST" must not slip past it.
+        method = http_method(self.method)
         if method in NON_IDEMPOTENT_METHODS and self.idempotent is not True:
             raise ValueError(
                 f"a deferred {method} needs idempotent=True: the triggerer may send it again "

@@ -5,7 +5,9 @@ A *publication* is a change of a resource's ``last_modified`` in CKAN's ``packag
 its resources, usually the current year's. Both triggers read the dataset through the CCEE
 handler's async path (:meth:`~echo_connhandler.CceeHttpHandler.async_resources`: WAF warm-up,
 retries and typed errors included), keep one connection for all their polls, and compare the
-timestamps as aware UTC datetimes (CKAN writes them naive, in UTC).
+timestamps as aware UTC datetimes (CKAN writes them naive, in UTC). A ``last_modified`` that
+is not a date, or lies more than :data:`FUTURE_TOLERANCE` in the future, is logged and ignored:
+one bad resource neither ends a trigger nor hides the publications that follow.
 
 * :class:`CceeDatasetUpdatedTrigger` (for :class:`~echo_connhandler_provider.sensors.ccee.
   CceeDatasetUpdatedSensor`) polls until a resource was modified after ``updated_after``, and
@@ -25,8 +27,9 @@ timestamps as aware UTC datetimes (CKAN writes them naive, in UTC).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
@@ -35,8 +38,10 @@ from echo_connhandler import CceeHttpHandler, CkanResource, EchoHttpError, redac
 from echo_connhandler_provider.triggers.pull import error_payload, hook_for, parse_moment
 
 __all__ = [
+    "FUTURE_TOLERANCE",
     "CceeDatasetUpdatedTrigger",
     "CceePublicationTrigger",
+    "dated_resources",
     "find_publication",
     "parse_ckan_time",
     "publication_key",
@@ -46,6 +51,14 @@ __all__ = [
 #: then the triggerer has handed the event to Airflow's database (it syncs about every second),
 #: so a restart in between fires the event again rather than losing it.
 COMMIT_DELAY_S = 5.0
+#: How far after the current UTC time a ``last_modified`` may be and still count. A resource
+#: dated later is logged and ignored: a bogus future value would otherwise become the
+#: watermark and hide every real publication until that date. An hour absorbs clock skew
+#: between CKAN's server and ours; CKAN writes the value from its own UTC clock
+#: (docs/services/ccee.md, "Timestamps and publications"), so a real publication is never later.
+FUTURE_TOLERANCE = timedelta(hours=1)
+
+_log = logging.getLogger(__name__)
 
 
 def parse_ckan_time(value: Any, what: str = "time") -> datetime:
@@ -99,15 +112,75 @@ def _watched(resources: Iterable[CkanResource], year: int | None) -> list[CkanRe
     return [r for r in resources if year is None or r.year == year]
 
 
-def _modified(resource: CkanResource) -> datetime | None:
-    if not resource.last_modified:
-        return None
-    return parse_ckan_time(resource.last_modified, f"last_modified of {resource.name}")
+def _excerpt(value: Any) -> str:
+    """A bounded ``repr`` of a server's value for a log line (a bogus value may be long)."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
-def newest_modified(resources: Iterable[CkanResource], year: int | None) -> datetime | None:
-    """The newest ``last_modified`` among the watched resources (None: none has one)."""
-    moments = [m for r in _watched(resources, year) if (m := _modified(r)) is not None]
+def dated_resources(
+    resources: Iterable[CkanResource],
+    year: int | None,
+    *,
+    log: Any = None,
+    now: datetime | None = None,
+) -> list[tuple[CkanResource, datetime]]:
+    """The watched resources with their ``last_modified`` as aware UTC datetimes.
+
+    A resource without a ``last_modified`` is left out. So is one whose value is not a date,
+    and one dated more than :data:`FUTURE_TOLERANCE` after ``now`` (default: the current UTC
+    time): either is logged as a warning on ``log`` (this module's logger when None), naming
+    the resource and the value, and never becomes a publication. A bogus value must not end a
+    trigger (the doc promises that polling goes on) nor, for a future one, become a watermark
+    that hides every real publication until that date (docs/services/ccee.md, "Timestamps and
+    publications": CKAN's values are naive UTC, so "the future" is measured in UTC).
+    """
+    logger = log if log is not None else _log
+    limit = (now if now is not None else datetime.now(UTC)) + FUTURE_TOLERANCE
+    dated = []
+    for resource in _watched(resources, year):
+        value = resource.last_modified
+        if not value:
+            continue
+        try:
+            moment = parse_ckan_time(value, f"last_modified of {resource.name}")
+        except (ValueError, OverflowError):
+            logger.warning(
+                "Resource %s (%s): last_modified %s is not a date; this resource is skipped "
+                "until it has one",
+                resource.name,
+                resource.id,
+                _excerpt(value),
+            )
+            continue
+        if moment > limit:
+            logger.warning(
+                "Resource %s (%s): last_modified %s is more than %s in the future (now %s);"
+                " ignored: it is no publication and does not move the watermark",
+                resource.name,
+                resource.id,
+                _excerpt(value),
+                FUTURE_TOLERANCE,
+                _iso(limit - FUTURE_TOLERANCE),
+            )
+            continue
+        dated.append((resource, moment))
+    return dated
+
+
+def newest_modified(
+    resources: Iterable[CkanResource],
+    year: int | None,
+    *,
+    log: Any = None,
+    now: datetime | None = None,
+) -> datetime | None:
+    """The newest usable ``last_modified`` among the watched resources (None: none has one).
+
+    Values that are not dates or too far in the future are skipped (see
+    :func:`dated_resources`).
+    """
+    moments = [moment for _, moment in dated_resources(resources, year, log=log, now=now)]
     return max(moments) if moments else None
 
 
@@ -117,19 +190,30 @@ def find_publication(
     dataset: str,
     year: int | None,
     after: datetime | None,
+    log: Any = None,
+    now: datetime | None = None,
 ) -> dict[str, Any] | None:
     """The watched resources modified after ``after`` (all of them when None), or None.
 
     The result is plain JSON (what a trigger event and an XCom carry): ``dataset``, ``year``,
     ``updated_after`` (``after``), ``last_modified`` (the newest, ISO 8601 UTC),
     ``resource_ids`` and ``resources`` (``id``, ``name``, ``year``, ``last_modified``), oldest
-    year first.
+    year first. A ``last_modified`` that is not a date, or is more than
+    :data:`FUTURE_TOLERANCE` in the future, is logged on ``log`` and ignored (see
+    :func:`dated_resources`).
     """
-    found = [
-        (resource, moment)
-        for resource in _watched(resources, year)
-        if (moment := _modified(resource)) is not None and (after is None or moment > after)
-    ]
+    dated = dated_resources(resources, year, log=log, now=now)
+    return _publication(dated, dataset=dataset, year=year, after=after)
+
+
+def _publication(
+    dated: Iterable[tuple[CkanResource, datetime]],
+    *,
+    dataset: str,
+    year: int | None,
+    after: datetime | None,
+) -> dict[str, Any] | None:
+    found = [(resource, moment) for resource, moment in dated if after is None or moment > after]
     if not found:
         return None
     return {
@@ -228,7 +312,7 @@ class CceeDatasetUpdatedTrigger(BaseTrigger):
                 else:
                     errors = 0
                     found = find_publication(
-                        resources, dataset=self.dataset, year=self.year, after=after
+                        resources, dataset=self.dataset, year=self.year, after=after, log=self.log
                     )
                     if found is not None:
                         self.log.info(
@@ -260,7 +344,11 @@ class CceePublicationTrigger(BaseEventTrigger):
     first poll only records the current publication (no event).
     The new watermark is stored :data:`COMMIT_DELAY_S` seconds after the event (or at the next
     poll, if sooner): a triggerer restart in that window fires that publication again (at least
-    once, never lost). Poll errors are logged and the polling goes on.
+    once, never lost). Poll errors are logged and the polling goes on. A ``last_modified``
+    that is not a date, or is more than :data:`FUTURE_TOLERANCE` in the future, is logged (a
+    warning naming the resource and the value) and ignored at every poll: it is no
+    publication and never moves the watermark (see :func:`dated_resources`); a stored
+    watermark that far in the future is ignored too.
 
     Args:
         dataset: the CKAN dataset (id or name).
@@ -317,11 +405,28 @@ class CceePublicationTrigger(BaseEventTrigger):
 
     async def _stored_watermark(self, accessors: list[Any]) -> datetime | None:
         key = publication_key(self.dataset, self.year)
+        limit = datetime.now(UTC) + FUTURE_TOLERANCE
         moments = []
         for accessor in accessors:
             value = await accessor.aget(key)
-            if value is not None:
-                moments.append(parse_ckan_time(value, f"stored {key}"))
+            if value is None:
+                continue
+            try:
+                moment = parse_ckan_time(value, f"stored {key}")
+            except (ValueError, OverflowError):
+                self.log.warning("Stored %s %s is not a date; ignored", key, _excerpt(value))
+                continue
+            if moment > limit:
+                # Stored from a bogus future last_modified (before such values were ignored):
+                # kept, it would hide every publication until that date.
+                self.log.warning(
+                    "Stored %s %s is more than %s in the future; ignored",
+                    key,
+                    _excerpt(value),
+                    FUTURE_TOLERANCE,
+                )
+                continue
+            moments.append(moment)
         return max(moments) if moments else None
 
     async def _store_watermark(self, accessors: list[Any], moment: datetime) -> None:
@@ -365,9 +470,16 @@ class CceePublicationTrigger(BaseEventTrigger):
                         redact(str(exc)),
                     )
                     resources = None
-                newest = newest_modified(resources, self.year) if resources is not None else None
+                # Values that are not dates or lie in the future are logged and left out here,
+                # so that they neither end the trigger nor move the watermark.
+                dated = (
+                    dated_resources(resources, self.year, log=self.log)
+                    if resources is not None
+                    else []
+                )
+                newest = max((moment for _, moment in dated), default=None)
                 if resources is not None and newest is None:
-                    self.log.info("%s: no resource with a last_modified yet", what)
+                    self.log.info("%s: no resource with a usable last_modified yet", what)
                 elif newest is not None and watermark is None:
                     watermark = to_commit = newest
                     self.log.info(
@@ -376,8 +488,8 @@ class CceePublicationTrigger(BaseEventTrigger):
                         _iso(newest),
                     )
                 elif newest is not None and watermark is not None and newest > watermark:
-                    found = find_publication(
-                        resources or [], dataset=self.dataset, year=self.year, after=watermark
+                    found = _publication(
+                        dated, dataset=self.dataset, year=self.year, after=watermark
                     )
                     if found is not None:
                         found["previous"] = _iso(watermark)

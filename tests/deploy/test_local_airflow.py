@@ -208,6 +208,17 @@ def test_providers_page_entry_and_its_documentation(demo_run: dict[str, Any]) ->
 
 
 @pytest.mark.deployment
+def test_the_integrity_drill_fails_the_pull_and_writes_nothing(demo_run: dict[str, Any]) -> None:
+    """The demo's drill: the yearly CCEE pull against a sandbox that ignores offset (a cache in
+    front of CKAN) fails in its first try with DataConsistencyError, nothing at the output."""
+    drill = demo_run["integrity_drill"]
+    assert drill["state"] in ("up_for_retry", "failed"), drill
+    assert "does not follow the page before it" in drill["error"], drill
+    assert drill["output_written"] is False
+    assert drill["ok"] is True
+
+
+@pytest.mark.deployment
 def test_services_listen_on_loopback_on_free_ports(demo_run: dict[str, Any]) -> None:
     """Every socket the deployment's processes listen on is on loopback; the log server is the
     runner's own (one, on a free port), not Airflow's two on 8793/8794 on every interface."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -191,3 +191,78 @@ async def make_async_hook() -> AsyncIterator[HookFactory]:
     yield factory
     for hook in made:
         await hook.aclose()
+
+
+#: Credential-carrying response headers the token server sends (name -> value), all masked in
+#: an XCom; and headers it sends that are kept as they are.
+ISSUED_HEADERS = {
+    "X-Subject-Token": "issued-subject-token-9f8e7d6c",
+    "X-Auth-Token": "issued-auth-token-5a4b3c2d",
+    "X-Api-Key": "issued-api-key-1q2w3e4r",
+    "X-Session-Id": "issued-session-id-0o9i8u7y",
+    "X-Amz-Signature": "issued-signature-6t5r4e3w",
+    "Authentication-Info": 'nextnonce="issued-nonce-2s3d4f5g"',
+}
+HIDDEN_HEADERS = {
+    "Set-Cookie": "sid=issued-cookie-7h8j9k0l; HttpOnly",
+    "WWW-Authenticate": 'Bearer realm="issued-realm-3x4c5v6b"',
+}
+PLAIN_HEADERS = {"X-Request-Id": "req-42", "ETag": '"v1"', "Cache-Control": "no-store"}
+
+
+@dataclass(frozen=True)
+class TokenServer:
+    """A tiny loopback HTTP server answering every GET or POST with credential headers."""
+
+    url: str
+    conn_id: str
+    issued: dict[str, str] = field(default_factory=lambda: dict(ISSUED_HEADERS))
+    hidden: dict[str, str] = field(default_factory=lambda: dict(HIDDEN_HEADERS))
+    plain: dict[str, str] = field(default_factory=lambda: dict(PLAIN_HEADERS))
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every credential value it sends (none may reach an XCom)."""
+        values = [*ISSUED_HEADERS.values(), *HIDDEN_HEADERS.values()]
+        return [v.split('"')[1] if '"' in v else v.split(";")[0].split("=")[-1] for v in values]
+
+
+@pytest.fixture
+def token_server(conns: Connections) -> Iterator[TokenServer]:
+    """A login endpoint as some APIs have (OpenStack Keystone's X-Subject-Token): the token
+    comes back in a response header. An ``echo_http`` connection ``token_server`` points at it."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            body = b'{"token": {"expires_at": "2099-01-01T00:00:00Z"}}'
+            self.send_response(201 if self.command == "POST" else 200)
+            for name, value in {**ISSUED_HEADERS, **HIDDEN_HEADERS, **PLAIN_HEADERS}.items():
+                self.send_header(name, value)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    conn_id = conns.define(
+        "token_server", {"conn_type": "echo_http", "host": url, "extra": dict(QUICK)}
+    )
+    try:
+        yield TokenServer(url, conn_id)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)

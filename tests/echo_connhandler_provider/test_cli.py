@@ -90,7 +90,7 @@ def test_providers_list_shows_the_provider(providers_cli: dict[str, Any]) -> Non
     """``airflow providers list`` shows the package with its version."""
     rows = {row["package_name"]: row for row in _json(providers_cli["list"])}
     assert rows[PACKAGE]["version"] == "0.1.0"
-    assert rows[PACKAGE]["description"].startswith("Hooks for Bazefield")
+    assert rows[PACKAGE]["description"].startswith("Bazefield, CCEE Dados Abertos")
 
 
 def _stringified(value: Any) -> Any:

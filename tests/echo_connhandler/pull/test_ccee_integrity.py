@@ -5,6 +5,7 @@ case ends in the right output or a typed error naming the cause, never a plausib
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from echo_connhandler.pull import (
     Chunk,
     Column,
     ColumnTypeError,
+    DecodedPage,
     Plan,
     Progress,
     Source,
@@ -296,3 +298,25 @@ async def test_a_value_that_is_not_a_timestamp_fails_in_every_format(
     for fmt in ("jsonl", "parquet"):
         with pytest.raises(ColumnTypeError, match=r"column 'at' is timestamp but a value"):
             await _pull(sb, tmp_path / f"x.{fmt}", source)
+
+
+class _Counted(_Rows):
+    """A source whose every chunk reports irregularities accepted knowingly."""
+
+    async def plan(self, handler: Any) -> Plan:
+        return Plan([Chunk(0, "a"), Chunk(1, "b")], self.columns, ["x"])
+
+    async def fetch(self, handler: Any, chunk: Chunk, plan: Plan) -> DecodedPage:
+        return DecodedPage([dict(row) for row in self.rows], counts={"gaps": 2})
+
+
+async def test_accepted_irregularities_are_summed_and_named_in_the_last_line(
+    sb: Sandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = _Counted([Column("n", "int")], [{"n": 1}])
+    with caplog.at_level(logging.INFO, "echo_connhandler.pull"):
+        summary = await _pull(sb, tmp_path / "x.jsonl", source)
+    assert summary["tolerated"] == {"gaps": 4}
+    last = caplog.records[-1].getMessage()
+    assert last.startswith("_Counted: done, 2 rows in 2 chunks")
+    assert "4 gaps accepted" in last

@@ -300,3 +300,30 @@ def test_bad_arguments_fail_early(conns: Any) -> None:
     with pytest.raises(TypeError, match="bytes"):
         op.execute(CONTEXT)  # type: ignore[arg-type]
     assert set(op.template_fields) >= {"endpoint", "query", "json", "data", "headers"}
+
+
+def test_credential_headers_are_masked_in_the_xcom_both_ways(token_server: Any) -> None:
+    """A server-issued token in a response header (X-Subject-Token, ...) used to be returned
+    as is in the XCom; now every credential-carrying header's value is ``***``, cookies and
+    challenges are not returned, other headers are kept."""
+    common: dict[str, Any] = {
+        "conn_id": token_server.conn_id,
+        "endpoint": "v3/auth/tokens",
+        "method": "POST",
+        "json": {"auth": {"identity": {"methods": ["password"]}}},
+        "idempotent": True,
+        "response_ok": 201,
+    }
+    deferred, worker = _both(**common)
+    assert deferred == worker
+    headers = deferred["headers"]
+    for name in token_server.issued:
+        assert headers[name.lower()] == "***", name
+    assert not {name.lower() for name in token_server.hidden} & set(headers)
+    for name, value in token_server.plain.items():
+        assert headers[name.lower()] == value
+    assert deferred["body"] == {"token": {"expires_at": "2099-01-01T00:00:00Z"}}
+    for result in (deferred, worker):
+        text = json.dumps(result)
+        for secret in token_server.secrets:
+            assert secret not in text

@@ -25,7 +25,13 @@ from airflow.sdk.exceptions import TaskDeferred
 from airflow.sdk.module_loading import import_string
 from airflow.sdk.serde import deserialize, serialize
 
-from echo_connhandler import ApiError, BazeHttpHandler, CceeHttpHandler, OnsHttpHandler
+from echo_connhandler import (
+    ApiError,
+    BazeHttpHandler,
+    CceeHttpHandler,
+    DataConsistencyError,
+    OnsHttpHandler,
+)
 from echo_connhandler.sandbox import DEMO_CREDENTIALS, Sandbox
 from echo_connhandler_provider.hooks import BazefieldHook, CceeHook, OnsHook
 from echo_connhandler_provider.operators import (
@@ -414,6 +420,51 @@ def test_bazefield_window_is_sent_as_seconds_and_rebuilt(conns: Any, tmp_path: P
     source = trigger_module.build_source("bazefield_timeseries", source_kwargs)
     assert source.identity()["window_s"] == 86400.0
     assert source.identity()["start"] == "2024-01-01T00:00:00Z"
+
+
+def test_bazefield_max_missing_steps_passes_through_both_ways(
+    conns: Any, sb: Sandbox, tmp_path: Path
+) -> None:
+    """max_missing_steps reaches the source, deferred or not: 0 (the default) refuses a gap,
+    None accepts any (None is not dropped as "unset"), N accepts up to N per series and
+    window; the steps accepted are in the summary's ``tolerated``."""
+    sb.faults("bazefield").misbehave("drop_object", object="1002", at="2024-01-01T09:00:00Z")
+    context = _context("2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z")
+    for deferrable in (True, False):
+        strict = _baze_op("s", tmp_path / f"strict-{deferrable}.jsonl", deferrable=deferrable)
+        assert strict.max_missing_steps == 0
+        with pytest.raises(DataConsistencyError, match="max_missing_steps"):
+            run_deferred(strict, context) if deferrable else strict.execute(context)
+        assert not (tmp_path / f"strict-{deferrable}.jsonl").exists()
+    # 1002 is absent from every answer of the one-day window: 2 points x 2 aggregates series,
+    # each lacking its 24 steps.
+    full = len(OBJECTS) * len(POINTS) * len(AGGREGATES) * 24
+    for tolerance in (None, 24):
+        summaries = [
+            run_deferred(
+                _baze_op(
+                    "d",
+                    tmp_path / f"d-{tolerance}.jsonl",
+                    deferrable=True,
+                    max_missing_steps=tolerance,
+                ),
+                context,
+            ),
+            _baze_op(
+                "w",
+                tmp_path / f"w-{tolerance}.jsonl",
+                deferrable=False,
+                max_missing_steps=tolerance,
+            ).execute(context),
+        ]
+        for summary in summaries:
+            assert summary["tolerated"] == {"missing_steps": 96}
+            assert summary["rows"] == full - 96
+    too_few = _baze_op("t", tmp_path / "t.jsonl", deferrable=False, max_missing_steps=23)
+    with pytest.raises(DataConsistencyError, match="at most 23 accepted"):
+        too_few.execute(context)
+    with pytest.raises(ValueError, match=r"^max_missing_steps must be an integer >= 0 or None"):
+        _baze_op("b", tmp_path / "b.jsonl", deferrable=False, max_missing_steps=-1).execute(context)
 
 
 def test_bazefield_unknown_object_is_an_api_error(conns: Any, sb: Sandbox, tmp_path: Path) -> None:

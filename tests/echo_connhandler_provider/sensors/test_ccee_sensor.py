@@ -124,3 +124,61 @@ async def test_deferred(sb: Sandbox, conns: Any) -> None:
     error = {"status": "error", "error_type": "ApiError", "message": "CKAN Not Found Error"}
     with pytest.raises(ApiError, match="Not Found"):
         sensor.execute_complete({}, event=error, **deferred.value.kwargs)
+
+
+class _Log:
+    """A logger that keeps the lines (the sensor's ``log``)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def _keep(self, message: str, *args: Any, **kwargs: Any) -> None:
+        self.lines.append(message % args if args else message)
+
+    debug = info = warning = error = exception = _keep
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def _package_body(sb: Sandbox, year: int, last_modified: Any) -> str:
+    """The dataset's package_show answer now, with ``year``'s resource dated ``last_modified``."""
+    import json
+
+    import httpx
+
+    with httpx.Client(base_url=sb.urls.ccee, headers={"User-Agent": "Mozilla/5.0"}) as client:
+        client.get("/")
+        answer = client.get("/api/3/action/package_show", params={"id": DATASET}).json()
+    (changed,) = [r for r in answer["result"]["resources"] if str(year) in r["name"]]
+    changed["last_modified"] = last_modified
+    return json.dumps(answer)
+
+
+@pytest.mark.parametrize("bogus", ["not a date", "2099-01-01T00:00:00.000000"])
+def test_a_bogus_last_modified_is_logged_and_never_done(
+    sb: Sandbox, conns: Any, monkeypatch: pytest.MonkeyPatch, bogus: str
+) -> None:
+    """A non-date used to fail the poke with a ValueError, a far future value to end the wait
+    at once with it; both are now a warning and "not yet", and the real publication that
+    follows ends the wait."""
+    log = _Log()
+    monkeypatch.setattr(CceeDatasetUpdatedSensor, "log", log)
+    sensor = _sensor(updated_after=datetime.now(UTC))
+    sb.faults("ccee").script("package_show", body=_package_body(sb, 2025, bogus), times=1)
+    try:
+        assert sensor.poke({}) is False
+        assert "Resource PLD_HORARIO_2025 (" in log.text
+        assert f"last_modified {bogus!r} is " in log.text
+        assert sensor.poke({}) is False  # the real answer: not updated yet
+        published = sb.ccee_publish(DATASET)[DATASET]
+        done = sensor.poke({})
+    finally:
+        if sensor._hook is not None:
+            sensor._hook.close()
+    assert not isinstance(done, bool)
+    assert done.is_done
+    found = done.xcom_value
+    assert parse_ckan_time(found["last_modified"]) == parse_ckan_time(published)
+    assert [r["name"] for r in found["resources"]] == ["PLD_HORARIO_2025"]

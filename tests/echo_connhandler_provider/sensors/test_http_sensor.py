@@ -285,3 +285,24 @@ def test_deferred_timeout_counts_from_the_first_poke(
 def test_deferred_post_needs_idempotent(conns: Any) -> None:
     with pytest.raises(ValueError, match="idempotent=True"):
         _sensor(deferrable=True, method="POST").execute({})
+
+
+async def test_credential_headers_are_masked_in_the_xcom(token_server: Any) -> None:
+    """As for EchoHttpOperator: a server-issued token in a header is ``***`` in the XCom, in
+    poke mode and deferred."""
+    kwargs: dict[str, Any] = {"conn_id": token_server.conn_id, "endpoint": "v3/auth/tokens"}
+    poked = _sensor(**kwargs).execute({})
+    sensor = _sensor(deferrable=True, **kwargs)
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute({})
+    event = await _run_trigger(deferred.value)
+    resumed = sensor.execute_complete({}, event=event, **deferred.value.kwargs)
+    for result in (poked, resumed):
+        headers = result["headers"]
+        for name in token_server.issued:
+            assert headers[name.lower()] == "***", name
+        assert not {name.lower() for name in token_server.hidden} & set(headers)
+        assert headers["x-request-id"] == "req-42"
+        text = json.dumps(result)
+        for secret in token_server.secrets:
+            assert secret not in text

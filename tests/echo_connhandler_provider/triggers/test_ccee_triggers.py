@@ -306,3 +306,133 @@ async def test_dataset_updated_trigger_gives_up_after_consecutive_errors(
     assert events[0].payload["error_type"] == "ApiError"
     assert events[0].payload["consecutive_errors"] == 2
     assert "Not Found" in events[0].payload["message"]
+
+
+# ------------------------------------------------------- a last_modified that is not a real one
+
+
+def _package_body(sb: Sandbox, year: int, last_modified: Any) -> str:
+    """The dataset's package_show answer now, with ``year``'s resource dated ``last_modified``
+    (a scripted body: the emulator answers it as is)."""
+    import httpx
+
+    with httpx.Client(base_url=sb.urls.ccee, headers={"User-Agent": "Mozilla/5.0"}) as client:
+        client.get("/")
+        answer = client.get("/api/3/action/package_show", params={"id": DATASET}).json()
+    changed = [r for r in answer["result"]["resources"] if str(year) in r["name"]]
+    assert len(changed) == 1
+    changed[0]["last_modified"] = last_modified
+    return json.dumps(answer)
+
+
+@pytest.mark.parametrize("bogus", ["yesterday", 20250115, "2025-02-30T00:00:00"])
+async def test_a_last_modified_that_is_not_a_date_is_logged_and_skipped(
+    sb: Sandbox, conns: Any, state: StateDatabase, log: Log, bogus: Any
+) -> None:
+    """The doc says poll errors are logged and polling goes on: a value that is not a date
+    used to end the trigger with a ValueError. Now it is a warning naming the resource and
+    the value, and the next real publication fires once."""
+    key = (ASSET.name, publication_key(DATASET, None))
+    trigger = _watcher(conns)
+    await _polls_without_event(trigger.run(), sb, polls=2)  # the starting point is stored
+    before = state.values[key]
+    resource_id = _resource_id(sb, 2025)
+    sb.faults("ccee").script("package_show", body=_package_body(sb, 2025, bogus), times=3)
+    gen = trigger.run()
+    pending = await _pending_after_polls(gen, sb, polls=3)
+    assert state.values[key] == before
+    assert f"Resource PLD_HORARIO_2025 ({resource_id}): last_modified {bogus!r} is " in log.text
+    assert "is not a date" in log.text
+    published = sb.ccee_publish(DATASET)[DATASET]
+    event = await asyncio.wait_for(pending, timeout=30)
+    assert parse_ckan_time(event.payload["last_modified"]) == parse_ckan_time(published)
+    assert parse_ckan_time(event.payload["previous"]) == parse_ckan_time(before)
+    await _polls_without_event(gen, sb, polls=1)
+
+
+async def test_a_future_last_modified_never_becomes_the_watermark(
+    sb: Sandbox, conns: Any, state: StateDatabase, log: Log
+) -> None:
+    """A bogus future value (2099) used to fire an event and become the watermark, hiding
+    every real publication until 2099. Now it is ignored (logged) and the next real
+    publication fires once."""
+    key = (ASSET.name, publication_key(DATASET, None))
+    trigger = _watcher(conns)
+    await _polls_without_event(trigger.run(), sb, polls=2)
+    before = state.values[key]
+    future = "2099-01-01T00:00:00.000000"
+    sb.faults("ccee").script("package_show", body=_package_body(sb, 2025, future), times=3)
+    gen = trigger.run()
+    pending = await _pending_after_polls(gen, sb, polls=3)
+    assert state.values[key] == before
+    assert f"last_modified {future!r} is more than 1:00:00 in the future" in log.text
+    published = sb.ccee_publish(DATASET)[DATASET]
+    event = await asyncio.wait_for(pending, timeout=30)
+    assert parse_ckan_time(event.payload["last_modified"]) == parse_ckan_time(published)
+    await _polls_without_event(gen, sb, polls=1)
+    assert parse_ckan_time(state.values[key]) == parse_ckan_time(published)
+
+
+async def test_a_future_value_within_the_tolerance_is_a_publication(
+    sb: Sandbox, conns: Any, state: StateDatabase, log: Log
+) -> None:
+    """Clock skew: a last_modified a little ahead of our clock (within FUTURE_TOLERANCE) is a
+    real publication."""
+    trigger = _watcher(conns)
+    await _polls_without_event(trigger.run(), sb, polls=2)
+    ahead = datetime.now(UTC) + ccee_module.FUTURE_TOLERANCE / 2
+    naive = ahead.replace(tzinfo=None).isoformat(timespec="microseconds")
+    sb.faults("ccee").script("package_show", body=_package_body(sb, 2025, naive), times=1)
+    event = await asyncio.wait_for(anext(trigger.run()), timeout=30)
+    assert parse_ckan_time(event.payload["last_modified"]) == parse_ckan_time(naive)
+    assert "in the future" not in log.text
+
+
+async def test_a_stored_future_watermark_is_ignored(
+    sb: Sandbox, conns: Any, state: StateDatabase, log: Log
+) -> None:
+    """A watermark stored from a bogus future value (before they were ignored) would hide
+    every publication: it is ignored, and the current publication is the starting point."""
+    key = (ASSET.name, publication_key(DATASET, None))
+    state.values[key] = "2099-01-01T00:00:00+00:00"
+    trigger = _watcher(conns)
+    await _polls_without_event(trigger.run(), sb, polls=2)
+    assert parse_ckan_time(state.values[key]) == parse_ckan_time(_newest(sb))
+    assert f"Stored {key[1]} '2099-01-01T00:00:00+00:00' is more than" in log.text
+    published = sb.ccee_publish(DATASET)[DATASET]
+    event = await asyncio.wait_for(anext(trigger.run()), timeout=30)
+    assert parse_ckan_time(event.payload["last_modified"]) == parse_ckan_time(published)
+
+
+async def test_dataset_updated_trigger_ignores_bogus_values(
+    sb: Sandbox, conns: Any, log: Log
+) -> None:
+    """The sensor's trigger neither dies on a non-date nor fires on a future value; it fires
+    on the real publication that follows."""
+    after = datetime.now(UTC).isoformat()
+    bodies = [
+        _package_body(sb, 2025, "not a date"),
+        _package_body(sb, 2025, "2099-01-01T00:00:00.000000"),
+    ]
+    for body in bodies:
+        sb.faults("ccee").script("package_show", body=body, times=2)
+    gen = _updated_trigger(updated_after=after).run()
+    pending = await _pending_after_polls(gen, sb, polls=4)
+    assert "'not a date' is not a date" in log.text
+    assert "'2099-01-01T00:00:00.000000' is more than 1:00:00 in the future" in log.text
+    published = sb.ccee_publish(DATASET)[DATASET]
+    event = await asyncio.wait_for(pending, timeout=30)
+    assert event.payload["status"] == "success"
+    found = event.payload["publication"]
+    assert parse_ckan_time(found["last_modified"]) == parse_ckan_time(published)
+    assert [r["name"] for r in found["resources"]] == ["PLD_HORARIO_2025"]
+
+
+def _resource_id(sb: Sandbox, year: int) -> str:
+    import httpx
+
+    with httpx.Client(base_url=sb.urls.ccee, headers={"User-Agent": "Mozilla/5.0"}) as client:
+        client.get("/")
+        answer = client.get("/api/3/action/package_show", params={"id": DATASET}).json()
+    (found,) = [r["id"] for r in answer["result"]["resources"] if str(year) in r["name"]]
+    return str(found)
