@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import json as jsonlib
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -42,7 +41,7 @@ import httpx
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException
 
-from echo_connhandler._secrets import MASK, is_sensitive_name
+from echo_connhandler_provider._requests import http_method, xcom_headers
 from echo_connhandler_provider.operators.pull import _check_path_text, _default_deferrable
 from echo_connhandler_provider.triggers.pull import (
     HOOKS,
@@ -59,48 +58,9 @@ __all__ = ["EchoHttpOperator", "http_method", "xcom_headers"]
 ResponseCheck = Callable[[httpx.Response], bool]
 ResponseFilter = Callable[[httpx.Response], Any]
 
-#: An HTTP method is a token (RFC 9110, section 9.1; tchar of section 5.6.2): no spaces.
-_METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-#: Words of credential-carrying header names beyond the library's own rule
-#: (:func:`echo_connhandler._secrets.is_sensitive_name`): a signature authorises a request too.
-_MORE_SENSITIVE_WORDS = ("signature",)
-
-
-def http_method(value: Any, what: str = "method") -> str:
-    """``value`` as an upper-case HTTP method; ValueError naming ``what`` if it is no token.
-
-    Refused rather than stripped: ``" POST"`` is a template or a typo to fix, and before this
-    check it slipped past the deferred POST/PATCH idempotency check.
-    """
-    if not isinstance(value, str) or not _METHOD.fullmatch(value):
-        raise ValueError(
-            f"{what} must be an HTTP method token such as GET or POST (no spaces), got {value!r}"
-        )
-    return value.upper()
-
 
 def _is_template(value: Any) -> bool:
     return isinstance(value, str) and "{{" in value
-
-
-def xcom_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
-    """Response headers for an XCom: credential-carrying values replaced by ``***``.
-
-    A header is credential-carrying when its name is by the library's rule
-    (:func:`~echo_connhandler._secrets.is_sensitive_name`: it contains ``password``,
-    ``passwd``, ``secret``, ``token``, ``key``, ``auth``, ``cookie`` or ``session``) or contains
-    ``signature``: ``X-Subject-Token``, ``X-Auth-Token``, ``X-Api-Key``, ``X-Session-Id``,
-    ``Authentication-Info``, ... A server issues such values (a token minted by a login
-    endpoint) that no registry knows, and an XCom is readable by anyone who can read the DAG's
-    runs. Cookies and authentication headers and challenges (``Set-Cookie``,
-    ``Authorization``, ``WWW-Authenticate``, ...) are not returned at all.
-    """
-    return {
-        name: MASK
-        if is_sensitive_name(name) or any(w in name.lower() for w in _MORE_SENSITIVE_WORDS)
-        else value
-        for name, value in headers.items()
-    }
 
 
 class EchoHttpOperator(BaseOperator):

@@ -49,6 +49,7 @@ from echo_connhandler.pull import (
     storage_for,
     summary_line,
 )
+from echo_connhandler_provider._requests import http_method, xcom_headers
 from echo_connhandler_provider.hooks import BazefieldHook, CceeHook, EchoHttpHook, OnsHook
 from echo_connhandler_provider.hooks._base import HandlerHook
 
@@ -471,9 +472,11 @@ def describe_response(
     """
     content = response.content
     content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-    headers = {
-        k: redact(v) for k, v in response.headers.items() if k.lower() not in _HIDDEN_HEADERS
-    }
+    # The event is stored in Airflow's database: a token the server issued (X-Subject-Token)
+    # is no registered secret, so credential-carrying headers are masked here already.
+    headers = xcom_headers(
+        {k: redact(v) for k, v in response.headers.items() if k.lower() not in _HIDDEN_HEADERS}
+    )
     request = response.request
     payload: dict[str, Any] = {
         "status": "success",
@@ -588,7 +591,7 @@ class RequestTrigger(BaseTrigger):
         super().__init__()  # type: ignore[no-untyped-call]
         if conn_type not in HOOKS:
             raise ValueError(f"unknown conn_type {conn_type!r}")
-        method = method.upper()
+        method = http_method(method)
         if method in NON_IDEMPOTENT_METHODS and idempotent is not True:
             raise ValueError(
                 f"a {method} is not sent from a trigger unless idempotent=True: a triggerer "

@@ -443,3 +443,29 @@ async def test_a_trigger_cancelled_mid_pull_resumes_with_the_missing_chunks(
     clean.parent.mkdir()
     await _only_event(_ccee_trigger(clean, concurrency=1))
     assert output.read_bytes() == clean.read_bytes()
+
+
+async def test_a_request_event_stored_by_airflow_masks_issued_tokens(token_server: Any) -> None:
+    """A request trigger's event is stored in Airflow's database: a token the server issued in
+    a response header (X-Subject-Token, ...) is masked there already, not only in the XCom."""
+    trigger = RequestTrigger(
+        conn_type="echo_http",
+        conn_id=token_server.conn_id,
+        method="POST",
+        endpoint="v3/auth/tokens",
+        request_kwargs={"json": {"auth": {}}},
+        response_ok=201,
+        idempotent=True,
+    )
+    event = await _only_event(trigger)
+    assert event["status"] == "success"
+    for name in token_server.issued:
+        assert event["headers"][name.lower()] == "***", name
+    text = json.dumps(event)
+    for secret in token_server.secrets:
+        assert secret not in text
+
+
+def test_a_request_trigger_refuses_a_method_that_is_not_a_token() -> None:
+    with pytest.raises(ValueError, match=r"method must be an HTTP method token .* got ' POST'"):
+        RequestTrigger(conn_type="echo_http", conn_id="x", method=" POST", endpoint="a")
