@@ -32,14 +32,12 @@ from echo_connhandler.pull import PullSummary
 from echo_connhandler_provider.triggers.pull import (
     PROGRESS_EVERY_S,
     SOURCES,
-    ProgressLogger,
     PullTrigger,
     build_source,
     parse_moment,
     rebuild_error,
     run_pull_job,
     source_kwargs_to_json,
-    summary_line,
 )
 
 __all__ = [
@@ -231,10 +229,13 @@ class PullOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         kwargs = source_kwargs_to_json(self.source_kwargs(context))
         source = build_source(self.source_name, kwargs)  # bad arguments fail here, not later
-        name = f"{source.describe()} ({self.conn_id or 'default connection'})"
         if self.deferrable:
             output = self._output_text()
-            self.log.info("Deferring: %s into %s runs in the triggerer", name, output)
+            self.log.info(
+                "Deferring: %s into %s runs in the triggerer",
+                source.describe(),
+                output,
+            )
             self.defer(
                 trigger=PullTrigger(
                     conn_type=self.conn_type,
@@ -250,7 +251,7 @@ class PullOperator(BaseOperator):
                 timeout=self.execution_timeout,
             )
         output = self.output_path if hasattr(self.output_path, "fs") else self._output_text()
-        self.log.info("Pulling %s into %s", name, output)
+        # The pull says what it does (planning, progress, its summary) on this task's log.
         summary: PullSummary = asyncio.run(
             run_pull_job(
                 conn_type=self.conn_type,
@@ -260,10 +261,10 @@ class PullOperator(BaseOperator):
                 output=output,
                 format=self.format,
                 concurrency=self.concurrency,
-                on_progress=ProgressLogger(self.log, name, self.progress_every),
+                log=self.log,
+                progress_every=self.progress_every,
             )
         )
-        self.log.info("Done: %s", summary_line(summary))
         return dict(summary)
 
     def execute_complete(
@@ -275,7 +276,8 @@ class PullOperator(BaseOperator):
         if event.get("status") != "success":
             raise rebuild_error(event)
         summary = dict(event["summary"])
-        self.log.info("Done in the triggerer: %s", summary_line(summary))
+        # The trigger's lines (progress, the summary) are in this task's log already.
+        self.log.info("The pull in the triggerer succeeded: its summary is this task's XCom")
         return summary
 
 

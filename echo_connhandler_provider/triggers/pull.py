@@ -290,20 +290,6 @@ def rebuild_error(event: Mapping[str, Any]) -> Exception:
 
 
 # -- pulls ---------------------------------------------------------------------------------------
-class ProgressLogger:
-    """A pull's ``on_progress``: one log line at the first chunk, then every ``every`` s."""
-
-    def __init__(self, log: Any, name: str, every: float = PROGRESS_EVERY_S) -> None:
-        self.log, self.name, self.every = log, name, every
-        self._last: float | None = None
-
-    def __call__(self, progress: Progress) -> None:
-        now = time.monotonic()
-        if self._last is None or now - self._last >= self.every:
-            self._last = now
-            self.log.info("%s: %s", self.name, progress.line())
-
-
 async def run_pull_job(
     *,
     conn_type: str,

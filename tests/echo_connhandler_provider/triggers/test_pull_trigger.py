@@ -24,14 +24,13 @@ from echo_connhandler import (
     WafBlockedError,
     register_secret,
 )
-from echo_connhandler.pull import Progress, UnknownFieldError
+from echo_connhandler.pull import UnknownFieldError
 from echo_connhandler.pull._checkpoint import Checkpoint
 from echo_connhandler.sandbox import DEMO_CREDENTIALS, Sandbox
 from echo_connhandler_provider.hooks import CceeHook
 from echo_connhandler_provider.triggers import PullTrigger, RequestTrigger
 from echo_connhandler_provider.triggers import pull as trigger_module
 from echo_connhandler_provider.triggers.pull import (
-    ProgressLogger,
     error_payload,
     rebuild_error,
 )
@@ -325,18 +324,25 @@ async def test_progress_goes_to_the_trigger_log(
     assert not [line for line in lines if "ccee_datastore" in line]
 
 
-def test_progress_logger_throttles() -> None:
-    """The first line is written at once, then at most one per interval."""
+async def test_progress_lines_are_throttled(
+    conns: Any, sb: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first chunk's progress line at once, then at most one per interval (the engine's
+    one throttle): with an interval of an hour, one line for four chunks."""
     lines: list[str] = []
 
     class Log:
         def info(self, message: str, *args: Any) -> None:
             lines.append(message % args)
 
-    log = ProgressLogger(Log(), "pull", every=3600)
-    for done in range(1, 4):
-        log(Progress(done, 3, done * 10, done * 100, 1.0, 0))
-    assert lines == ["pull: 1/3 chunks, 10 rows, 100 B, 10 rows/s, ETA 2 s"]
+        warning = error = info
+
+    monkeypatch.setattr(PullTrigger, "log", Log())
+    event = await _only_event(_ccee_trigger(tmp_path / "x.jsonl", progress_every=3600))
+    assert event["status"] == "success"
+    assert [line for line in lines if "rows/s" in line] == [
+        next(line for line in lines if "1/4 chunks" in line)
+    ]
 
 
 async def test_request_trigger_events(conns: Any, sb: Sandbox, tmp_path: Path) -> None:
