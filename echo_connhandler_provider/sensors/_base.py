@@ -12,11 +12,16 @@
   carries the time of its first poke through each deferral (``started_at`` in the next
   method's keyword arguments) and gives each trigger the time left as its deferral timeout;
   Airflow turns a deferral timeout into :class:`AirflowSensorTimeout`, and ``soft_fail`` (or
-  ``never_fail``) turns that into a skip.
+  ``never_fail``) turns that into a skip. The trigger also carries ``started_at`` and its
+  deadline and fires a ``timeout`` event itself once the deadline has passed, with
+  ``started_at`` in every event: under ``airflow dags test``, which runs the trigger inline with
+  no deferral timeout and resumes with the event alone, the sensor ends as it does deployed
+  (docs/airflow/sensors.md, "Timeouts").
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
@@ -121,6 +126,21 @@ class EchoSensor(BaseSensorOperator):
             kwargs={"started_at": started_at.isoformat()},
             timeout=timedelta(seconds=left),
         )
+
+    def timing(self, started_at: datetime) -> dict[str, str]:
+        """The trigger's ``started_at`` and ``deadline`` (the timeout counted from the first
+        poke), so that it ends the wait itself where no deferral timeout applies."""
+        deadline = started_at + timedelta(seconds=float(self.timeout))
+        return {"started_at": started_at.isoformat(), "deadline": deadline.isoformat()}
+
+    def resumed(self, event: Mapping[str, Any], started_at: str | None) -> datetime:
+        """The first poke's time on resume (the next method's keyword argument, else the
+        event's: ``airflow dags test`` gives only the event); a ``timeout`` event raises what
+        a sensor raises on timeout."""
+        started = self.started(started_at or event.get("started_at"))
+        if event.get("status") == "timeout":
+            self.timed_out(started)
+        return started
 
     @staticmethod
     def started(started_at: str | None) -> datetime:

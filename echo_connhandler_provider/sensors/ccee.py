@@ -128,7 +128,8 @@ class CceeDatasetUpdatedSensor(EchoSensor):
         if self.deferrable:
             after = self._after(context)
             self.log.info("Deferring: waiting for %s to be updated after %s", self._what(), after)
-            self.defer_polling(self._trigger(after), utcnow())
+            started = utcnow()
+            self.defer_polling(self._trigger(after, started), started)
         try:
             return super().execute(context)
         finally:
@@ -164,7 +165,7 @@ class CceeDatasetUpdatedSensor(EchoSensor):
         return PokeReturnValue(is_done=True, xcom_value=found)
 
     # -- deferred --------------------------------------------------------------------------------
-    def _trigger(self, after: datetime) -> CceeDatasetUpdatedTrigger:
+    def _trigger(self, after: datetime, started: datetime) -> CceeDatasetUpdatedTrigger:
         return CceeDatasetUpdatedTrigger(
             conn_id=self.conn_id,
             dataset=self.dataset,
@@ -172,6 +173,7 @@ class CceeDatasetUpdatedSensor(EchoSensor):
             updated_after=after.isoformat(),
             poke_interval=self.poke_interval,
             max_consecutive_errors=self.max_consecutive_errors,
+            **self.timing(started),
         )
 
     def execute_complete(
@@ -183,6 +185,7 @@ class CceeDatasetUpdatedSensor(EchoSensor):
         """Resume after the trigger: what was found, or the last poll's error raised again."""
         if event is None:
             raise RuntimeError(f"{type(self).__name__} resumed without a trigger event")
+        self.resumed(event, started_at)
         if event.get("status") != "success":
             self.log.error(
                 "Polling failed %s times in a row; the last error follows",

@@ -257,6 +257,7 @@ class EchoHttpSensor(EchoSensor):
                 idempotent=self.idempotent,
                 ship_body=self.response_check is not None,
                 max_body_bytes=self.max_body_bytes,
+                **self.timing(started_at),
             ),
             started_at,
         )
@@ -271,6 +272,7 @@ class EchoHttpSensor(EchoSensor):
         or raise the last poll's error again."""
         if event is None:
             raise RuntimeError(f"{type(self).__name__} resumed without a trigger event")
+        started = self.resumed(event, started_at)
         if event.get("status") != "success":
             self.log.error(
                 "Polling failed %s times in a row; the last error follows",
@@ -287,6 +289,6 @@ class EchoHttpSensor(EchoSensor):
                     event["status_code"],
                     self.poke_interval,
                 )
-                self._defer(self.started(started_at), first_delay=self.poke_interval)
+                self._defer(started, first_delay=self.poke_interval)
         self.log.info("%s -> HTTP %s: done", name, event["status_code"])
         return sensor_result(event)

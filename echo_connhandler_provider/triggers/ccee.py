@@ -35,6 +35,7 @@ from typing import Any
 from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
 from echo_connhandler import CceeHttpHandler, CkanResource, EchoHttpError, redact
+from echo_connhandler_provider.triggers._deadline import Deadline
 from echo_connhandler_provider.triggers.pull import error_payload, hook_for, parse_moment
 
 __all__ = [
@@ -263,6 +264,8 @@ class CceeDatasetUpdatedTrigger(BaseTrigger):
         updated_after: str,
         poke_interval: float = 60.0,
         max_consecutive_errors: int = 3,
+        started_at: str | None = None,
+        deadline: str | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.conn_id = conn_id
@@ -271,6 +274,7 @@ class CceeDatasetUpdatedTrigger(BaseTrigger):
         self.updated_after = _iso(parse_ckan_time(updated_after, "updated_after"))
         self.poke_interval = _check_interval(poke_interval, "poke_interval")
         self.max_consecutive_errors = _check_errors(max_consecutive_errors)
+        self.timing = Deadline(started_at, deadline)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -282,6 +286,7 @@ class CceeDatasetUpdatedTrigger(BaseTrigger):
                 "updated_after": self.updated_after,
                 "poke_interval": self.poke_interval,
                 "max_consecutive_errors": self.max_consecutive_errors,
+                **self.timing.to_json(),
             },
         )
 
@@ -290,8 +295,13 @@ class CceeDatasetUpdatedTrigger(BaseTrigger):
         what = f"{self.dataset}" + (f" ({self.year})" if self.year is not None else "")
         hook = hook_for("ccee", self.conn_id)
         errors = 0
+        timing = self.timing
         try:
             while True:
+                if timing.passed():
+                    self.log.info("%s: the sensor's timeout has passed", what)
+                    yield TriggerEvent(timing.timeout_event())  # type: ignore[no-untyped-call]
+                    return
                 try:
                     handler: CceeHttpHandler = await hook.aget_conn()
                     resources = await handler.async_resources(self.dataset)
@@ -307,7 +317,8 @@ class CceeDatasetUpdatedTrigger(BaseTrigger):
                         payload["message"],
                     )
                     if errors >= self.max_consecutive_errors:
-                        yield TriggerEvent({**payload, "consecutive_errors": errors})  # type: ignore[no-untyped-call]
+                        failed = timing.event({**payload, "consecutive_errors": errors})
+                        yield TriggerEvent(failed)  # type: ignore[no-untyped-call]
                         return
                 else:
                     errors = 0
@@ -322,10 +333,11 @@ class CceeDatasetUpdatedTrigger(BaseTrigger):
                             self.updated_after,
                             ", ".join(r["name"] for r in found["resources"]),
                         )
-                        yield TriggerEvent({"status": "success", "publication": found})  # type: ignore[no-untyped-call]
+                        success = timing.event({"status": "success", "publication": found})
+                        yield TriggerEvent(success)  # type: ignore[no-untyped-call]
                         return
                     self.log.info("%s: not updated after %s yet", what, self.updated_after)
-                await asyncio.sleep(self.poke_interval)
+                await timing.sleep(self.poke_interval)
         finally:
             await hook.aclose()
 

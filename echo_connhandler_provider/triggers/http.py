@@ -27,6 +27,7 @@ from typing import Any
 from airflow.triggers.base import TriggerEvent
 
 from echo_connhandler import EchoHttpError, HttpResponseError
+from echo_connhandler_provider.triggers._deadline import Deadline
 from echo_connhandler_provider.triggers.pull import (
     RequestTrigger,
     describe_response,
@@ -119,6 +120,8 @@ class EchoHttpSensorTrigger(RequestTrigger):
         idempotent: bool | None = None,
         ship_body: bool = False,
         max_body_bytes: int = 65_536,
+        started_at: str | None = None,
+        deadline: str | None = None,
     ) -> None:
         super().__init__(
             conn_type=conn_type,
@@ -136,6 +139,7 @@ class EchoHttpSensorTrigger(RequestTrigger):
         self.poke_interval = float(poke_interval)
         self.first_delay = float(first_delay)
         self.max_consecutive_errors = max_consecutive_errors
+        self.timing = Deadline(started_at, deadline)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         classpath, kwargs = super().serialize()
@@ -145,6 +149,7 @@ class EchoHttpSensorTrigger(RequestTrigger):
             poke_interval=self.poke_interval,
             first_delay=self.first_delay,
             max_consecutive_errors=self.max_consecutive_errors,
+            **self.timing.to_json(),
         )
         return classpath, kwargs
 
@@ -152,11 +157,15 @@ class EchoHttpSensorTrigger(RequestTrigger):
         name = f"{self.method} {self.endpoint}"
         accept = accepted_statuses(self.response_ok, self.not_yet_statuses)
         errors = 0
-        if self.first_delay > 0:
-            await asyncio.sleep(self.first_delay)
+        timing = self.timing
+        await timing.sleep(self.first_delay)
         hook = hook_for(self.conn_type, self.conn_id)
         try:
             while True:
+                if timing.passed():
+                    self.log.info("%s: the sensor's timeout has passed", name)
+                    yield TriggerEvent(timing.timeout_event())  # type: ignore[no-untyped-call]
+                    return
                 status: int | None = None
                 try:
                     handler = await hook.aget_conn()
@@ -184,7 +193,7 @@ class EchoHttpSensorTrigger(RequestTrigger):
                         )
                         if errors >= self.max_consecutive_errors:
                             payload["consecutive_errors"] = errors
-                            yield TriggerEvent(payload)  # type: ignore[no-untyped-call]
+                            yield TriggerEvent(timing.event(payload))  # type: ignore[no-untyped-call]
                             return
                 else:
                     if status not in self.not_yet_statuses:
@@ -199,11 +208,11 @@ class EchoHttpSensorTrigger(RequestTrigger):
                         except ValueError as exc:  # a body too large to send back
                             description = error_payload(exc)
                         self.log.info("%s -> HTTP %s", name, status)
-                        yield TriggerEvent(description)  # type: ignore[no-untyped-call]
+                        yield TriggerEvent(timing.event(description))  # type: ignore[no-untyped-call]
                         return
                 if status is not None:
                     errors = 0
                     self.log.info("%s -> HTTP %s: not yet", name, status)
-                await asyncio.sleep(self.poke_interval)
+                await timing.sleep(self.poke_interval)
         finally:
             await hook.aclose()
