@@ -7,9 +7,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from echo_connhandler._secrets import MASK, is_sensitive_name
+from echo_connhandler import is_sensitive_name
 
 __all__ = ["http_method", "xcom_headers"]
+
+#: What a credential-carrying header's value becomes (the library's own mask).
+MASK = "***"
 
 #: An HTTP method is a token (RFC 9110, section 9.1; tchar of section 5.6.2): no spaces.
 _METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")

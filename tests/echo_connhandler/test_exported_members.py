@@ -40,6 +40,7 @@ EXPECTED = [
     "add_secret_hook",
     "bazefield_api_root",
     "expect_json",
+    "is_sensitive_name",
     "profile_header_value",
     "redact",
     "register_secret",
