@@ -21,7 +21,7 @@ from echo_connhandler._exceptions import (
     UnsafeRedirectError,
     WafBlockedError,
 )
-from echo_connhandler._handler import HttpHandler, expect_json
+from echo_connhandler._handler import AttemptDeadlineExceeded, HttpHandler, expect_json
 from echo_connhandler._ons import OnsHttpHandler, OnsOAuth2, profile_header_value
 from echo_connhandler._properties import HttpConnProperties, OnsHttpConnProperties
 from echo_connhandler._retry import RetryPolicy
@@ -41,6 +41,7 @@ install_log_redaction()
 
 __all__ = [
     "ApiError",
+    "AttemptDeadlineExceeded",
     "AuthenticationError",
     "BazeHttpHandler",
     "BazefieldLoginAuth",

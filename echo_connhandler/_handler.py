@@ -34,7 +34,8 @@ import functools
 import logging
 import ssl
 import threading
-from collections.abc import Callable, Collection, Mapping
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, BinaryIO, ClassVar, Generic, Self, TypeVar, cast
@@ -64,6 +65,7 @@ from echo_connhandler._secrets import redact_url, register_secret
 
 __all__ = [
     "POOL_SIZE",
+    "AttemptDeadlineExceeded",
     "HttpHandler",
     "ResponseOk",
     "describe_statuses",
@@ -120,6 +122,46 @@ def expect_json(response: httpx.Response) -> Any:
         raise UnexpectedContentError.from_response(
             response, f"expected JSON, got undecodable content ({content_type or 'no type'})"
         ) from exc
+
+
+class AttemptDeadlineExceeded(httpx.TimeoutException):
+    """One attempt of a request lasted longer than the connection's ``attempt_deadline``.
+
+    An ``httpx.TimeoutException``: the retry policy treats it as the read timeouts it stands in
+    for (replayed when the request is idempotent, docs/retries.md, "What is retried"). The
+    handler raises it as the cause of an :class:`HttpTransportError`.
+    """
+
+
+def _deadline_message(seconds: float) -> str:
+    return (
+        f"no complete answer within attempt_deadline={seconds:g} s (the limit on one attempt, "
+        "however steadily the server trickles its answer)"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Deadline:
+    """The wall-clock end of one sync attempt, checked as each piece of the body arrives."""
+
+    seconds: float
+    ends: float
+
+    @classmethod
+    def start(cls, seconds: float) -> _Deadline:
+        return cls(seconds, time.monotonic() + seconds)
+
+    def check(self, request: httpx.Request) -> None:
+        if time.monotonic() > self.ends:
+            raise AttemptDeadlineExceeded(_deadline_message(self.seconds), request=request)
+
+    def chunks(self, response: httpx.Response) -> Iterator[bytes]:
+        """``response.iter_bytes()``, ended by the deadline (httpx's read timeout restarts
+        with every byte: a server sending one byte a second never trips it)."""
+        self.check(response.request)
+        for chunk in response.iter_bytes():
+            self.check(response.request)
+            yield chunk
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
@@ -662,34 +704,39 @@ class HttpHandler:
             settings.setdefault("transport", self._transport)
         return httpx.Client(cookies=cookies, event_hooks=hooks, **settings)
 
-    def _exchange_sync(self, client: httpx.Client, call: _Call) -> httpx.Response | None:
-        """Send ``call`` on ``client`` (or run the connect step) and read the body."""
+    def _exchange_sync(
+        self, client: httpx.Client, call: _Call, deadline: _Deadline
+    ) -> httpx.Response | None:
+        """Send ``call`` on ``client`` (or run the connect step) and read the body.
+
+        The body is always streamed, so that ``deadline`` is checked as it arrives (the sync
+        path has no timer that could interrupt a blocking read: the answer's head and a login's
+        own requests are bounded by the timeouts only, docs/handlers.md, "Connection
+        properties").
+        """
         if call.is_connect_step:
             if isinstance(self._auth, SessionAuth):
                 self._auth.sync_connect(client)
             return None
         request = client.build_request(call.method, call.url, **call.kwargs)
-        if call.sink is not None:
-            response = client.send(request, stream=True, **call.send_options)
-            with contextlib.closing(response):
+        response = client.send(request, stream=True, **call.send_options)
+        with contextlib.closing(response):
+            if call.sink is not None:
                 if not _streams_to_sink(response, call):
-                    response.read()  # an error: kept in memory for the exception's excerpt
+                    # An error: kept in memory for the exception's excerpt.
+                    response._content = b"".join(deadline.chunks(response))
                     return response
                 call.sink.seek(0)
                 call.sink.truncate()
-                for chunk in response.iter_bytes():
+                for chunk in deadline.chunks(response):
                     call.sink.write(chunk)
-            return response
-        if self.max_response_bytes is None:
-            return client.send(request, **call.send_options)
-        response = client.send(request, stream=True, **call.send_options)
-        with contextlib.closing(response):
+                return response
             chunks: list[bytes] = []
             size = 0
-            for chunk in response.iter_bytes():
+            for chunk in deadline.chunks(response):
                 chunks.append(chunk)
                 size += len(chunk)
-                if size > self.max_response_bytes:
+                if self.max_response_bytes is not None and size > self.max_response_bytes:
                     raise self._too_large(response)
         self._keep_body(response, chunks, size)
         return response
@@ -704,7 +751,9 @@ class HttpHandler:
             idle.client.close()
         try:
             with cast(threading.BoundedSemaphore, slot.limiter):
-                return slot, self._exchange_sync(slot.client, call)
+                # The wait for a permit is not the server's time: the deadline starts here.
+                deadline = _Deadline.start(self.props.effective_attempt_deadline)
+                return slot, self._exchange_sync(slot.client, call, deadline)
         except httpx.RequestError as exc:
             error = self._transport_error(call, exc)
             error.__cause__ = exc
@@ -927,12 +976,28 @@ class HttpHandler:
         """The async :meth:`_send_sync`."""
         slot, idle = self._async.checkout(used, asyncio.get_running_loop())
         await self._close_async(idle)
+        seconds = self.props.effective_attempt_deadline
+        timer: asyncio.Timeout | None = None
         try:
             async with cast(asyncio.Semaphore, slot.limiter):
-                return slot, await self._exchange_async(slot.client, call)
-        except httpx.RequestError as exc:
-            error = self._transport_error(call, exc)
-            error.__cause__ = exc
+                # The wait for a permit is not the server's time: the deadline starts here, and
+                # covers everything the attempt awaits (connect, a login, the head, the body),
+                # whichever transport carries it.
+                timer = asyncio.timeout(seconds)
+                async with timer:
+                    return slot, await self._exchange_async(slot.client, call)
+        except (TimeoutError, httpx.RequestError) as exc:
+            cause: httpx.RequestError
+            if timer is not None and timer.expired():
+                # TimeoutError from the timer; or a library turned the cancellation into its
+                # own error: either way, the deadline ended the attempt.
+                cause = AttemptDeadlineExceeded(_deadline_message(seconds))
+            elif isinstance(exc, httpx.RequestError):
+                cause = exc
+            else:
+                raise
+            error = self._transport_error(call, cause)
+            error.__cause__ = cause
             return slot, error
         finally:
             if self._async.release(slot):

@@ -121,6 +121,12 @@ def _check_timeout(name: str, value: object) -> float:
     return float(value)
 
 
+#: The wall-clock limit of one attempt when ``attempt_deadline`` is not given: four read
+#: timeouts, at least a minute (docs/handlers.md, "Connection properties").
+DEFAULT_ATTEMPT_DEADLINE_FACTOR = 4
+DEFAULT_ATTEMPT_DEADLINE_MIN = 60.0
+
+
 def _check_headers(name: str, value: object) -> dict[str, str] | None:
     """Header names that are HTTP tokens, values that are ASCII text without control characters."""
     if value is None:
@@ -148,6 +154,11 @@ class HttpConnProperties:
     picks what carries the async client's requests: httpx's own (``"httpx"``, the default) or
     aiohttp (``"aiohttp"``, the ``aiohttp`` extra: faster under many concurrent requests,
     docs/performance.md, "Async throughput"); the handler behaves the same with either.
+
+    ``request_timeout`` bounds each read, and a server that sends a byte now and then never
+    trips it: ``attempt_deadline`` bounds one attempt of a request as a whole (seconds of wall
+    clock, from sending it to the last byte of its answer, a login inside it included); ``None``
+    means ``max(60, 4 * request_timeout)`` (:attr:`effective_attempt_deadline`).
     """
 
     host: str
@@ -161,6 +172,7 @@ class HttpConnProperties:
     payload_kwargs: dict[str, Any] | None = None
     payload_kwargs_key: PayloadKwargsKey = "json"
     async_transport: AsyncTransportName = "httpx"
+    attempt_deadline: float | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise through the back door, once
@@ -179,6 +191,10 @@ class HttpConnProperties:
                 _check_text(name, value, ascii_only=name == "api_key")
         set_(self, "conn_timeout", _check_timeout("conn_timeout", self.conn_timeout))
         set_(self, "request_timeout", _check_timeout("request_timeout", self.request_timeout))
+        if self.attempt_deadline is not None:
+            set_(
+                self, "attempt_deadline", _check_timeout("attempt_deadline", self.attempt_deadline)
+            )
         if not isinstance(self.verify_ssl, bool):
             raise ValueError(f"verify_ssl must be True or False, got {self.verify_ssl!r}")
         set_(self, "headers", _check_headers("headers", self.headers))
@@ -203,6 +219,16 @@ class HttpConnProperties:
                 f"got {self.async_transport!r}"
             )
         self._register_secrets()
+
+    @property
+    def effective_attempt_deadline(self) -> float:
+        """Seconds one attempt of a request may last: ``attempt_deadline``, or
+        ``max(60, 4 * request_timeout)`` when it is ``None``."""
+        if self.attempt_deadline is not None:
+            return self.attempt_deadline
+        return max(
+            DEFAULT_ATTEMPT_DEADLINE_MIN, DEFAULT_ATTEMPT_DEADLINE_FACTOR * self.request_timeout
+        )
 
     def _register_secrets(self) -> None:
         register_secret(self.password)
@@ -229,6 +255,7 @@ class HttpConnProperties:
             "payload_kwargs": _masked(self.payload_kwargs),
             "payload_kwargs_key": self.payload_kwargs_key,
             "async_transport": self.async_transport,
+            "attempt_deadline": self.attempt_deadline,
         }
 
     def __repr__(self) -> str:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
 
 __all__ = [
+    "SIGNED_URL_PARAMS",
     "SecretScope",
     "add_secret_hook",
     "install_log_redaction",
@@ -38,6 +39,35 @@ MIN_SECRET_LENGTH = 5
 MAX_EPHEMERAL_SECRETS = 256
 #: Words that make a header, query parameter, payload field or extra name a credential's.
 SENSITIVE_WORDS = ("password", "passwd", "secret", "token", "key", "auth", "cookie", "session")
+#: Query parameters of presigned (signed) URLs that authorise whoever holds the URL, masked in
+#: URLs and in any text (docs/errors.md, "Secrets"): Azure SAS ``sig``; AWS SigV4
+#: ``X-Amz-Signature``, ``X-Amz-Credential``, ``X-Amz-Security-Token``; GCS V4
+#: ``X-Goog-Signature``, ``X-Goog-Credential``; CloudFront and S3/GCS V2 ``Signature``,
+#: ``Policy``, ``Key-Pair-Id``. Matched in any case. A redirect to object storage carries them,
+#: and an error then prints the target URL.
+SIGNED_URL_PARAMS = (
+    "sig",
+    "signature",
+    "x-amz-signature",
+    "x-amz-credential",
+    "x-amz-security-token",
+    "x-goog-signature",
+    "x-goog-credential",
+    "policy",
+    "key-pair-id",
+)
+_SIGNED_URL_NAMES = frozenset(SIGNED_URL_PARAMS)
+#: ``name=value`` of a signed-URL parameter in free text: in a query string (``&`` or ``%26``
+#: ends the value; ``=`` may be URL-encoded as ``%3D`` when the URL is itself a query value), in
+#: a SigV4 ``Authorization``-like list (``, Signature=...``), and S3's
+#: ``<SignatureProvided>...</SignatureProvided>`` in a ``SignatureDoesNotMatch`` error body.
+_SIGNED_PARAM_TEXT = re.compile(
+    r"(?:(?<![\w-])|(?<=%3F)|(?<=%26))("
+    + "|".join(re.escape(name) for name in sorted(SIGNED_URL_PARAMS, key=len, reverse=True))
+    + r")(=|%3D)(?:(?!%26)[^&\s\"'<>,;#)\]])+"
+    r"|(<SignatureProvided>)[^<]*(</SignatureProvided>)",
+    re.IGNORECASE,
+)
 
 _lock = threading.Lock()
 _credentials: dict[str, None] = {}
@@ -222,26 +252,41 @@ def remove_secret_hook(hook: Callable[[str], object]) -> None:
             _hooks.remove(hook)
 
 
-def redact(text: str) -> str:
-    """``text`` with every registered secret replaced by ``***``.
+def _mask_signed(match: re.Match[str]) -> str:
+    if match.group(1) is not None:
+        return f"{match.group(1)}{match.group(2)}{MASK}"
+    return f"{match.group(3)}{MASK}{match.group(4)}"
 
-    A substring test per secret (C speed, no regex to rebuild when a token is added): cheap
+
+def redact(text: str) -> str:
+    """``text`` with every registered secret, and every presigned-URL signature, replaced by
+    ``***``.
+
+    A substring test per secret (C speed, no regex to rebuild when a token is added) and one
+    precompiled pattern for the signed-URL parameters (:data:`SIGNED_URL_PARAMS`): cheap
     enough to run on every log record of the HTTP stack.
     """
     for secret in _longest_first:
         if secret in text:
             text = text.replace(secret, MASK)
+    if "=" in text or "%3" in text or "<SignatureProvided>" in text:
+        text = _SIGNED_PARAM_TEXT.sub(_mask_signed, text)
     return text
 
 
+def _is_masked_param(name: str) -> bool:
+    return is_sensitive_name(name) or name.lower() in _SIGNED_URL_NAMES
+
+
 def redact_url(url: str) -> str:
-    """``url`` without user info and with sensitive query values masked, then :func:`redact`."""
+    """``url`` without user info and with sensitive query values masked (credential names and
+    the presigned-URL parameters of :data:`SIGNED_URL_PARAMS`), then :func:`redact`."""
     parts = urlsplit(url)
     netloc = parts.netloc.rsplit("@", 1)[-1]
     query = parts.query
     if query:
         pairs = [
-            (k, MASK if is_sensitive_name(k) else v)
+            (k, MASK if _is_masked_param(k) else v)
             for k, v in parse_qsl(query, keep_blank_values=True)
         ]
         query = urlencode(pairs, safe=MASK)

@@ -160,6 +160,14 @@ _TRANSPORT = (
         minimum=0.001,
     ),
     ExtraField(
+        "attempt_deadline",
+        "Attempt deadline (s)",
+        "Longest wall-clock time of one attempt of a request, however slowly the server "
+        "trickles its answer; a timeout, retried. Empty: max(60, 4 x Request timeout).",
+        "number",
+        minimum=0.001,
+    ),
+    ExtraField(
         "verify_ssl",
         "Verify TLS certificates",
         "Turn off only for a trusted test host.",

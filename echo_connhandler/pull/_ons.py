@@ -6,22 +6,49 @@ template (docs/services/ons.md, "Pulling exports"). Both services take the *last
 period, included (``2024-01-01`` to ``2024-01-31`` is January), so a part ``[a, b)`` is asked as
 ``a`` to ``b - 1 day``: consecutive parts never share a day. An empty SAGER answer (no data for
 the period) is written as an empty file, so that every part of the plan has its file.
+
+What the service delivers is checked before it is returned (docs/services/ons.md, "Pulling
+exports", "What is checked"): a SAGER report must be an .xlsx (a zip holding the parts of a
+workbook), a SINAPSE export ``;``-separated UTF-8 text with a header line. A JSON error or any
+other body answered with HTTP 200 raises instead of being written under the part's name.
 """
 
 from __future__ import annotations
 
 import abc
+import csv
+import io
+import json
 import re
 import string
+import zipfile
+import zlib
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from echo_connhandler._handler import HttpHandler
-from echo_connhandler._ons import SAGER_REPORT_ENDPOINT, SINAPSE_EXPORT_ENDPOINT, OnsHttpHandler
+import httpx
+
+from echo_connhandler._exceptions import ApiError, UnexpectedContentError
+from echo_connhandler._handler import HttpHandler, is_html
+from echo_connhandler._ons import (
+    SAGER_REPORT_ENDPOINT,
+    SINAPSE_EXPORT_ENDPOINT,
+    OnsHttpHandler,
+    sager_report_body,
+    sinapse_export_body,
+)
+from echo_connhandler._secrets import redact, redact_url
+from echo_connhandler.pull._offload import offload
 from echo_connhandler.pull._plan import Chunk, FilePart, Plan, Source
 
-__all__ = ["MAX_PERIOD_DAYS", "OnsSagerReportSource", "OnsSinapseExportSource"]
+__all__ = [
+    "MAX_PERIOD_DAYS",
+    "OnsSagerReportSource",
+    "OnsSinapseExportSource",
+    "sinapse_csv_problem",
+    "xlsx_problem",
+]
 
 #: The longest period of one export the sandbox accepts (an ASSUMPTION about ONS).
 MAX_PERIOD_DAYS = 366
@@ -81,6 +108,140 @@ def _optional_text(name: str, value: object) -> str | None:
 
 def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day)
+
+
+#: The parts every .xlsx holds (ECMA-376 Part 2: the package's content types; Part 1: the
+#: workbook part, where Excel and openpyxl put it).
+XLSX_PARTS = ("[Content_Types].xml", "xl/workbook.xml")
+_ZIP_MAGIC = b"PK\x03\x04"
+#: Keys of a JSON object that reports an error (ONS answers ``{"mensagem": ...}``, OAuth2
+#: ``{"error": ...}``; docs/services/ons.md, "Exports").
+_ERROR_KEYS = frozenset(
+    {"mensagem", "message", "erro", "error", "errors", "erros", "detail", "title"}
+)
+_EXCERPT_CHARS = 200
+
+
+def _excerpt(content: bytes) -> str:
+    """A short, single-line view of a body: its text, or its size and first bytes."""
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if not text or any(ch in text for ch in "\x00\ufffd"):
+        return f"<{len(content)} bytes starting {content[:16]!r}>"
+    text = " ".join(redact(text).split())
+    return text if len(text) <= _EXCERPT_CHARS else text[:_EXCERPT_CHARS] + "…"
+
+
+def _json_problem(content: bytes, expected: str) -> tuple[str, bool] | None:
+    """A JSON body where a file was expected: ``(reason, is_api_error)``, else ``None``."""
+    head = content.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    if head not in (b"{", b"["):
+        return None
+    try:
+        value = json.loads(content)
+    except ValueError:
+        return None  # not JSON after all: judged as the file it should be
+    if isinstance(value, dict) and _ERROR_KEYS & {str(k).lower() for k in value}:
+        return f"the service answered a JSON error instead of {expected}", True
+    return f"the service answered JSON instead of {expected}", False
+
+
+def xlsx_problem(content: bytes) -> tuple[str, bool] | None:
+    """Why ``content`` is not an .xlsx file (``(reason, is_api_error)``), or ``None``.
+
+    An empty body is no problem: SAGER answers one for a period without data
+    (docs/services/ons.md, "Exports"). Stdlib only: the zip's signature, its central directory,
+    the CRC of every member and the parts of :data:`XLSX_PARTS`.
+    """
+    if not content:
+        return None
+    expected = "an .xlsx file"
+    problem = _json_problem(content, expected)
+    if problem is not None:
+        return problem
+    if not content.startswith(_ZIP_MAGIC):
+        return f"not {expected}: it does not start with the zip signature PK\\x03\\x04", False
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            names = set(archive.namelist())
+            damaged = archive.testzip()
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        zlib.error,
+        EOFError,
+        OSError,
+        ValueError,
+    ) as exc:
+        return f"not {expected}: a damaged zip ({exc})", False
+    if damaged is not None:
+        return f"not {expected}: the zip member {damaged!r} is damaged (bad CRC)", False
+    missing = [part for part in XLSX_PARTS if part not in names]
+    if missing:
+        return f"not {expected}: a zip without {' and '.join(missing)}", False
+    return None
+
+
+def sinapse_csv_problem(content: bytes) -> tuple[str, bool] | None:
+    """Why ``content`` is not a SINAPSE export (``(reason, is_api_error)``), or ``None``.
+
+    The export is ``;``-separated UTF-8 text (a BOM is allowed) whose first line is the header:
+    at least two named columns; every row has as many fields as the header. An export without
+    rows still has its header (the sandbox's behaviour, an ASSUMPTION about ONS,
+    docs/services/ons.md, "Pulling exports"): an empty body is refused.
+    """
+    expected = "a SINAPSE CSV export"
+    if not content.strip():
+        return (
+            f"an empty body instead of {expected}: an export without rows still has its "
+            "header line",
+            False,
+        )
+    problem = _json_problem(content, expected)
+    if problem is not None:
+        return problem
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return f"not {expected}: not UTF-8 text ({exc.reason} at byte {exc.start})", False
+    if "\x00" in text:
+        return f"not {expected}: binary content (NUL bytes)", False
+    if text.lstrip()[:1] == "<":
+        return f"not {expected}: markup (an HTML or XML page)", False
+    rows = csv.reader(io.StringIO(text, newline=""), delimiter=";")
+    try:
+        header = next(rows)
+        names = header[:-1] if len(header) > 1 and not header[-1].strip() else header
+        if len(names) < 2 or any(not name.strip() for name in names):
+            return (
+                f"not {expected}: the first line is not a ';'-separated header "
+                f"({';'.join(header)[:80]!r})",
+                False,
+            )
+        for number, row in enumerate(rows, start=2):
+            if row and len(row) != len(header):
+                return (
+                    f"not {expected}: line {number} has {len(row)} fields, the header "
+                    f"{len(header)}",
+                    False,
+                )
+    except csv.Error as exc:
+        return f"not {expected}: unparsable CSV ({exc})", False
+    return None
+
+
+def _content_error(
+    response: httpx.Response, reason: str, api: bool
+) -> ApiError | UnexpectedContentError:
+    """The library's error for a delivered body that is not the expected file."""
+    request = response.request
+    where = f"{request.method} {redact_url(str(request.url))}"
+    message = f"{where} -> HTTP {response.status_code}: {reason} | body: "
+    message += _excerpt(response.content)
+    cls = ApiError if api else UnexpectedContentError
+    return cls(message, response=response)
 
 
 class _OnsExportSource(Source):
@@ -197,11 +358,31 @@ class _OnsExportSource(Source):
         ons = self._handler(handler)
         first = date.fromisoformat(chunk.params["first"])
         last = date.fromisoformat(chunk.params["last"])
-        return FilePart(str(chunk.params["name"]), await self._export(ons, first, last))
+        name = str(chunk.params["name"])
+        response = await ons.async_post(self.name, json=self._body(first, last), idempotent=True)
+        what = f"the {self.what} of {first}..{last} ({name})"
+        if is_html(response):
+            # ONS maintenance pages arrive as HTML with 200 (docs/services/ons.md, "Failures seen").
+            raise UnexpectedContentError.from_response(response, f"HTML page instead of {what}")
+        content = response.content
+        # Off the event loop: the zip's CRC check reads every member of the workbook.
+        problem = await offload(self._problem, content)
+        if problem is not None:
+            reason, api = problem
+            raise _content_error(response, f"{what}: {reason}", api)
+        return FilePart(name, content)
+
+    #: What the export is called in errors.
+    what = ""
+
+    @staticmethod
+    @abc.abstractmethod
+    def _problem(content: bytes) -> tuple[str, bool] | None:
+        """Why ``content`` is not this export's file (``(reason, is_api_error)``), or None."""
 
     @abc.abstractmethod
-    async def _export(self, handler: OnsHttpHandler, first: date, last: date) -> bytes:
-        """One part's export: ``first`` to ``last``, both days included."""
+    def _body(self, first: date, last: date) -> dict[str, Any]:
+        """One part's request body: ``first`` to ``last``, both days included."""
 
 
 class OnsSagerReportSource(_OnsExportSource):
@@ -223,7 +404,9 @@ class OnsSagerReportSource(_OnsExportSource):
             part's first day and the day after its last, as datetimes), ``last`` (its last day)
             and ``index``.
 
-    A period without data gets an empty file (SAGER answers an empty body).
+    A period without data gets an empty file (SAGER answers an empty body). Any other answer
+    must be an .xlsx (:func:`xlsx_problem`): a JSON error raises :class:`ApiError`, anything
+    else :class:`UnexpectedContentError`, and no file is written for that part.
     """
 
     target = "SAGER"
@@ -274,8 +457,11 @@ class OnsSagerReportSource(_OnsExportSource):
             "periodo_base": self.periodo_base,
         }
 
-    async def _export(self, handler: OnsHttpHandler, first: date, last: date) -> bytes:
-        return await handler.async_export_sager_report(
+    what = "SAGER report"
+    _problem = staticmethod(xlsx_problem)
+
+    def _body(self, first: date, last: date) -> dict[str, Any]:
+        return sager_report_body(
             first,
             last,
             tipo_relatorio=self.tipo_relatorio,
@@ -301,6 +487,11 @@ class OnsSinapseExportSource(_OnsExportSource):
         mensagem: only requests whose subject or message holds this text (``None``: not sent).
         split: as in :class:`OnsSagerReportSource`.
         file_name: as in :class:`OnsSagerReportSource`, ending in ``.csv`` by default.
+
+    Each answer must be ``;``-separated UTF-8 text with a header line
+    (:func:`sinapse_csv_problem`); a period without requests gives a header-only file. A JSON
+    error raises :class:`ApiError`; an empty body or anything else
+    :class:`UnexpectedContentError`, and no file is written for that part.
     """
 
     target = "SINAPSE"
@@ -340,11 +531,13 @@ class OnsSinapseExportSource(_OnsExportSource):
             "mensagem": self.mensagem,
         }
 
-    async def _export(self, handler: OnsHttpHandler, first: date, last: date) -> bytes:
-        return await handler.async_export_sinapse(
+    what = "SINAPSE export"
+    _problem = staticmethod(sinapse_csv_problem)
+
+    def _body(self, first: date, last: date) -> dict[str, Any]:
+        return sinapse_export_body(
             first,
             last,
-            analitico=self.analitico,
             origem=self.origem,
             destino=self.destino,
             status=self.status,

@@ -261,6 +261,12 @@ class HandlerHook(BaseHook, Generic[HandlerT]):
             props = dict(settings.properties)
             props["conn_timeout"] = min(float(props.get("conn_timeout", connect)), connect)
             props["request_timeout"] = min(float(props.get("request_timeout", read)), read)
+            # A slow (trickling) server must not hold the Test button for a minute either.
+            quick_deadline = connect + 2 * read
+            given = props.get("attempt_deadline")
+            props["attempt_deadline"] = min(
+                float(given) if given is not None else quick_deadline, quick_deadline
+            )
             quick = ConnectionSettings(props, settings.handler_kwargs, settings.hook_options)
             handler = self._make_handler(quick, max_retries=0, max_conn_retries=0)
             seen = self._probe(handler)

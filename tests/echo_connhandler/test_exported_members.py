@@ -11,6 +11,7 @@ import echo_connhandler
 
 EXPECTED = [
     "ApiError",
+    "AttemptDeadlineExceeded",
     "AuthenticationError",
     "BazeHttpHandler",
     "BazefieldLoginAuth",

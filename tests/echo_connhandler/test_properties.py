@@ -346,3 +346,33 @@ def test_invalid_scheme_message_hides_user_info() -> None:
     with pytest.raises(ValueError, match="absolute http") as info:
         HttpConnProperties(host="ftp://alice:topsecret99@api.example.com")
     assert "topsecret99" not in str(info.value)
+
+
+# -- attempt_deadline ------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", [0, -1, float("inf"), float("nan"), "60", True])
+def test_bad_attempt_deadline_names_the_field(value: Any) -> None:
+    """attempt_deadline is checked like the timeouts (None is allowed: the default)."""
+    with pytest.raises(ValueError, match=r"^attempt_deadline must be a"):
+        HttpConnProperties(host=HOST, attempt_deadline=value)
+
+
+@pytest.mark.parametrize(
+    ("request_timeout", "attempt_deadline", "effective"),
+    [
+        (300, None, 1200.0),  # the defaults: four read timeouts
+        (2, None, 60.0),  # at least a minute
+        (20, None, 80.0),
+        (300, 45, 45.0),  # given: used as is, even below request_timeout
+    ],
+)
+def test_effective_attempt_deadline(
+    request_timeout: float, attempt_deadline: float | None, effective: float
+) -> None:
+    """None means max(60, 4 * request_timeout); a given value is stored as a float."""
+    props = HttpConnProperties(
+        host=HOST, request_timeout=request_timeout, attempt_deadline=attempt_deadline
+    )
+    assert props.effective_attempt_deadline == effective
+    assert isinstance(props.effective_attempt_deadline, float)
+    assert props.attempt_deadline == attempt_deadline
+    assert "attempt_deadline=" in repr(props)

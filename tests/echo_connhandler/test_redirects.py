@@ -7,12 +7,13 @@ was sent there" is checked where it matters, at the foreign host.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
-from echo_connhandler import HttpStatusError, UnsafeRedirectError
+from echo_connhandler import HttpStatusError, HttpTransportError, UnsafeRedirectError
 
 
 def _redirect(to: str) -> str:
@@ -122,3 +123,65 @@ def test_redirect_refusal_is_a_response_error(make_handler: Any, tls_server: Any
     """UnsafeRedirectError is an HttpResponseError (a RuntimeError), not a status error."""
     assert issubclass(UnsafeRedirectError, RuntimeError)
     assert not issubclass(UnsafeRedirectError, HttpStatusError)
+
+
+# -- presigned URLs in a redirect ------------------------------------------------------------------
+_SIGNATURE = "5f1e0c2b9a8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f"
+_CREDENTIAL = "AKIAEXAMPLEKEYID%2F20240101%2Fus-east-1%2Fs3%2Faws4_request"
+
+
+def _presigned(base: str, key: str) -> str:
+    """An S3-style presigned URL (SigV4 query parameters) under ``base``."""
+    return (
+        f"{base}?k={key}&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={_CREDENTIAL}"
+        f"&X-Amz-Date=20240101T000000Z&X-Amz-Expires=300&X-Amz-Signature={_SIGNATURE}"
+    )
+
+
+def _check_no_signature(text: str) -> None:
+    assert _SIGNATURE not in text
+    assert "AKIAEXAMPLEKEYID" not in text
+
+
+@pytest.mark.parametrize("path", ["sync", "async"])
+async def test_presigned_redirect_target_failing_hides_the_signature(
+    make_handler: Any, server: Any, key: str, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A redirect to a presigned URL whose target answers 403: the error names the target URL
+    without its signature or credential (docs/errors.md, "Secrets")."""
+    handler = make_handler(max_retries=2)
+    endpoint = _redirect(_presigned(f"{server.url}/status/403", key))
+
+    async def get() -> None:
+        if path == "sync":
+            handler.get(endpoint)
+        else:
+            try:
+                await handler.async_get(endpoint)
+            finally:
+                await handler.async_close()
+
+    with caplog.at_level(logging.DEBUG), pytest.raises(HttpStatusError) as info:
+        await get()
+    message = str(info.value)
+    assert info.value.status_code == 403
+    assert "/status/403" in message
+    assert "X-Amz-Signature=***" in message
+    assert "X-Amz-Expires=300" in message  # what is not a credential stays readable
+    _check_no_signature(message)
+    _check_no_signature(caplog.text)
+    assert server.hits(key) == 2  # the redirect, then its target
+
+
+def test_presigned_redirect_to_a_dead_host_hides_the_signature(
+    make_handler: Any, closed_port: int, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The target refuses the connection: the transport error and the retry warnings print the
+    request's URL, whose query carries the presigned URL URL-encoded: masked there too."""
+    handler = make_handler(max_retries=1)
+    endpoint = _redirect(_presigned(f"http://127.0.0.1:{closed_port}/o.csv", key))
+    with caplog.at_level(logging.DEBUG), pytest.raises(HttpTransportError) as info:
+        handler.get(endpoint)
+    _check_no_signature(str(info.value))
+    _check_no_signature(caplog.text)
+    assert "Retrying GET" in caplog.text  # the retry warning was logged, and masked

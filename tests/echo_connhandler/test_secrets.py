@@ -306,3 +306,94 @@ def test_basic_credentials_echoed_by_a_server_are_redacted(make_handler: Any) ->
         handler.get("echo-basic", response_ok=201)  # the echo answers 200 with the headers
     assert encoded not in str(info.value)
     assert "Basic ***" in str(info.value)
+
+
+# -- presigned URLs --------------------------------------------------------------------------------
+_SIGNATURE = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+
+
+@pytest.mark.parametrize(
+    ("url", "kept", "masked"),
+    [
+        (  # AWS SigV4 (S3 presigned GET)
+            "https://b.s3.amazonaws.com/o.csv?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+            "&X-Amz-Credential=AKIAEXAMPLE%2F20240101%2Fus-east-1%2Fs3%2Faws4_request"
+            f"&X-Amz-Date=20240101T000000Z&X-Amz-Expires=300&X-Amz-SignedHeaders=host"
+            f"&X-Amz-Security-Token=FwoGZXIvYXdzEXAMPLE&X-Amz-Signature={_SIGNATURE}",
+            ["X-Amz-Algorithm=AWS4-HMAC-SHA256", "X-Amz-Expires=300", "X-Amz-Date=20240101"],
+            ["AKIAEXAMPLE", "FwoGZXIvYXdzEXAMPLE", _SIGNATURE],
+        ),
+        (  # GCS V4
+            "https://storage.googleapis.com/b/o?X-Goog-Algorithm=GOOG4-RSA-SHA256"
+            "&X-Goog-Credential=sa%40proj.iam.gserviceaccount.com%2F20240101%2Fauto"
+            f"&X-Goog-Expires=900&X-Goog-Signature={_SIGNATURE}",
+            ["X-Goog-Algorithm=GOOG4-RSA-SHA256", "X-Goog-Expires=900"],
+            ["gserviceaccount", _SIGNATURE],
+        ),
+        (  # Azure SAS: the expiry and version stay readable, the signature does not
+            f"https://acct.blob.core.windows.net/c/b.csv?sv=2022-11-02&se=2024-01-01T00%3A00%3A00Z"
+            f"&sr=b&sp=r&sig={_SIGNATURE}%2B%3D",
+            ["sv=2022-11-02", "sp=r", "sr=b"],
+            [_SIGNATURE],
+        ),
+        (  # CloudFront signed URL (canned and custom policy)
+            f"https://d111.cloudfront.net/o.csv?Expires=1700000000&Policy=eyJTdGF0ZW1lbnQiOiJ4In0"
+            f"&Signature={_SIGNATURE}~&Key-Pair-Id=K2JCJMDEHXQW5F",
+            ["Expires=1700000000"],
+            ["eyJTdGF0ZW1lbnQiOiJ4In0", _SIGNATURE, "K2JCJMDEHXQW5F"],
+        ),
+    ],
+)
+def test_presigned_url_signatures_are_masked(url: str, kept: list[str], masked: list[str]) -> None:
+    """A presigned URL loses its signature (and credential) in redact_url and in redact."""
+    for text in (redact_url(url), redact(f"GET {url} -> HTTP 403")):
+        for value in masked:
+            assert value not in text, text
+        for value in kept:
+            assert value in text, text
+        assert MASK in text
+
+
+def test_signed_parameter_names_match_in_any_case() -> None:
+    """Services differ in case (X-Amz-Signature, x-amz-signature): both are masked."""
+    for name in ("x-amz-signature", "X-AMZ-SIGNATURE", "SIG", "signature"):
+        assert _SIGNATURE not in redact_url(f"https://h/o?{name}={_SIGNATURE}")
+        assert _SIGNATURE not in redact(f"https://h/o?a=1&{name}={_SIGNATURE}&b=2")
+
+
+def test_a_presigned_url_inside_a_query_value_is_masked() -> None:
+    """A redirect endpoint that carries the target URL-encoded (?to=...%3FX-Amz-Signature%3D...)
+    still hides the signature, and what follows it stays readable."""
+    target = quote_plus(f"https://b.s3.amazonaws.com/o?X-Amz-Signature={_SIGNATURE}&X-Amz-Date=1")
+    for text in (redact_url(f"https://api/redirect?to={target}"), redact(f"?to={target}")):
+        assert _SIGNATURE not in text
+        assert "X-Amz-Date%3D1" in text
+
+
+def test_sigv4_authorization_and_s3_error_bodies_are_masked() -> None:
+    """The SigV4 header form (``Signature=`` after a comma) and S3's SignatureDoesNotMatch body
+    (``<SignatureProvided>``) lose the signature too."""
+    header = (
+        f"AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE/x, SignedHeaders=host, Signature={_SIGNATURE}"
+    )
+    assert _SIGNATURE not in redact(header)
+    body = (
+        "<Error><Code>SignatureDoesNotMatch</Code>"
+        f"<SignatureProvided>{_SIGNATURE}</SignatureProvided>"
+    )
+    assert redact(body) == (
+        "<Error><Code>SignatureDoesNotMatch</Code><SignatureProvided>***</SignatureProvided>"
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "design=1 assignature=2 mysig=3 signatures=4",
+        "https://h/o?signed=1&sigma=2&x-amz-date=20240101",
+        "a plain sentence about a signature and a policy",
+    ],
+)
+def test_names_that_only_contain_a_signed_parameter_are_kept(text: str) -> None:
+    """Only the exact parameter names are masked: ``mysig=`` or ``signed=`` are not."""
+    assert redact(text) == text

@@ -39,6 +39,7 @@ def test_uri_strings_are_coerced_to_the_field_types() -> None:
         extra={
             "conn_timeout": "2.5",
             "request_timeout": "10",
+            "attempt_deadline": "45",
             "verify_ssl": "false",
             "headers": '{"X-Tenant": "echo"}',
             "payload_kwargs": '{"page": 1, "tags": ["a"]}',
@@ -53,6 +54,7 @@ def test_uri_strings_are_coerced_to_the_field_types() -> None:
     props = result.properties
     assert props["conn_timeout"] == 2.5
     assert props["request_timeout"] == 10
+    assert props["attempt_deadline"] == 45
     assert props["verify_ssl"] is False
     assert props["headers"] == {"X-Tenant": "echo"}
     assert props["payload_kwargs"] == {"page": 1, "tags": ["a"]}
@@ -111,6 +113,8 @@ def test_boolean_spellings(raw: object, expected: bool) -> None:
         ("conn_timeout", "0", ">= 0.001"),
         ("conn_timeout", "nan", "finite"),
         ("request_timeout", "inf", "finite"),
+        ("attempt_deadline", "0", ">= 0.001"),
+        ("attempt_deadline", "soon", "a number"),
         ("headers", "{not json", "invalid JSON"),
         ("headers", "[1, 2]", "JSON object"),
         ("payload_kwargs", "42", "JSON object"),
@@ -425,3 +429,28 @@ def test_library_defaults_check_catches_a_drift(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(_fields.CONNECTION_TYPES, "ccee", dataclasses.replace(spec, fields=drifted))
     with pytest.raises(AssertionError, match="max_retries"):
         test_form_defaults_are_the_library_defaults("ccee")
+
+
+@pytest.mark.parametrize("conn_type", sorted(CONNECTION_TYPES))
+def test_attempt_deadline_is_a_field_of_every_type(conn_type: str) -> None:
+    """attempt_deadline is on every form, empty by default (the library derives it from
+    request_timeout), and reaches the properties, where HttpConnProperties accepts it."""
+    from echo_connhandler import HttpConnProperties
+
+    item = {f.name: f for f in CONNECTION_TYPES[conn_type].fields}["attempt_deadline"]
+    assert item.default is None
+    assert item.target == "props"
+    assert item.form_entry()["schema"]["type"] == ["number", "null"]
+    value = build_settings(
+        conn_type,
+        conn_id="c",
+        host="https://api.example.com",
+        schema=None,
+        port=None,
+        login=None,
+        password=None,
+        extra={"attempt_deadline": "90", "login_target": "SAGER"}
+        if conn_type == "ons"
+        else {"attempt_deadline": "90"},
+    ).properties["attempt_deadline"]
+    assert HttpConnProperties(host="https://h", attempt_deadline=value).attempt_deadline == 90.0
