@@ -50,7 +50,10 @@ class ExtraField:
 
     def form_entry(self) -> dict[str, Any]:
         """This field as a ``conn-fields`` entry (a JSON schema for the React form)."""
-        nullable = self.default is None and not self.required
+        # Airflow's form marks a field "required" when its type does not admit null (its UI's
+        # rule: schema.type without "null"): only the truly required ones must be so; a field
+        # with a default is optional, the default is shown and applies when left empty.
+        nullable = not self.required
         schema: dict[str, Any] = {"type": [self.type, "null"] if nullable else self.type}
         if self.default is not None:
             schema["default"] = self.default

@@ -121,6 +121,19 @@ def test_ons_form_requires_login_target() -> None:
 
 
 @pytest.mark.parametrize("conn_type", sorted(EXPECTED_TYPES))
+def test_only_required_fields_are_marked_required_in_the_form(conn_type: str) -> None:
+    """Airflow's form puts a "required" asterisk on a field whose schema type does not admit
+    null (its UI's rule); a field with a default is optional: its type admits null, and its
+    default is shown. Before, 12 of the 15 Bazefield extras carried the asterisk."""
+    fields = _connection_types()[conn_type]["conn-fields"]
+    required = {"ons": {"login_target"}}.get(conn_type, set())
+    for name, entry in fields.items():
+        types = entry["schema"]["type"]
+        marked = not (isinstance(types, list) and "null" in types)
+        assert marked == (name in required), (conn_type, name, types)
+
+
+@pytest.mark.parametrize("conn_type", sorted(EXPECTED_TYPES))
 def test_ui_field_behaviour(conn_type: str) -> None:
     """Hidden fields, relabeling and placeholders are declared for each type."""
     behaviour = _connection_types()[conn_type]["ui-field-behaviour"]
