@@ -243,7 +243,9 @@ class RetryPolicy:
             kind, allowed = budget(exc)
             failures[kind] += 1
             if failures[kind] > allowed:
-                setting = "max_login_retries" if kind == "login" else "max_retries"
+                # Named as users set them: the handler's and the connection's max_conn_retries
+                # is this policy's max_login_retries.
+                setting = "max_conn_retries" if kind == "login" else "max_retries"
                 note = f"gave up after {state.attempt_number} attempts ({setting}={allowed})"
             elif (
                 self.time_budget is not None

@@ -128,7 +128,7 @@ def test_a_login_gets_max_conn_retries_wherever_it_runs(lazy: bool) -> None:
     with pytest.raises(HttpStatusError) as info:
         handler.get("x") if lazy else handler.reconnect()
     assert calls["/ons.pop.federation/oauth2/token"] == 2
-    assert any("max_login_retries=1" in note for note in info.value.__notes__)
+    assert any("max_conn_retries=1" in note for note in info.value.__notes__)
     handler.close()
 
 
