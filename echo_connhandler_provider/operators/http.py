@@ -41,8 +41,9 @@ import httpx
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException
 
+from echo_connhandler_provider._defaults import default_deferrable
 from echo_connhandler_provider._requests import http_method, xcom_headers
-from echo_connhandler_provider.operators.pull import _check_path_text, _default_deferrable
+from echo_connhandler_provider.operators.pull import _check_path_text
 from echo_connhandler_provider.triggers.pull import (
     HOOKS,
     NON_IDEMPOTENT_METHODS,
@@ -119,7 +120,7 @@ class EchoHttpOperator(BaseOperator):
         output: str | None = None,
         idempotent: bool | None = None,
         max_body_bytes: int = 65_536,
-        deferrable: bool = _default_deferrable(),
+        deferrable: bool = default_deferrable(),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

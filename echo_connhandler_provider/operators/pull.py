@@ -26,9 +26,10 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any, ClassVar
 
-from airflow.sdk import BaseOperator, Context, conf
+from airflow.sdk import BaseOperator, Context
 
 from echo_connhandler.pull import PullSummary
+from echo_connhandler_provider._defaults import default_deferrable
 from echo_connhandler_provider.triggers.pull import (
     PROGRESS_EVERY_S,
     SOURCES,
@@ -47,10 +48,6 @@ __all__ = [
     "OnsSinapseExportOperator",
     "PullOperator",
 ]
-
-
-def _default_deferrable() -> bool:
-    return conf.getboolean("operators", "default_deferrable", fallback=False)
 
 
 def _str_list(value: Any, what: str) -> list[str] | None:
@@ -174,7 +171,7 @@ class PullOperator(BaseOperator):
         output: Any,
         format: str | None = None,
         concurrency: int | None = None,
-        deferrable: bool = _default_deferrable(),
+        deferrable: bool = default_deferrable(),
         progress_every: float = PROGRESS_EVERY_S,
         **kwargs: Any,
     ) -> None:

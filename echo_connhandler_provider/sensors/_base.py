@@ -30,7 +30,7 @@ from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 from airflow.triggers.base import BaseTrigger
 
 from echo_connhandler import redact
-from echo_connhandler_provider.operators.pull import _default_deferrable
+from echo_connhandler_provider._defaults import default_deferrable
 from echo_connhandler_provider.triggers.http import check_max_consecutive_errors
 
 __all__ = ["EchoSensor"]
@@ -54,7 +54,7 @@ class EchoSensor(BaseSensorOperator):
         self,
         *,
         max_consecutive_errors: int = 3,
-        deferrable: bool = _default_deferrable(),
+        deferrable: bool = default_deferrable(),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

@@ -28,8 +28,8 @@ from typing import Any
 from airflow.sdk import Context, PokeReturnValue
 
 from echo_connhandler import EchoHttpError
+from echo_connhandler_provider._defaults import default_deferrable
 from echo_connhandler_provider.hooks import CceeHook
-from echo_connhandler_provider.operators.pull import _default_deferrable
 from echo_connhandler_provider.sensors._base import EchoSensor, utcnow
 from echo_connhandler_provider.triggers.ccee import (
     CceeDatasetUpdatedTrigger,
@@ -85,7 +85,7 @@ class CceeDatasetUpdatedSensor(EchoSensor):
         year: int | str | None = None,
         updated_after: datetime | date | str | None = None,
         max_consecutive_errors: int = 3,
-        deferrable: bool = _default_deferrable(),
+        deferrable: bool = default_deferrable(),
         **kwargs: Any,
     ) -> None:
         super().__init__(

@@ -37,9 +37,9 @@ import httpx
 from airflow.sdk import Context, PokeReturnValue
 
 from echo_connhandler import EchoHttpError
+from echo_connhandler_provider._defaults import default_deferrable
 from echo_connhandler_provider.hooks._base import HandlerHook
 from echo_connhandler_provider.operators.http import _is_template, http_method, xcom_headers
-from echo_connhandler_provider.operators.pull import _default_deferrable
 from echo_connhandler_provider.sensors._base import EchoSensor, utcnow
 from echo_connhandler_provider.triggers.http import (
     EchoHttpSensorTrigger,
@@ -138,7 +138,7 @@ class EchoHttpSensor(EchoSensor):
         idempotent: bool | None = None,
         max_body_bytes: int = 65_536,
         max_consecutive_errors: int = 3,
-        deferrable: bool = _default_deferrable(),
+        deferrable: bool = default_deferrable(),
         **kwargs: Any,
     ) -> None:
         super().__init__(

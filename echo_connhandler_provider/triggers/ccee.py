@@ -35,7 +35,7 @@ from typing import Any
 from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
 from echo_connhandler import CceeHttpHandler, CkanResource, EchoHttpError, redact
-from echo_connhandler_provider.triggers._deadline import Deadline
+from echo_connhandler_provider._deadline import Deadline
 from echo_connhandler_provider.triggers.pull import error_payload, hook_for, parse_moment
 
 __all__ = [

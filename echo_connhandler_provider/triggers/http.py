@@ -27,7 +27,7 @@ from typing import Any
 from airflow.triggers.base import TriggerEvent
 
 from echo_connhandler import EchoHttpError, HttpResponseError
-from echo_connhandler_provider.triggers._deadline import Deadline
+from echo_connhandler_provider._deadline import Deadline
 from echo_connhandler_provider.triggers.pull import (
     RequestTrigger,
     describe_response,
