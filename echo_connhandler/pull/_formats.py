@@ -20,10 +20,10 @@ import csv
 import gzip
 import io
 import json
-import math
 import re
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
+from operator import itemgetter
 from typing import Any, Literal
 
 from echo_connhandler._json import dumps_compact
@@ -142,6 +142,28 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _types_in(rows: Rows, name: str) -> set[type]:
+    """The types of a column's values (C-level iteration: a page's check stays cheap)."""
+    try:
+        return set(map(type, map(itemgetter(name), rows)))
+    except KeyError:  # some rows lack the column: it is written as null there
+        return {type(row.get(name)) for row in rows}
+
+
+def _all_iso(rows: Rows, name: str, types: set[type]) -> bool:
+    """Whether every value of a column of text is an ISO date or date-time (C-level parsing;
+    False sends the column to the value-by-value check, which names the bad value)."""
+    if not types <= {str, type(None)}:
+        return False
+    values = [row.get(name) for row in rows]
+    try:
+        for _ in map(datetime.fromisoformat, [v for v in values if v is not None]):
+            pass
+    except ValueError:
+        return False
+    return True
+
+
 def normalise_rows(rows: Rows, columns: Sequence[Column], where: str) -> Rows:
     """The rows to encode, the same for every format: unknown fields and values that do not
     fit their column's type raise (naming the chunk, the column, the row's ``_id`` when it has
@@ -152,15 +174,18 @@ def normalise_rows(rows: Rows, columns: Sequence[Column], where: str) -> Rows:
         name, kind = column.name, column.type
         if kind == "json":
             continue
+        types = _types_in(rows, name)
         if kind == "text":
-            if any(isinstance(row.get(name), dict | list) for row in rows):
+            if any(issubclass(t, dict | list) for t in types):
                 converted.append(name)
+            continue
+        if types <= _FAST_OK[kind] or (
+            kind in ("timestamp", "date") and _all_iso(rows, name, types)
+        ):
             continue
         for row in rows:
             value = row.get(name)
             if value is None or type(value) in _FAST_OK[kind]:
-                continue
-            if isinstance(value, float) and kind == "float" and not math.isfinite(value):
                 continue
             if not _fits(kind, value):
                 key = row.get("_id")
@@ -175,12 +200,12 @@ def normalise_rows(rows: Rows, columns: Sequence[Column], where: str) -> Rows:
 
 
 #: Types whose values always fit a column of each logical type (the fast path).
-_FAST_OK: dict[str, tuple[type, ...]] = {
-    "int": (int,),
-    "float": (float, int),
-    "bool": (bool,),
-    "timestamp": (),
-    "date": (),
+_FAST_OK: dict[str, set[type]] = {
+    "int": {int, type(None)},
+    "float": {float, int, type(None)},
+    "bool": {bool, type(None)},
+    "timestamp": {type(None)},
+    "date": {type(None)},
 }
 
 
