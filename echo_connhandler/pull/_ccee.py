@@ -16,6 +16,7 @@ naming it and both versions, nothing written). Never a mix of two versions.
 from __future__ import annotations
 
 import json
+import math
 import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -354,15 +355,18 @@ _ORDERABLE = frozenset({"int", "float", "bool", "timestamp", "date"})
 
 
 def _key_part(value: Any, kind: str) -> list[Any]:
-    """One sort column's value as a comparable, JSON-able pair: nulls sort after every value
-    (PostgreSQL's default: last ascending, first descending)."""
+    """One sort column's value as a comparable, JSON-able pair, ordered as PostgreSQL orders
+    them: numbers, then NaN (greater than every number, equal to itself), then null (last
+    ascending, first descending)."""
     if value is None:
-        return [1, None]
+        return [2, None]
     if kind in ("int", "float") and isinstance(value, str):
         try:
-            return [0, float(value)]
+            value = float(value)
         except ValueError:
             return [0, value]
+    if isinstance(value, float) and math.isnan(value):
+        return [1, None]
     return [0, value]
 
 
@@ -380,7 +384,8 @@ def _compare(a: Sequence[Any], b: Sequence[Any], descending: Sequence[bool]) -> 
 
 
 def _key_text(key: Sequence[Any]) -> str:
-    return "(" + ", ".join("null" if flag else repr(value) for flag, value in key) + ")"
+    shown = {1: "NaN", 2: "null"}
+    return "(" + ", ".join(shown.get(flag, repr(value)) for flag, value in key) + ")"
 
 
 def _ccee(handler: HttpHandler) -> CceeHttpHandler:

@@ -4,7 +4,7 @@ Layout, in ``<output>.parts-<fingerprint>/`` next to the output (docs/pulls.md, 
 
 ``manifest.json``
     The pull's identity and its plan, written once (atomically) when the pull is planned.
-``journal-<owner>-<n>.jsonl``
+``journal-<plan>-<owner>-<n>.jsonl``
     Records of finished chunks, one JSON line each: the chunk's index and key, its rows, the
     size and SHA-256 of its part (or delivered file), its first and last keys and its counts.
     Each segment is written whole, under a new name, so recording a chunk costs the same at
@@ -144,6 +144,7 @@ class Checkpoint:
         #: Finished chunks by index (verified ones from the journal, then this run's).
         self.done: dict[int, ChunkRecord] = {}
         self._candidates: dict[int, list[ChunkRecord]] = {}
+        self.plan_id = ""
         self._pending: list[ChunkRecord] = []
         self._first_pending = 0.0
         self._segments = 0
@@ -174,6 +175,7 @@ class Checkpoint:
                 self.discard()
                 return False
             plan = Plan.from_json(raw["plan"])
+            plan_id = str(raw["plan_id"])
         except (ValueError, KeyError, TypeError) as exc:
             # A damaged manifest must not keep every retry failing: name it, start afresh.
             self.log.warning(
@@ -185,6 +187,7 @@ class Checkpoint:
             self.discard()
             return False
         self.plan = plan
+        self.plan_id = plan_id
         records = self._read_journal()
         keys = {c.index: c.key for c in plan.chunks}
         # Every record of a chunk of this plan, newest first: verify() keeps the first whose
@@ -200,8 +203,15 @@ class Checkpoint:
     def _read_journal(self) -> dict[int, list[ChunkRecord]]:
         """Every record of every journal segment (of every owner), newest segment first."""
         records: dict[int, list[ChunkRecord]] = {}
+        # Only this plan's segments: records made under an earlier plan of the same pull (a
+        # zombie attempt still writing after the pull started afresh) are never used.
+        prefix = f"journal-{self.plan_id}-"
         segments = sorted(
-            (p for p in self.storage.list_names(self.folder) if p.startswith("journal-")),
+            (
+                name
+                for name in self.storage.list_names(self.folder)
+                if name.startswith(prefix) and name.endswith(".jsonl")
+            ),
             reverse=True,
         )
         for name in segments:
@@ -261,10 +271,16 @@ class Checkpoint:
     # ------------------------------------------------------------------ recording
 
     def start(self, plan: Plan) -> None:
-        """Save a new plan (an empty journal) for this pull."""
+        """Save a new plan (an empty journal, a new plan id) for this pull."""
         self.plan = plan
+        self.plan_id = uuid.uuid4().hex[:12]
         self.done = {}
-        document = {"layout": LAYOUT, "identity": self.identity, "plan": plan.to_json()}
+        document = {
+            "layout": LAYOUT,
+            "identity": self.identity,
+            "plan_id": self.plan_id,
+            "plan": plan.to_json(),
+        }
         self.storage.makedirs(self.folder)
         self.storage.write_atomic(self.manifest, json.dumps(document).encode("utf-8"))
 
@@ -274,11 +290,13 @@ class Checkpoint:
         if not self._pending:
             self._first_pending = time.monotonic()
         self._pending.append(record)
-        if (
-            len(self._pending) >= FLUSH_EVERY_RECORDS
-            or time.monotonic() - self._first_pending >= FLUSH_EVERY_S
-        ):
+        if len(self._pending) >= FLUSH_EVERY_RECORDS or self.due():
             self.flush()
+
+    def due(self) -> bool:
+        """Whether the batch in progress is due (its first record is FLUSH_EVERY_S old); the
+        engine also asks between chunks, so a batch never waits for the next chunk."""
+        return bool(self._pending) and time.monotonic() - self._first_pending >= FLUSH_EVERY_S
 
     def flush(self) -> None:
         """Write the records noted since the last flush as a new journal segment."""
@@ -286,7 +304,7 @@ class Checkpoint:
             return
         lines = "".join(json.dumps(r.to_json()) + "\n" for r in self._pending)
         self._segments += 1
-        name = f"journal-{self.owner}-{self._segments:06d}.jsonl"
+        name = f"journal-{self.plan_id}-{self.owner}-{self._segments:06d}.jsonl"
         self.storage.write_atomic(self.storage.join(self.folder, name), lines.encode("utf-8"))
         self._pending.clear()
 
@@ -307,6 +325,7 @@ def read_checkpoint(storage: Storage, folder: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     checkpoint = Checkpoint(storage, folder, raw.get("identity") or {})
+    checkpoint.plan_id = str(raw.get("plan_id") or "")
     done = {
         index: candidates[0].to_json() for index, candidates in checkpoint._read_journal().items()
     }

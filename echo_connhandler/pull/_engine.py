@@ -22,6 +22,7 @@ Memory holds at most ``concurrency`` chunks, whatever the size of the pull.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import functools
@@ -39,6 +40,7 @@ from echo_connhandler._exceptions import DataConsistencyError
 from echo_connhandler._handler import HttpHandler
 from echo_connhandler._window import ordered_window
 from echo_connhandler.pull._checkpoint import (
+    FLUSH_EVERY_S,
     Checkpoint,
     ChunkRecord,
     checkpoint_folder,
@@ -272,9 +274,13 @@ async def run_pull(
             )
         todo = [c for c in plan.chunks if c.index not in done]
         neighbours = _Neighbours(source, plan, done)
-        for chunk in plan.chunks:
-            if chunk.index in done:
-                neighbours.check(chunk)
+        try:
+            for chunk in plan.chunks:
+                if chunk.index in done:
+                    neighbours.check(chunk)
+        except DataConsistencyError:
+            await offload(checkpoint.discard)  # recorded chunks that do not follow each other
+            raise
 
         async def fetch(chunk: Chunk) -> ChunkRecord:
             result = await source.fetch(handler, chunk, plan)
@@ -327,12 +333,27 @@ async def run_pull(
         for record in done.values():
             progress.add(record)
         last_log = -math.inf  # the first chunk's line at once, then every progress_every
+
+        async def flush_when_due() -> None:
+            # A batch of records is written once due, even while the next chunk takes long.
+            while True:
+                await asyncio.sleep(FLUSH_EVERY_S / 2)
+                if checkpoint.due():
+                    await offload(checkpoint.flush)
+
+        flusher = asyncio.ensure_future(flush_when_due())
         try:
             # Closed on any exit: a failure cancels the fetches in flight before run_pull raises.
             async with contextlib.aclosing(ordered_window(todo, fetch, concurrency)) as results:
                 async for record in results:
                     checkpoint.done[record.index] = record
-                    neighbours.check(plan.chunks[record.index])
+                    try:
+                        neighbours.check(plan.chunks[record.index])
+                    except DataConsistencyError:
+                        # Which of the two chunks is wrong cannot be told: the next run starts
+                        # afresh rather than fail on the same recorded chunk every time.
+                        await offload(checkpoint.discard)
+                        raise
                     await offload(checkpoint.record, record)
                     snapshot = progress.add(record)
                     if on_progress is not None:
@@ -341,6 +362,9 @@ async def run_pull(
                         last_log = time.monotonic()
                         say.info("%s: %s", name, snapshot.line())
         finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
             # What finished is kept for the next run, whatever ended this one.
             with contextlib.suppress(Exception):
                 await offload(checkpoint.flush)

@@ -100,7 +100,10 @@ class ColumnTypeError(ValueError):
 
 _INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*")
 _NUMBER_TEXT = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*")
-_NUMERIC_TYPES = (int, float)
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+#: What Parquet's int64 holds; a float64 holds every integer up to 2**53 exactly.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_EXACT_FLOAT_INT = 2**53
 
 
 def _fits(kind: str, value: Any) -> bool:
@@ -109,14 +112,20 @@ def _fits(kind: str, value: Any) -> bool:
         if isinstance(value, bool):
             return False
         if isinstance(value, int):
-            return True
+            return _INT64_MIN <= value <= _INT64_MAX
         if isinstance(value, float):
-            return value.is_integer()
-        return isinstance(value, str) and _INTEGER_TEXT.fullmatch(value) is not None
+            return value.is_integer() and _INT64_MIN <= value <= _INT64_MAX
+        return (
+            isinstance(value, str)
+            and _INTEGER_TEXT.fullmatch(value) is not None
+            and _INT64_MIN <= int(value) <= _INT64_MAX
+        )
     if kind == "float":
         if isinstance(value, bool):
             return False
-        if isinstance(value, _NUMERIC_TYPES):
+        if isinstance(value, int):
+            return abs(value) <= _EXACT_FLOAT_INT  # a float64 holds it exactly
+        if isinstance(value, float):
             return True
         return isinstance(value, str) and (
             _NUMBER_TEXT.fullmatch(value) is not None
@@ -124,8 +133,20 @@ def _fits(kind: str, value: Any) -> bool:
         )
     if kind == "bool":
         return isinstance(value, bool)
-    if kind in ("timestamp", "date"):
-        if isinstance(value, datetime | date):
+    if kind == "date":
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return True
+        # A date, written YYYY-MM-DD: a time of day would be lost in Parquet's date32.
+        text = value.strip() if isinstance(value, str) else ""
+        if _ISO_DATE.fullmatch(text) is None:
+            return False
+        try:
+            date.fromisoformat(text)
+        except ValueError:
+            return False
+        return True
+    if kind == "timestamp":
+        if isinstance(value, datetime):
             return True
         if not isinstance(value, str):
             return False
@@ -142,20 +163,28 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _types_in(rows: Rows, name: str) -> set[type]:
-    """The types of a column's values (C-level iteration: a page's check stays cheap)."""
+def _values(rows: Rows, name: str) -> list[Any]:
+    """A column's values (C-level iteration: a page's check stays cheap)."""
     try:
-        return set(map(type, map(itemgetter(name), rows)))
+        return list(map(itemgetter(name), rows))
     except KeyError:  # some rows lack the column: it is written as null there
-        return {type(row.get(name)) for row in rows}
+        return [row.get(name) for row in rows]
 
 
-def _all_iso(rows: Rows, name: str, types: set[type]) -> bool:
-    """Whether every value of a column of text is an ISO date or date-time (C-level parsing;
-    False sends the column to the value-by-value check, which names the bad value)."""
+def _in_range(values: list[Any], kind: str, types: set[type]) -> bool:
+    """Whether a column's ints fit what is written for them (int64; float64 exactly)."""
+    if int not in types or kind not in ("int", "float"):
+        return True
+    ints = values if types == {int} else [v for v in values if type(v) is int]
+    low, high = (_INT64_MIN, _INT64_MAX) if kind == "int" else (-_EXACT_FLOAT_INT, _EXACT_FLOAT_INT)
+    return bool(low <= min(ints) and max(ints) <= high)
+
+
+def _all_iso(values: list[Any], types: set[type]) -> bool:
+    """Whether every value of a column of text is an ISO date-time (C-level parsing; False
+    sends the column to the value-by-value check, which names the bad value)."""
     if not types <= {str, type(None)}:
         return False
-    values = [row.get(name) for row in rows]
     try:
         for _ in map(datetime.fromisoformat, [v for v in values if v is not None]):
             pass
@@ -174,20 +203,19 @@ def normalise_rows(rows: Rows, columns: Sequence[Column], where: str) -> Rows:
         name, kind = column.name, column.type
         if kind == "json":
             continue
-        types = _types_in(rows, name)
+        values = _values(rows, name)
+        types = set(map(type, values))
         if kind == "text":
             if any(issubclass(t, dict | list) for t in types):
                 converted.append(name)
             continue
-        if types <= _FAST_OK[kind] or (
-            kind in ("timestamp", "date") and _all_iso(rows, name, types)
+        if (types <= _FAST_OK[kind] and _in_range(values, kind, types)) or (
+            kind == "timestamp" and _all_iso(values, types)
         ):
             continue
         for row in rows:
             value = row.get(name)
-            if value is None or type(value) in _FAST_OK[kind]:
-                continue
-            if not _fits(kind, value):
+            if value is not None and not _fits(kind, value):
                 key = row.get("_id")
                 at = f" (row _id {key})" if key is not None else ""
                 raise ColumnTypeError(

@@ -31,6 +31,7 @@ from echo_connhandler.pull import (
     Source,
     run_pull,
 )
+from echo_connhandler.pull._ccee import _page_rows
 from echo_connhandler.sandbox import Sandbox, SandboxConfig
 
 FAST: dict[str, Any] = {"retry_wait_time": 0, "exponential_min_retry_wait_time": 0}
@@ -320,3 +321,40 @@ async def test_accepted_irregularities_are_summed_and_named_in_the_last_line(
     last = caplog.records[-1].getMessage()
     assert last.startswith("_Counted: done, 2 rows in 2 chunks")
     assert "4 gaps accepted" in last
+
+
+def _page(records: list[dict[str, Any]]) -> bytes:
+    return json.dumps({"result": {"total": len(records), "records": records}}).encode()
+
+
+@pytest.mark.parametrize(
+    ("values", "descending"),
+    [
+        ([1.5, 2.5, "NaN", "NaN", None], False),  # numbers, then NaN, then null (ascending)
+        ([None, "NaN", 2.5, 1.5, 1.5], True),  # null first, NaN, then numbers (descending)
+    ],
+)
+def test_keys_are_ordered_as_postgresql_orders_them(values: list[Any], descending: bool) -> None:
+    records = [{"v": v, "_id": n + 1} for n, v in enumerate(values)]
+    spec = (("v", "float", descending), ("_id", "int", False))
+    page = _page_rows(_page(records), "r", 0, 10, len(records), ("v", "_id"), spec)
+    assert len(page.rows) == len(records)
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "match"),
+    [
+        (Column("n", "int"), 2**63, r"column 'n' is int but a value is 9223372036854775808"),
+        (Column("n", "int"), "99999999999999999999", r"column 'n' is int"),
+        (Column("x", "float"), 2**70, r"column 'x' is float"),
+        (Column("d", "date"), "2024-01-01T10:00", r"column 'd' is date"),
+        (Column("d", "date"), "20240101", r"column 'd' is date"),
+    ],
+)
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+async def test_values_a_format_cannot_hold_fail_the_same_way_in_every_format(
+    sb: Sandbox, tmp_path: Path, column: Column, value: Any, match: str, fmt: str
+) -> None:
+    source = _Rows([column], [{column.name: value}])
+    with pytest.raises(ColumnTypeError, match=match):
+        await _pull(sb, tmp_path / f"x.{fmt}", source)

@@ -5,8 +5,10 @@ share a folder, and long output names fit the file system (CCEE sandbox, real so
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -251,3 +253,55 @@ def test_progress_and_summary_lines_read_well() -> None:
     )
     files = {**summary, "format": "files", "files": ["a.csv"], "tolerated": {}, "retries": 2}
     assert summary_line(files).startswith("1 file in 1 chunk, 999 B, 0.5 s (0 resumed, 2 retries)")
+
+
+async def test_records_of_an_earlier_plan_of_the_pull_are_never_used(
+    sb: Sandbox, tmp_path: Path
+) -> None:
+    """A zombie attempt still writing under the plan the pull had before it started afresh:
+    its records (and parts) are ignored, whatever they hold."""
+    expected = await _reference(sb, tmp_path, "pld.jsonl")
+    output = tmp_path / "pld.jsonl"
+    folder = await _crashed_checkpoint(sb, output, at=3)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    chunk = manifest["plan"]["chunks"][5]
+    stale = b'{"_id": 999}\n'
+    (folder / "part-000005.jsonl").write_bytes(stale)
+    record = {
+        "index": 5,
+        "key": chunk["key"],
+        "rows": 1,
+        "bytes": len(stale),
+        "sha256": hashlib.sha256(stale).hexdigest(),
+    }
+    (folder / "journal-0ldplan0ld00-zombie-000001.jsonl").write_text(json.dumps(record) + "\n")
+    summary = await _pull(sb, output)
+    assert summary["chunks_resumed"] == 3
+    assert output.read_bytes() == expected
+
+
+async def test_a_batch_of_records_is_written_while_the_next_chunk_is_slow(
+    sb: Sandbox, tmp_path: Path
+) -> None:
+    """The journal is written once a batch is due, not only when the next chunk finishes: a
+    crash during a slow chunk loses at most about a second of records."""
+    output = tmp_path / "pld.jsonl"
+    checked: list[tuple[int, list[int]]] = []
+    last = [time.monotonic()]
+
+    def watch(progress: Progress) -> None:
+        now = time.monotonic()
+        if progress.chunks_done == 1:  # a request soon waits 2.5 s
+            sb.faults("ccee").script("datastore_search", delay_s=2.5)
+        elif now - last[0] >= 2.0 and not checked:  # the first chunk after the slow request
+            [folder] = [p for p in tmp_path.iterdir() if ".parts-" in p.name]
+            recorded = read_checkpoint(LocalStorage(), str(folder))
+            checked.append((progress.chunks_done, sorted(recorded["done"]) if recorded else []))
+        last[0] = now
+
+    handler = CceeHttpHandler(HttpConnProperties(host=sb.urls.ccee), skip_connect=True, **FAST)
+    async with handler as ccee:
+        await run_pull(ccee, _source(), output, concurrency=1, on_progress=watch)
+    [(done, journal)] = checked
+    # every chunk finished before the slow one was written during its wait
+    assert journal == list(range(done - 1))
