@@ -37,8 +37,19 @@ MIN_SECRET_LENGTH = 5
 #: this module, not a handler): the latest ones kept, oldest forgotten first. Handlers keep their
 #: tokens in a scope instead, for as long as they may send them.
 MAX_EPHEMERAL_SECRETS = 256
-#: Words that make a header, query parameter, payload field or extra name a credential's.
-SENSITIVE_WORDS = ("password", "passwd", "secret", "token", "key", "auth", "cookie", "session")
+#: Words that make a header, query parameter, payload field or extra name a credential's (a
+#: signature authorises a request too: ``X-Amz-Signature``).
+SENSITIVE_WORDS = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "key",
+    "auth",
+    "cookie",
+    "session",
+    "signature",
+)
 #: Query parameters of presigned (signed) URLs that authorise whoever holds the URL, masked in
 #: URLs and in any text (docs/errors.md, "Secrets"): Azure SAS ``sig``; AWS SigV4
 #: ``X-Amz-Signature``, ``X-Amz-Credential``, ``X-Amz-Security-Token``; GCS V4

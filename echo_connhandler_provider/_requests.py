@@ -16,9 +16,6 @@ MASK = "***"
 
 #: An HTTP method is a token (RFC 9110, section 9.1; tchar of section 5.6.2): no spaces.
 _METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-#: Words of credential-carrying header names beyond the library's own rule
-#: (:func:`echo_connhandler._secrets.is_sensitive_name`): a signature authorises a request too.
-_MORE_SENSITIVE_WORDS = ("signature",)
 
 
 def http_method(value: Any, what: str = "method") -> str:
@@ -38,17 +35,12 @@ def xcom_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
     """Response headers for an XCom: credential-carrying values replaced by ``***``.
 
     A header is credential-carrying when its name is by the library's rule
-    (:func:`~echo_connhandler._secrets.is_sensitive_name`: it contains ``password``,
-    ``passwd``, ``secret``, ``token``, ``key``, ``auth``, ``cookie`` or ``session``) or contains
-    ``signature``: ``X-Subject-Token``, ``X-Auth-Token``, ``X-Api-Key``, ``X-Session-Id``,
+    (:func:`~echo_connhandler.is_sensitive_name`: it contains ``password``, ``passwd``,
+    ``secret``, ``token``, ``key``, ``auth``, ``cookie``, ``session`` or ``signature``):
+    ``X-Subject-Token``, ``X-Auth-Token``, ``X-Api-Key``, ``X-Session-Id``,
     ``Authentication-Info``, ... A server issues such values (a token minted by a login
     endpoint) that no registry knows, and an XCom is readable by anyone who can read the DAG's
     runs. Cookies and authentication headers and challenges (``Set-Cookie``,
     ``Authorization``, ``WWW-Authenticate``, ...) are not returned at all.
     """
-    return {
-        name: MASK
-        if is_sensitive_name(name) or any(w in name.lower() for w in _MORE_SENSITIVE_WORDS)
-        else value
-        for name, value in headers.items()
-    }
+    return {name: MASK if is_sensitive_name(name) else value for name, value in headers.items()}
