@@ -30,6 +30,7 @@ from echo_connhandler._bazefield import BazeHttpHandler, bazefield_api_root
 from echo_connhandler._exceptions import DataConsistencyError
 from echo_connhandler._handler import HttpHandler, expect_json, is_html
 from echo_connhandler._json import loads
+from echo_connhandler.pull._formats import NUMBER_TEXT
 from echo_connhandler.pull._plan import (
     Chunk,
     Column,
@@ -62,7 +63,6 @@ TIMESERIES_COLUMNS: tuple[Column, ...] = (
 _INTERVAL = re.compile(r"^(\d+)\s*(s|m|min|h|d)$", re.IGNORECASE)
 _TIMESPAN = re.compile(r"^(\d+):(\d{2}):(\d{2})$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
-_NUMBER = re.compile(r"^\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -505,7 +505,7 @@ def _value(raw: object) -> tuple[float | None, str | None]:
             return number, None
         return None, str(raw)
     if isinstance(raw, str):
-        if _NUMBER.fullmatch(raw):
+        if NUMBER_TEXT.fullmatch(raw):
             number = float(raw)
             if math.isfinite(number):
                 return number, None

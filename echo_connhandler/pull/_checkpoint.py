@@ -268,6 +268,17 @@ class Checkpoint:
             return "does not match its recorded SHA-256"
         return None
 
+    def recorded_bytes(self, path: str, record: ChunkRecord) -> bytes | None:
+        """The content of ``path`` when it is still what ``record`` says (size and SHA-256),
+        else None (missing or changed)."""
+        try:
+            data = self.storage.read_bytes(path)
+        except FileNotFoundError:
+            return None
+        if len(data) != record.bytes or sha256_hex(data) != record.sha256:
+            return None
+        return data
+
     # ------------------------------------------------------------------ recording
 
     def start(self, plan: Plan) -> None:

@@ -329,7 +329,7 @@ async def run_pull(
                 counts=encoded.counts,
             )
 
-        progress = _ProgressLog(source.describe(), len(plan.chunks), chunks_resumed, started)
+        progress = _ProgressLog(len(plan.chunks), chunks_resumed, started)
         for record in done.values():
             progress.add(record)
         last_log = -math.inf  # the first chunk's line at once, then every progress_every
@@ -422,8 +422,8 @@ class _Neighbours:
 
 
 class _ProgressLog:
-    def __init__(self, name: str, planned: int, resumed: int, started: float) -> None:
-        self.name, self.planned, self.resumed, self.started = name, planned, resumed, started
+    def __init__(self, planned: int, resumed: int, started: float) -> None:
+        self.planned, self.resumed, self.started = planned, resumed, started
         self.chunks = self.rows = self.bytes = 0
 
     def add(self, record: ChunkRecord | None) -> Progress:
@@ -493,12 +493,10 @@ def _verify_files(checkpoint: Checkpoint, plan: Plan) -> None:
     for chunk in plan.chunks:
         record = checkpoint.done[chunk.index]
         assert record.file_path is not None
-        data = checkpoint.storage.read_bytes(record.file_path)
-        if len(data) != record.bytes or sha256_hex(data) != record.sha256:
+        if checkpoint.recorded_bytes(record.file_path, record) is None:
             raise DataConsistencyError(
-                f"delivered file {record.file} changed after it was written "
-                f"({len(data)} bytes, {record.bytes} recorded): another run writes to the same "
-                "folder? run the pull again"
+                f"delivered file {record.file} changed after it was written (another run "
+                "writes to the same folder?): run the pull again"
             )
 
 
@@ -518,13 +516,9 @@ def _assemble(
     temporary = storage.sibling(path, f".tmp-{checkpoint.owner}")
 
     def verified(chunk: Chunk) -> bytes:
-        record = checkpoint.done[chunk.index]
         part = checkpoint.part(chunk, extension)
-        try:
-            data = storage.read_bytes(part)
-        except FileNotFoundError:
-            data = None
-        if data is None or len(data) != record.bytes or sha256_hex(data) != record.sha256:
+        data = checkpoint.recorded_bytes(part, checkpoint.done[chunk.index])
+        if data is None:
             raise DataConsistencyError(
                 f"part {part} of chunk {chunk.key} changed after it was written (another run "
                 "writes to the same checkpoint?): nothing was written to the output; run the "

@@ -99,7 +99,8 @@ class ColumnTypeError(ValueError):
 
 
 _INTEGER_TEXT = re.compile(r"\s*[+-]?\d+\s*")
-_NUMBER_TEXT = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*")
+#: A number written as text (``"1.25"``, ``"-3e2"``), spaces around allowed.
+NUMBER_TEXT = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 #: What Parquet's int64 holds; a float64 holds every integer up to 2**53 exactly.
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -128,7 +129,7 @@ def _fits(kind: str, value: Any) -> bool:
         if isinstance(value, float):
             return True
         return isinstance(value, str) and (
-            _NUMBER_TEXT.fullmatch(value) is not None
+            NUMBER_TEXT.fullmatch(value) is not None
             or value.strip().lower() in ("nan", "inf", "-inf", "infinity", "-infinity")
         )
     if kind == "bool":
