@@ -10,6 +10,7 @@ key sent as ``Authorization: Bearer``).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pendulum
@@ -36,6 +37,11 @@ with DAG(
         response_check=lambda response: "allocationTypes" in response.json(),
         response_filter=lambda response: response.json()["allocationTypes"],
         deferrable=True,
+        # A GET may be sent again. The retry also covers a race of Airflow 3.3's scheduler,
+        # which can mark a deferred task failed ("task state changed externally") when its
+        # trigger fires within a second or two of the deferral (seen once in the demo).
+        retries=2,
+        retry_delay=timedelta(seconds=10),
     )
 
     @task
