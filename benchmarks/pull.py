@@ -483,10 +483,9 @@ async def _echo(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     try:
         if trigger_cls is not None:
             trigger = trigger_cls(
-                conn_type="ccee",
                 conn_id="bench_ccee",
                 source="ccee_datastore",
-                source_kwargs=source_kwargs,
+                arguments=source_kwargs,
                 output=str(out),
                 format="jsonl",
                 concurrency=CONCURRENCY,

@@ -2,8 +2,8 @@
 
 Runs each benchmark as a subprocess of this interpreter (its output streams through), then reads
 what it reported: ``benchmarks/results/<name>.json`` for those that write one (``throughput``,
-``pull``, ``triggerer_load``, ``checkpoint``), the printed ratios for ``overhead`` (it writes no
-file). Writes
+``pull``, ``triggerer_load``, ``checkpoint``, ``masker``), the printed ratios for ``overhead`` (it
+writes no file). Writes
 ``benchmarks/results/summary.md`` (a markdown table: benchmark, figure, measured, target,
 met / not met) and ``benchmarks/results/summary.json``, and prints the table. A benchmark that
 is missing (``throughput.py`` on an older checkout), fails or reports nothing gets a row saying
@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "pull": ("pull.py", [], ["--quick"]),
     "triggerer_load": ("triggerer_load.py", [], ["--triggers", "40", "--modes", "cold,warm"]),
     "checkpoint": ("checkpoint.py", [], ["--chunks", "2000", "--old-chunks", "100"]),
+    "masker": ("masker.py", [], ["--known", "0", "1000", "--repeat", "3", "--logins", "50"]),
 }
 TIMEOUT_S = 3 * 3600
 

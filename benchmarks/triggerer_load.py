@@ -112,10 +112,9 @@ def specs(count: int) -> list[dict[str, Any]]:
             ccee_i += 1
             key = f"ccee-{dataset}-{year}.{fmt}"
             trigger = {
-                "conn_type": "ccee",
                 "conn_id": "bench_ccee",
                 "source": "ccee_datastore",
-                "source_kwargs": {"dataset": dataset, "years": [year], "page_size": CCEE_PAGE},
+                "arguments": {"dataset": dataset, "years": [year], "page_size": CCEE_PAGE},
                 "format": fmt,
             }
         else:
@@ -124,10 +123,9 @@ def specs(count: int) -> list[dict[str, Any]]:
             baze_i += 1
             key = f"baze-{obj}-03{day:02d}.jsonl"
             trigger = {
-                "conn_type": "bazefield",
                 "conn_id": "bench_baze",
                 "source": "bazefield_timeseries",
-                "source_kwargs": {
+                "arguments": {
                     "objects": [obj],
                     "points": ["ActivePower", "WindSpeed"],
                     "aggregates": ["Average"],

@@ -24,6 +24,13 @@ from echo_connhandler._exceptions import (
 from echo_connhandler._handler import AttemptDeadlineExceeded, HttpHandler, expect_json
 from echo_connhandler._ons import OnsHttpHandler, OnsOAuth2, profile_header_value
 from echo_connhandler._properties import HttpConnProperties, OnsHttpConnProperties
+from echo_connhandler._publications import (
+    FUTURE_TOLERANCE,
+    dated_resources,
+    find_publication,
+    publication_after,
+    usable_moment,
+)
 from echo_connhandler._retry import RetryPolicy
 from echo_connhandler._secrets import (
     SecretScope,
@@ -34,12 +41,14 @@ from echo_connhandler._secrets import (
     register_secret,
     remove_secret_hook,
 )
+from echo_connhandler._time import iso_utc, parse_duration, parse_moment, utc_moment
 
 __version__ = "0.1.0"
 
 install_log_redaction()
 
 __all__ = [
+    "FUTURE_TOLERANCE",
     "ApiError",
     "AttemptDeadlineExceeded",
     "AuthenticationError",
@@ -70,10 +79,18 @@ __all__ = [
     "WafBlockedError",
     "add_secret_hook",
     "bazefield_api_root",
+    "dated_resources",
     "expect_json",
+    "find_publication",
     "is_sensitive_name",
+    "iso_utc",
+    "parse_duration",
+    "parse_moment",
     "profile_header_value",
+    "publication_after",
     "redact",
     "register_secret",
     "remove_secret_hook",
+    "usable_moment",
+    "utc_moment",
 ]

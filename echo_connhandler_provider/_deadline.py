@@ -16,6 +16,8 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+from echo_connhandler import utc_moment
+
 __all__ = ["Deadline"]
 
 
@@ -24,11 +26,7 @@ def _moment(value: str | None, what: str) -> datetime | None:
         return None
     if not isinstance(value, str):
         raise TypeError(f"{what} must be an ISO 8601 time or None, got {value!r}")
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"{what} must be an ISO 8601 time, got {value!r}") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return utc_moment(value, what)
 
 
 class Deadline:

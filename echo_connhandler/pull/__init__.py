@@ -53,6 +53,13 @@ from echo_connhandler.pull._plan import (
     Rows,
     Source,
 )
+from echo_connhandler.pull._registry import (
+    build_source,
+    json_arguments,
+    register_source,
+    registered_sources,
+    source_class,
+)
 from echo_connhandler.pull._storage import FsspecStorage, LocalStorage, Storage, storage_for
 
 __all__ = [
@@ -81,10 +88,15 @@ __all__ = [
     "Source",
     "Storage",
     "UnknownFieldError",
+    "build_source",
     "ckan_column_type",
     "format_for",
+    "json_arguments",
     "read_checkpoint",
+    "register_source",
+    "registered_sources",
     "run_pull",
+    "source_class",
     "storage_for",
     "summary_line",
 ]

@@ -22,7 +22,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -30,6 +30,7 @@ from echo_connhandler._bazefield import BazeHttpHandler, bazefield_api_root
 from echo_connhandler._exceptions import DataConsistencyError
 from echo_connhandler._handler import HttpHandler, expect_json, is_html
 from echo_connhandler._json import loads
+from echo_connhandler._time import parse_duration, utc_moment
 from echo_connhandler.pull._formats import NUMBER_TEXT
 from echo_connhandler.pull._plan import (
     Chunk,
@@ -41,6 +42,7 @@ from echo_connhandler.pull._plan import (
     Rows,
     Source,
 )
+from echo_connhandler.pull._registry import register_source
 
 __all__ = ["TIMESERIES_COLUMNS", "BazefieldTimeseriesSource", "timeseries_rows"]
 
@@ -90,23 +92,7 @@ def interval_seconds(interval: str) -> int:
 
 def _moment(name: str, value: object) -> datetime:
     """A datetime (naive = UTC), a date (its UTC midnight) or ISO-8601 text, in UTC."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise ValueError(
-                f"{name} must be a datetime or ISO-8601 text (e.g. '2024-01-01T00:00:00Z'), "
-                f"got {value!r}"
-            ) from None
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, date):
-        moment = datetime(value.year, value.month, value.day)
-    else:
-        raise ValueError(f"{name} must be a datetime or ISO-8601 text, got {value!r}")
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    return utc_moment(value, name)
 
 
 def _iso_z(moment: datetime) -> str:
@@ -208,6 +194,7 @@ def _grid(
         local_day += timedelta(days=days)
 
 
+@register_source
 class BazefieldTimeseriesSource(Source):
     """Rows of Bazefield aggregated time series, one per object, point, aggregate and time step.
 
@@ -220,8 +207,8 @@ class BazefieldTimeseriesSource(Source):
         interval: the time step, ``<n>m``, ``<n>h``, ``<n>d`` or ``HH:MM:SS`` (at least 1 min).
         time_zone: sent as ``TimeZone`` (an IANA name or a Windows id) when given: ``t_local``
             and whole-day steps follow it.
-        window: the longest time span of one request (default 30 days), rounded down to whole
-            steps.
+        window: the longest time span of one request (a timedelta or seconds; default 30
+            days), rounded down to whole steps.
         points_per_request: the most points in one request (public clients use 30).
         max_values_per_request: the most values (objects x points x aggregates x steps) in one
             request; the sandbox refuses more than 100 000.
@@ -239,6 +226,8 @@ class BazefieldTimeseriesSource(Source):
     step grid; timestamps in epoch seconds or labelled by the interval's end are refused.
     """
 
+    name = "bazefield_timeseries"
+    handler_class = BazeHttpHandler
     kind = "rows"
 
     def __init__(
@@ -251,7 +240,7 @@ class BazefieldTimeseriesSource(Source):
         end: datetime | str,
         interval: str = "1h",
         time_zone: str | None = None,
-        window: timedelta | None = None,
+        window: timedelta | float | None = None,
         points_per_request: int = 30,
         max_values_per_request: int = 100_000,
         max_missing_steps: int | None = 0,
@@ -278,8 +267,8 @@ class BazefieldTimeseriesSource(Source):
                 f"zone id; whole-day intervals ({self.interval}) need it to know local midnights"
             )
         if window is not None:
-            if not isinstance(window, timedelta):
-                raise ValueError(f"window must be a timedelta or None, got {window!r}")
+            # A timedelta, or its JSON form (seconds) as a trigger's arguments carry it.
+            window = parse_duration(window, "window")
             if window.total_seconds() < self.step_s:
                 raise ValueError(
                     f"window must hold at least one interval ({self.interval}), got {window}"

@@ -43,6 +43,7 @@ from echo_connhandler.pull._plan import (
     RawPage,
     Source,
 )
+from echo_connhandler.pull._registry import register_source
 
 __all__ = ["PULL_PAGE_SIZE", "CceeDatastoreSource", "ckan_column_type"]
 
@@ -79,6 +80,7 @@ def ckan_column_type(ckan_type: str) -> ColumnType:
     return _CKAN_TYPES.get(ckan_type.lower(), "text")
 
 
+@register_source
 class CceeDatastoreSource(Source):
     """Rows of CCEE datastore resources: a dataset's years, or resources by id.
 
@@ -93,6 +95,9 @@ class CceeDatastoreSource(Source):
         page_size: rows per request (default 10 000; CKAN caps it at 32 000 by default and the
             applied value is used).
     """
+
+    name = "ccee_datastore"
+    handler_class = CceeHttpHandler
 
     def __init__(
         self,

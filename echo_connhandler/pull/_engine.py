@@ -211,6 +211,11 @@ async def run_pull(
     """
     if decode not in DECODE_MODES:
         raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
+    needs = getattr(source, "handler_class", None)
+    if needs is not None and not isinstance(handler, needs):
+        raise TypeError(
+            f"{source.describe()} reads through a {needs.__name__}, got {type(handler).__name__}"
+        )
     with pull_worker():  # the pull's blocking work, one call at a time, off the event loop
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")

@@ -19,12 +19,11 @@ import abc
 import csv
 import io
 import json
-import re
 import string
 import zipfile
 import zlib
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -39,8 +38,10 @@ from echo_connhandler._ons import (
     sinapse_export_body,
 )
 from echo_connhandler._secrets import redact, redact_url
+from echo_connhandler._time import parse_moment, utc_moment
 from echo_connhandler.pull._offload import offload
 from echo_connhandler.pull._plan import Chunk, FilePart, Plan, Source
+from echo_connhandler.pull._registry import register_source
 
 __all__ = [
     "MAX_PERIOD_DAYS",
@@ -58,31 +59,15 @@ _TEMPLATE_FIELDS = frozenset({"start", "end", "last", "index"})
 
 def _day(name: str, value: object) -> date:
     """A date, a datetime at midnight (naive = UTC) or ISO-8601 text of either."""
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            value = (
-                date.fromisoformat(text)
-                if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text)
-                else datetime.fromisoformat(text)
-            )
-        except ValueError:
-            raise ValueError(
-                f"{name} must be a date, a datetime or ISO-8601 text (e.g. '2024-01-01'), "
-                f"got {value!r}"
-            ) from None
-    if isinstance(value, datetime):
-        moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-        moment = moment.astimezone(UTC)
-        if moment.time() != datetime.min.time():
-            raise ValueError(
-                f"{name} must be a whole day (midnight UTC): the exports work in days, "
-                f"got {value!r}"
-            )
-        return moment.date()
-    if isinstance(value, date):
-        return value
-    raise ValueError(f"{name} must be a date, a datetime or ISO-8601 text, got {value!r}")
+    moment = parse_moment(value, name)
+    if not isinstance(moment, datetime):
+        return moment
+    utc = utc_moment(moment, name)
+    if utc.time() != datetime.min.time():
+        raise ValueError(
+            f"{name} must be a whole day (midnight UTC): the exports work in days, got {value!r}"
+        )
+    return utc.date()
 
 
 def _next_month(day: date) -> date:
@@ -250,7 +235,9 @@ class _OnsExportSource(Source):
     kind = "files"
     #: What ``login_target`` the handler must have.
     target = ""
-    name = ""
+    #: The export's endpoint (under the service's API root).
+    endpoint = ""
+    handler_class = OnsHttpHandler
 
     def __init__(self, *, start: object, end: object, split: str, file_name: str) -> None:
         self.start = _day("start", start)
@@ -349,7 +336,7 @@ class _OnsExportSource(Source):
             )
             for i, ((begin, finish), name) in enumerate(zip(self._parts, self._names, strict=True))
         ]
-        return Plan(chunks, (), [self.name])
+        return Plan(chunks, (), [self.endpoint])
 
     def describe(self) -> str:
         return f"ONS {self.target} {self.start}..{self.end}"
@@ -359,7 +346,9 @@ class _OnsExportSource(Source):
         first = date.fromisoformat(chunk.params["first"])
         last = date.fromisoformat(chunk.params["last"])
         name = str(chunk.params["name"])
-        response = await ons.async_post(self.name, json=self._body(first, last), idempotent=True)
+        response = await ons.async_post(
+            self.endpoint, json=self._body(first, last), idempotent=True
+        )
         what = f"the {self.what} of {first}..{last} ({name})"
         if is_html(response):
             # ONS maintenance pages arrive as HTML with 200 (docs/services/ons.md, "Failures seen").
@@ -385,6 +374,7 @@ class _OnsExportSource(Source):
         """One part's request body: ``first`` to ``last``, both days included."""
 
 
+@register_source
 class OnsSagerReportSource(_OnsExportSource):
     """SAGER renewables reports (.xlsx), one file per calendar month of ``[start, end)``.
 
@@ -409,8 +399,9 @@ class OnsSagerReportSource(_OnsExportSource):
     else :class:`UnexpectedContentError`, and no file is written for that part.
     """
 
+    name = "ons_sager_report"
     target = "SAGER"
-    name = SAGER_REPORT_ENDPOINT
+    endpoint = SAGER_REPORT_ENDPOINT
 
     def __init__(
         self,
@@ -474,6 +465,7 @@ class OnsSagerReportSource(_OnsExportSource):
         )
 
 
+@register_source
 class OnsSinapseExportSource(_OnsExportSource):
     """SINAPSE search exports (``;``-separated CSV), one file per calendar month.
 
@@ -494,8 +486,9 @@ class OnsSinapseExportSource(_OnsExportSource):
     :class:`UnexpectedContentError`, and no file is written for that part.
     """
 
+    name = "ons_sinapse_export"
     target = "SINAPSE"
-    name = SINAPSE_EXPORT_ENDPOINT
+    endpoint = SINAPSE_EXPORT_ENDPOINT
 
     def __init__(
         self,
@@ -514,7 +507,7 @@ class OnsSinapseExportSource(_OnsExportSource):
             raise ValueError(f"analitico must be True or False, got {analitico!r}")
         self.analitico = analitico
         if analitico:
-            self.name = SINAPSE_EXPORT_ENDPOINT + "-analitico"
+            self.endpoint = SINAPSE_EXPORT_ENDPOINT + "-analitico"
         self.origem = _optional_text("origem", origem)
         self.destino = _optional_text("destino", destino)
         self.status = _optional_text("status", status)

@@ -191,6 +191,35 @@ class Source(abc.ABC):
     """
 
     kind: ClassVar[Literal["rows", "files"]] = "rows"
+    #: The source's name in the registry (:func:`~echo_connhandler.pull.register_source`): what
+    #: a scheduler's plain-JSON description of a pull names it by (``ccee_datastore``).
+    name: ClassVar[str] = ""
+    #: The handler class the source reads through (the engine refuses another).
+    handler_class: ClassVar[type[HttpHandler]]
+
+    _arguments: dict[str, Any]
+    _positional: bool
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Source:
+        # The keyword arguments are kept as given, so that arguments() can describe the source
+        # as plain JSON (a trigger's kwargs) without every source writing that out again.
+        source = super().__new__(cls)
+        source._arguments = dict(kwargs)
+        source._positional = bool(args)
+        return source
+
+    def arguments(self) -> dict[str, Any]:
+        """The keyword arguments that build this source again, as plain JSON values (dates as
+        ISO 8601 text, durations as seconds): ``type(source)(**source.arguments())`` and
+        :func:`~echo_connhandler.pull.build_source` give the same pull."""
+        from echo_connhandler.pull._registry import json_arguments
+
+        if self._positional:
+            raise TypeError(
+                f"{type(self).__name__} was given positional arguments: only a source built "
+                "with keyword arguments can describe itself as plain JSON"
+            )
+        return json_arguments(self._arguments, f"{type(self).__name__} argument")
 
     @abc.abstractmethod
     def identity(self) -> dict[str, Any]:

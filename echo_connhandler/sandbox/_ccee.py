@@ -762,4 +762,9 @@ def ccee_app(config: SandboxConfig | None = None, faults: FaultInjector | None =
     app.state.issued = state.issued
     app.state.publications = publications
     app.state.publish = publish
+
+    def forget_revisions() -> None:
+        revision.update(republished=0, shifted=False)
+
+    app.state.forget_revisions = forget_revisions
     return app

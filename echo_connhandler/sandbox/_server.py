@@ -102,12 +102,14 @@ class Sandbox:
 
     def reset(self) -> None:
         """Clear the faults and zero the counters of all three emulators (tokens stay valid),
-        and forget the CCEE publications made by :meth:`ccee_publish` (the publication clock of
+        and forget the CCEE publications made by :meth:`ccee_publish` and the republications of
+        the ``republish``/``shift_rows`` misbehaviours (the publication clock of
         ``SandboxConfig.ccee_publish_every`` keeps running from the start)."""
         for injector in self._faults.values():
             injector.reset()
             injector.reset_stats()
         self._apps["ccee"].state.publications.reset()
+        self._apps["ccee"].state.forget_revisions()
 
     def ccee_publish(self, dataset: str | None = None) -> dict[str, str]:
         """Republish now the newest year's resource of ``dataset`` (of every CCEE dataset when

@@ -6,17 +6,25 @@ handler: ``get_conn()`` connects its sync client, ``await aget_conn()`` its asyn
 sync connection opened). Both return the same handler, so a login happens once per hook.
 ``close()`` / ``await aclose()`` close it.
 
-Secrets: every secret the handler library registers (passwords, API keys, and the tokens and
-session ids obtained at run time) is passed to Airflow's secrets masker (``mask_secret``), so
-task logs never show them. (The library itself masks credential headers in httpx/httpcore
-log records: see :func:`echo_connhandler._secrets.install_log_redaction`.)
+Secrets: the long-lived credentials the handler library registers (passwords, API keys) are
+passed to Airflow's secrets masker (``mask_secret``). The tokens, session ids and cookies
+obtained at run time are not: Airflow's masker recompiles one pattern of every secret it knows
+for each new one and never forgets one, so in a triggerer that has run 5,000 pulls each login
+would stall the loop for most of a second (docs/airflow/hooks.md, "Secret masking"). The
+library's registry masks them instead, in the process that could print them, before a record
+leaves it: its logging filter on the httpx/httpcore loggers and on the library's and this
+provider's loggers (:func:`echo_connhandler._secrets.install_log_redaction`), and a structlog
+processor added here to the chain Airflow configured (the task's and the trigger's
+``self.log``, Airflow's own task and trigger logs), both checked again at every new token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, MutableMapping
 from typing import Any, ClassVar, Generic, TypeVar
 
 import httpx
@@ -34,6 +42,7 @@ from echo_connhandler import (
     ProfileSelectionError,
     WafBlockedError,
     add_secret_hook,
+    redact,
 )
 from echo_connhandler_provider._fields import ConnectionSettings, build_settings
 
@@ -81,7 +90,92 @@ def _mask_for_airflow(secret: str) -> None:
     task.add_done_callback(_pending_masks.discard)
 
 
-add_secret_hook(_mask_for_airflow)
+#: Exceptions of one chain looked at, at most (a cycle or a very long chain stops there).
+_MAX_CHAIN = 16
+
+
+def _redact_chain(exc: BaseException) -> None:
+    """Registered secrets masked in the ``args`` of ``exc`` and of its causes, in place: the
+    console renderer prints the chain after this processor ran."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(seen) < _MAX_CHAIN:
+        seen.add(id(current))
+        masked = tuple(redact(a) if isinstance(a, str) else a for a in current.args)
+        if masked != current.args:
+            with contextlib.suppress(AttributeError, TypeError):  # a class refusing new args
+                current.args = masked
+        current = current.__cause__ or current.__context__
+
+
+def _redact_any(value: Any) -> Any:
+    """``value`` with registered secrets masked in every string it holds."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redact_any(item) for key, item in value.items()}
+    if isinstance(value, list | tuple) and value:
+        return type(value)(_redact_any(item) for item in value)
+    if isinstance(value, BaseException):
+        _redact_chain(value)
+    return value
+
+
+def _redact_event(
+    logger: object, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: registered secrets masked in every value of the event.
+
+    Placed just before the renderer, so it sees the message with its arguments merged and, with
+    JSON output, the traceback already turned into strings; with console output it masks the
+    exception chain in place before the renderer prints it.
+    """
+    exc_info = event_dict.get("exc_info")
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    if isinstance(exc_info, tuple) and len(exc_info) == 3:
+        exc_info = exc_info[1]
+    if isinstance(exc_info, BaseException):
+        _redact_chain(exc_info)
+    for key, value in event_dict.items():
+        if key != "exc_info":
+            event_dict[key] = _redact_any(value)
+    return event_dict
+
+
+def _cover_structlog() -> None:
+    """Put :func:`_redact_event` in structlog's processor chain, before its renderer.
+
+    The list is changed in place: with ``cache_logger_on_first_use`` (Airflow's setting outside
+    tests) each logger already used holds that very list, and a new ``configure()`` would not
+    reach it. A later ``configure()`` that replaces the list is caught at the next token.
+    """
+    try:
+        import structlog
+    except ImportError:  # pragma: no cover - Airflow depends on structlog
+        return
+    processors = structlog.get_config()["processors"]
+    if _redact_event in processors:
+        return
+    if isinstance(processors, list):
+        processors.insert(max(len(processors) - 1, 0), _redact_event)
+    else:
+        chain = list(processors)
+        chain.insert(max(len(chain) - 1, 0), _redact_event)
+        structlog.configure(processors=chain)
+
+
+def _cover_loggers(_secret: str) -> None:
+    """Before a run-time token can be sent anywhere, structlog's loggers mask it (the library
+    itself puts its filter on the stdlib loggers that may print it, at the same moment)."""
+    _cover_structlog()
+
+
+# Credentials only: a run-time token would make Airflow recompile its whole pattern (0.1 s at
+# 1,000 known secrets, 0.7 s at 5,000: benchmarks/masker.py) and stay there for good.
+add_secret_hook(_mask_for_airflow, run_time=False)
+add_secret_hook(_cover_loggers, run_time=True)
+_cover_loggers("")
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

@@ -31,8 +31,6 @@ body, and a request with the method and URL only), so the body must fit ``max_bo
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json as jsonlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -41,18 +39,16 @@ import httpx
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException
 
+from echo_connhandler_provider._checks import check_path_text
 from echo_connhandler_provider._defaults import default_deferrable
-from echo_connhandler_provider._requests import http_method, xcom_headers
-from echo_connhandler_provider.operators.pull import _check_path_text
-from echo_connhandler_provider.triggers.pull import (
-    HOOKS,
-    NON_IDEMPOTENT_METHODS,
-    RequestTrigger,
-    rebuild_error,
-    request_job,
+from echo_connhandler_provider._jobs import rebuild_error, request_job
+from echo_connhandler_provider._requests import (
+    HttpRequestArguments,
+    http_method,
     response_from_event,
-    response_ok_to_json,
+    xcom_headers,
 )
+from echo_connhandler_provider.triggers.pull import RequestTrigger
 
 __all__ = ["EchoHttpOperator", "http_method", "xcom_headers"]
 
@@ -60,11 +56,7 @@ ResponseCheck = Callable[[httpx.Response], bool]
 ResponseFilter = Callable[[httpx.Response], Any]
 
 
-def _is_template(value: Any) -> bool:
-    return isinstance(value, str) and "{{" in value
-
-
-class EchoHttpOperator(BaseOperator):
+class EchoHttpOperator(HttpRequestArguments, BaseOperator):
     """One HTTP request through an ``echo_http`` (or other provider) connection.
 
     Args:
@@ -90,17 +82,7 @@ class EchoHttpOperator(BaseOperator):
         **kwargs: the arguments of ``BaseOperator`` (``task_id``, ``retries``, ...).
     """
 
-    template_fields: Sequence[str] = (
-        "conn_id",
-        "endpoint",
-        "method",
-        "query",
-        "json",
-        "data",
-        "headers",
-        "output_path",
-    )
-    template_fields_renderers = {"json": "json", "query": "py", "data": "py", "headers": "json"}
+    template_fields: Sequence[str] = (*HttpRequestArguments.request_template_fields, "output_path")
     ui_color = "#e8eef4"
 
     def __init__(
@@ -124,43 +106,31 @@ class EchoHttpOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if conn_type not in HOOKS:
-            raise ValueError(
-                f"unknown conn_type {conn_type!r}; expected one of {', '.join(sorted(HOOKS))}"
-            )
-        response_ok_to_json(response_ok)  # a bad value fails when the DAG is parsed
-        if not _is_template(method):
-            http_method(method)
-        _check_path_text(output, "output")
-        self.endpoint = endpoint
-        self.conn_id = conn_id
-        self.conn_type = conn_type
-        self.method = method
-        self.query = query
-        self.json = json
-        self.data = data
-        self.headers = headers
-        self.response_ok = response_ok
+        self.set_request(
+            endpoint=endpoint,
+            conn_id=conn_id,
+            conn_type=conn_type,
+            method=method,
+            query=query,
+            json=json,
+            data=data,
+            headers=headers,
+            response_ok=response_ok,
+            idempotent=idempotent,
+            max_body_bytes=max_body_bytes,
+        )
+        check_path_text(output, "output")
         self.response_check = response_check
         self.response_filter = response_filter
         # ``output`` is BaseOperator's XComArg property: the value lives in output_path.
         self.output_path = output
-        self.idempotent = idempotent
-        self.max_body_bytes = max_body_bytes
         self.deferrable = deferrable
-
-    def _request_kwargs(self) -> dict[str, Any]:
-        if isinstance(self.data, bytes | bytearray):
-            raise TypeError("data must be a mapping or text (bytes cannot go to a trigger)")
-        kwargs = {"params": self.query, "json": self.json, "data": self.data}
-        kwargs["headers"] = self.headers
-        return {k: v for k, v in kwargs.items() if v is not None}
 
     def _output_text(self) -> str | None:
         output = self.output_path
         # As rendered: a template that renders blank would write a file named with spaces in
         # the current folder, or (empty) silently keep the body out of the file asked for.
-        _check_path_text(output, "output")
+        check_path_text(output, "output")
         if output is None or isinstance(output, str):
             return output
         if isinstance(output, os.PathLike):
@@ -178,17 +148,12 @@ class EchoHttpOperator(BaseOperator):
         return self.response_check is not None or self.response_filter is not None
 
     def execute(self, context: Context) -> Any:
-        method = http_method(self.method)  # as rendered, before the deferred POST check
+        # As rendered, before the deferred POST check.
+        method = self.rendered_method(deferred=self.deferrable)
         output: Any = self._output_text()
         if output is None and self.output_path is not None:
             output = self.output_path
         if self.deferrable:
-            if method in NON_IDEMPOTENT_METHODS and self.idempotent is not True:
-                raise ValueError(
-                    f"a deferred {method} needs idempotent=True: the triggerer may send it "
-                    "again after a restart; set idempotent=True if the endpoint tolerates it, "
-                    "or use deferrable=False"
-                )
             self.log.info("Deferring: %s %s is sent from the triggerer", method, self.endpoint)
             self.defer(
                 trigger=RequestTrigger(
@@ -196,8 +161,8 @@ class EchoHttpOperator(BaseOperator):
                     conn_id=self.conn_id,
                     method=method,
                     endpoint=self.endpoint,
-                    request_kwargs=self._request_kwargs(),
-                    response_ok=response_ok_to_json(self.response_ok),
+                    request_kwargs=self.request_kwargs(),
+                    response_ok=self.response_ok,
                     idempotent=self.idempotent,
                     output=output,
                     ship_body=self._ship_body,
@@ -212,7 +177,7 @@ class EchoHttpOperator(BaseOperator):
                 conn_id=self.conn_id,
                 method=method,
                 endpoint=self.endpoint,
-                request_kwargs=self._request_kwargs(),
+                request_kwargs=self.request_kwargs(),
                 response_ok=self.response_ok,
                 idempotent=self.idempotent,
                 output=output,
@@ -244,28 +209,4 @@ class EchoHttpOperator(BaseOperator):
                 raise AirflowException("Response check returned False.")
             if self.response_filter is not None:
                 return self.response_filter(response)
-        return self._result(payload)
-
-    def _result(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        body = payload.get("body")
-        content_type = str(payload.get("content_type") or "")
-        if body is not None and (
-            content_type == "application/json" or content_type.endswith("+json")
-        ):
-            with contextlib.suppress(ValueError):
-                body = jsonlib.loads(body)
-        elif body is None and payload.get("output") is None and payload["bytes"]:
-            self.log.warning(
-                "The body (%d bytes, %s) is not returned: it is larger than max_body_bytes "
-                "(%d) or not text; set output to keep it",
-                payload["bytes"],
-                content_type or "no content type",
-                self.max_body_bytes,
-            )
-        return {
-            "status_code": payload["status_code"],
-            "headers": xcom_headers(payload.get("headers") or {}),
-            "bytes": payload["bytes"],
-            "output": payload.get("output"),
-            "body": body,
-        }
+        return self.result(payload, log=self.log, output=True)

@@ -18,28 +18,37 @@ write the same file. A task retry, or a triggerer restart, resumes from the chec
 from __future__ import annotations
 
 import asyncio
-import math
-import numbers
 import os
-import re
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
 
-from echo_connhandler.pull import PullSummary
+from echo_connhandler import parse_moment
+from echo_connhandler.pull import (
+    BazefieldTimeseriesSource,
+    CceeDatastoreSource,
+    OnsSagerReportSource,
+    OnsSinapseExportSource,
+    PullSummary,
+    Source,
+)
+from echo_connhandler_provider._checks import (
+    check_path_text,
+    has_text,
+    id_filter,
+    int_list,
+    str_list,
+)
 from echo_connhandler_provider._defaults import default_deferrable
-from echo_connhandler_provider.triggers.pull import (
+from echo_connhandler_provider._jobs import (
     PROGRESS_EVERY_S,
-    SOURCES,
-    PullTrigger,
-    build_source,
-    parse_moment,
+    hook_for_source,
     rebuild_error,
     run_pull_job,
-    source_kwargs_to_json,
 )
+from echo_connhandler_provider.triggers.pull import PullTrigger
 
 __all__ = [
     "BazefieldTimeseriesOperator",
@@ -48,96 +57,6 @@ __all__ = [
     "OnsSinapseExportOperator",
     "PullOperator",
 ]
-
-
-def _str_list(value: Any, what: str) -> list[str] | None:
-    """A list of text from a list, or from one text (comma-separated, as a template renders)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        items = [v.strip().strip("'\"") for v in value.strip().strip("[]").split(",")]
-        return [v for v in items if v]
-    if isinstance(value, Sequence | set | frozenset):
-        return [str(v) for v in value]
-    raise TypeError(f"{what} must be a list of text, got {value!r}")
-
-
-_WHOLE_TEXT = re.compile(r"[+-]?[0-9]+")
-
-
-def _whole(item: Any, what: str, value: Any) -> int:
-    """One whole number: an int, a float without a fraction, or text of digits.
-
-    Never truncated: ``2024.9`` (a native template, a computed value) is not 2024, and a bool
-    is no number.
-    """
-    if isinstance(item, bool):
-        raise ValueError(f"{what} must be whole numbers, got {value!r} (a bool)")
-    if isinstance(item, numbers.Integral):
-        return int(item)
-    if isinstance(item, numbers.Real):
-        number = float(item)
-        if math.isfinite(number) and number.is_integer():
-            return int(number)
-        raise ValueError(f"{what} must be whole numbers, got {value!r} ({item!r} has a fraction)")
-    if isinstance(item, str) and _WHOLE_TEXT.fullmatch(item.strip()):
-        return int(item.strip())
-    raise ValueError(f"{what} must be whole numbers, got {value!r}")
-
-
-def _int_list(value: Any, what: str) -> list[int] | None:
-    """A list of integers from a list, one number, or text (``2024`` or ``2023, 2024``)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        items: list[Any] = _str_list(value, what) or []
-    elif isinstance(value, Sequence | set | frozenset):
-        items = list(value)
-    else:
-        items = [value]
-    return [_whole(item, what, value) for item in items]
-
-
-def _ids(value: Any, what: str) -> list[int]:
-    """ONS ids of a filter: None is no filter ([]); an empty value is refused.
-
-    A template that renders empty (``""``, ``"[]"``) or an empty list would drop the filter
-    and export every plant, agent or source: never silently.
-    """
-    if value is None:
-        return []
-    ids = _int_list(value, what) or []
-    if not ids:
-        raise ValueError(
-            f"{what} is empty ({value!r}): that would drop the filter and export everything; "
-            "give None (the default) for no filter"
-        )
-    return ids
-
-
-def _has_text(value: Any) -> bool:
-    """Whether ``value`` is text or holds text (a template, rendered only at run time)."""
-    if isinstance(value, str):
-        return True
-    if isinstance(value, Sequence | set | frozenset):
-        return any(isinstance(item, str) for item in value)
-    return False
-
-
-def _check_path_text(value: Any, what: str) -> None:
-    """Refuse a path or URL string that is blank or padded with whitespace.
-
-    ``"  "`` (a template that rendered blank) would be a file named with spaces in the current
-    folder, and ``" /lake/x.csv"`` a relative path: a task must not write there.
-    """
-    if isinstance(value, str) and (not value.strip() or value != value.strip()):
-        problem = "is blank" if not value.strip() else "has leading or trailing whitespace"
-        raise ValueError(f"{what} {problem} ({value!r}): give a path or URL")
-
-
-def _moment(value: Any, what: str) -> date | datetime:
-    """A date or datetime from itself or an ISO string (a rendered template)."""
-    return parse_moment(value, what)
 
 
 class PullOperator(BaseOperator):
@@ -159,8 +78,8 @@ class PullOperator(BaseOperator):
     format, rows, chunks, bytes, seconds, retries, chunks_resumed, source_ids, files.
     """
 
-    #: The source's registry name (:data:`echo_connhandler_provider.triggers.pull.SOURCES`).
-    source_name: ClassVar[str]
+    #: The pull source (:mod:`echo_connhandler.pull`) whose arguments this operator gives.
+    source_class: ClassVar[type[Source]]
     template_fields: Sequence[str] = ("conn_id", "output_path", "format")
     ui_color = "#e8f4ea"
 
@@ -180,7 +99,7 @@ class PullOperator(BaseOperator):
             isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
         ):
             raise ValueError(f"concurrency must be an integer >= 1 or None, got {concurrency!r}")
-        _check_path_text(output, "output")  # a bad value fails when the DAG is parsed
+        check_path_text(output, "output")  # a bad value fails when the DAG is parsed
         self.conn_id = conn_id
         # ``output`` is BaseOperator's XComArg property: the value lives in output_path.
         self.output_path = output
@@ -191,8 +110,8 @@ class PullOperator(BaseOperator):
 
     @property
     def conn_type(self) -> str:
-        """The connection type the source reads from."""
-        return SOURCES[self.source_name][1]
+        """The connection type of the hook the source reads through."""
+        return hook_for_source(self.source_class).conn_type
 
     def source_kwargs(self, context: Context) -> dict[str, Any]:
         """The source's keyword arguments for this run (rendered templates, dates resolved)."""
@@ -209,11 +128,11 @@ class PullOperator(BaseOperator):
                 f"{type(self).__name__}: give start and end (this run has no data interval "
                 "to take them from)"
             )
-        return _moment(start, "start"), _moment(end, "end")
+        return parse_moment(start, "start"), parse_moment(end, "end")
 
     def _output_text(self) -> str:
         output = self.output_path
-        _check_path_text(output, "output")  # as rendered
+        check_path_text(output, "output")  # as rendered
         if isinstance(output, str) and output:
             return output
         if isinstance(output, os.PathLike):
@@ -224,8 +143,9 @@ class PullOperator(BaseOperator):
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
-        kwargs = source_kwargs_to_json(self.source_kwargs(context))
-        source = build_source(self.source_name, kwargs)  # bad arguments fail here, not later
+        # Built here, in the worker: bad arguments fail before anything is deferred or sent.
+        source = self.source_class(**self.source_kwargs(context))
+        arguments = source.arguments()
         if self.deferrable:
             output = self._output_text()
             self.log.info(
@@ -235,10 +155,9 @@ class PullOperator(BaseOperator):
             )
             self.defer(
                 trigger=PullTrigger(
-                    conn_type=self.conn_type,
                     conn_id=self.conn_id,
-                    source=self.source_name,
-                    source_kwargs=kwargs,
+                    source=source.name,
+                    arguments=arguments,
                     output=output,
                     format=self.format,
                     concurrency=self.concurrency,
@@ -251,10 +170,9 @@ class PullOperator(BaseOperator):
         # The pull says what it does (planning, progress, its summary) on this task's log.
         summary: PullSummary = asyncio.run(
             run_pull_job(
-                conn_type=self.conn_type,
                 conn_id=self.conn_id,
-                source=self.source_name,
-                source_kwargs=kwargs,
+                source=source.name,
+                arguments=arguments,
                 output=output,
                 format=self.format,
                 concurrency=self.concurrency,
@@ -300,7 +218,7 @@ class CceeDatastoreOperator(PullOperator):
         **kwargs: the arguments of :class:`PullOperator` and ``BaseOperator``.
     """
 
-    source_name = "ccee_datastore"
+    source_class = CceeDatastoreSource
     template_fields: Sequence[str] = (
         *PullOperator.template_fields,
         "dataset",
@@ -328,8 +246,8 @@ class CceeDatastoreOperator(PullOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(conn_id=conn_id, **kwargs)
-        if not _has_text(years):
-            _int_list(years, "years")  # a bad value fails when the DAG is parsed
+        if not has_text(years):
+            int_list(years, "years")  # a bad value fails when the DAG is parsed
         self.dataset = dataset
         self.years = years
         self.resource_ids = resource_ids
@@ -340,17 +258,17 @@ class CceeDatastoreOperator(PullOperator):
         self.page_size = page_size
 
     def source_kwargs(self, context: Context) -> dict[str, Any]:
-        years = _int_list(self.years, "years")
+        years = int_list(self.years, "years")
         if years == []:  # e.g. a template that rendered empty: never a silent empty pull
             raise ValueError(f"years is empty ({self.years!r}); give None for every year")
         kwargs: dict[str, Any] = {
             "dataset": self.dataset or None,
             "years": years,
-            "resource_ids": _str_list(self.resource_ids, "resource_ids"),
+            "resource_ids": str_list(self.resource_ids, "resource_ids"),
             "filters": self.filters or None,
             "q": self.q or None,
             "sort": self.sort or None,
-            "fields": _str_list(self.fields, "fields"),
+            "fields": str_list(self.fields, "fields"),
             "page_size": self.page_size,
         }
         return {k: v for k, v in kwargs.items() if v is not None}
@@ -385,7 +303,7 @@ class BazefieldTimeseriesOperator(PullOperator):
         **kwargs: the arguments of :class:`PullOperator` and ``BaseOperator``.
     """
 
-    source_name = "bazefield_timeseries"
+    source_class = BazefieldTimeseriesSource
     template_fields: Sequence[str] = (
         *PullOperator.template_fields,
         "objects",
@@ -430,9 +348,9 @@ class BazefieldTimeseriesOperator(PullOperator):
     def source_kwargs(self, context: Context) -> dict[str, Any]:
         start, end = self._interval(context, self.start, self.end)
         kwargs: dict[str, Any] = {
-            "objects": _str_list(self.objects, "objects"),
-            "points": _str_list(self.points, "points"),
-            "aggregates": _str_list(self.aggregates, "aggregates"),
+            "objects": str_list(self.objects, "objects"),
+            "points": str_list(self.points, "points"),
+            "aggregates": str_list(self.aggregates, "aggregates"),
             "start": start,
             "end": end,
             "interval": self.interval,
@@ -531,7 +449,7 @@ class OnsSagerReportOperator(_OnsFilesOperator):
             ``sager_{start:%Y%m%d}_{end:%Y%m%d}.xlsx``).
     """
 
-    source_name = "ons_sager_report"
+    source_class = OnsSagerReportSource
     template_fields: Sequence[str] = (
         *_OnsFilesOperator.template_fields,
         "ids_conjuntos",
@@ -561,8 +479,8 @@ class OnsSagerReportOperator(_OnsFilesOperator):
             "ids_fontes": ids_fontes,
         }
         for what, value in ids.items():
-            if not _has_text(value):
-                _ids(value, what)  # a bad value fails when the DAG is parsed
+            if not has_text(value):
+                id_filter(value, what)  # a bad value fails when the DAG is parsed
         self.tipo_relatorio = tipo_relatorio
         self.ids_conjuntos = ids_conjuntos
         self.ids_usinas = ids_usinas
@@ -575,10 +493,10 @@ class OnsSagerReportOperator(_OnsFilesOperator):
         kwargs = self._common(context)
         kwargs.update(
             tipo_relatorio=self.tipo_relatorio,
-            ids_conjuntos=_ids(self.ids_conjuntos, "ids_conjuntos"),
-            ids_usinas=_ids(self.ids_usinas, "ids_usinas"),
-            ids_agentes=_ids(self.ids_agentes, "ids_agentes"),
-            ids_fontes=_ids(self.ids_fontes, "ids_fontes"),
+            ids_conjuntos=id_filter(self.ids_conjuntos, "ids_conjuntos"),
+            ids_usinas=id_filter(self.ids_usinas, "ids_usinas"),
+            ids_agentes=id_filter(self.ids_agentes, "ids_agentes"),
+            ids_fontes=id_filter(self.ids_fontes, "ids_fontes"),
             apenas_agentes_favoritos=self.apenas_agentes_favoritos,
         )
         if self.periodo_base is not None:
@@ -613,7 +531,7 @@ class OnsSinapseExportOperator(_OnsFilesOperator):
             ``sinapse_{start:%Y%m%d}_{end:%Y%m%d}.csv``).
     """
 
-    source_name = "ons_sinapse_export"
+    source_class = OnsSinapseExportSource
     template_fields: Sequence[str] = (
         *_OnsFilesOperator.template_fields,
         "origem",

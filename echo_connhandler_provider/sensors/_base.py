@@ -29,9 +29,9 @@ from airflow.sdk import BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 from airflow.triggers.base import BaseTrigger
 
-from echo_connhandler import redact
+from echo_connhandler import redact, utc_moment
+from echo_connhandler_provider._checks import check_max_consecutive_errors
 from echo_connhandler_provider._defaults import default_deferrable
-from echo_connhandler_provider.triggers.http import check_max_consecutive_errors
 
 __all__ = ["EchoSensor"]
 
@@ -147,4 +147,4 @@ class EchoSensor(BaseSensorOperator):
         """The first poke's time from the next method's keyword argument (now when absent)."""
         if not started_at:
             return utcnow()
-        return datetime.fromisoformat(started_at)
+        return utc_moment(started_at, "started_at")

@@ -5,15 +5,15 @@ handler: WAF warm-up, retries and typed errors included) and is done when a watc
 ``last_modified`` is later than ``updated_after``. CKAN writes ``last_modified`` naive, in UTC
 (docs/services/ccee.md, "Timestamps and publications"): it is compared as UTC, and a naive
 ``updated_after`` is UTC too. A year whose resource does not exist yet is "not yet". A
-``last_modified`` that is not a date, or is more than :data:`~echo_connhandler_provider.
-triggers.ccee.FUTURE_TOLERANCE` (an hour) in the future, is logged as a warning and ignored:
-the sensor neither fails on it nor is done because of it.
+``last_modified`` that is not a date, or is more than :data:`~echo_connhandler.FUTURE_TOLERANCE`
+(an hour) in the future, is logged as a warning and ignored: the sensor neither fails on it nor
+is done because of it.
 
-The task's XCom says what was found (see :func:`~echo_connhandler_provider.triggers.ccee.
-find_publication`): ``dataset``, ``year``, ``updated_after``, ``last_modified`` (the newest),
-``resource_ids`` and ``resources`` (``id``, ``name``, ``year``, ``last_modified``), so that a
-downstream :class:`~echo_connhandler_provider.operators.CceeDatastoreOperator` can read exactly
-those resources (``resource_ids="{{ ti.xcom_pull('wait')['resource_ids'] }}"``).
+The task's XCom says what was found (see :func:`echo_connhandler.publication_after`):
+``dataset``, ``year``, ``updated_after``, ``last_modified`` (the newest), ``resource_ids`` and
+``resources`` (``id``, ``name``, ``year``, ``last_modified``), so that a downstream
+:class:`~echo_connhandler_provider.operators.CceeDatastoreOperator` can read exactly those
+resources (``resource_ids="{{ ti.xcom_pull('wait')['resource_ids'] }}"``).
 
 Deferred, a :class:`~echo_connhandler_provider.triggers.ccee.CceeDatasetUpdatedTrigger` polls
 from the triggerer on the handler's async path and fires once.
@@ -27,30 +27,15 @@ from typing import Any
 
 from airflow.sdk import Context, PokeReturnValue
 
-from echo_connhandler import EchoHttpError
+from echo_connhandler import EchoHttpError, find_publication, utc_moment
+from echo_connhandler_provider._checks import check_dataset, year_or_none
 from echo_connhandler_provider._defaults import default_deferrable
+from echo_connhandler_provider._jobs import rebuild_error
 from echo_connhandler_provider.hooks import CceeHook
 from echo_connhandler_provider.sensors._base import EchoSensor, utcnow
-from echo_connhandler_provider.triggers.ccee import (
-    CceeDatasetUpdatedTrigger,
-    find_publication,
-    parse_ckan_time,
-)
-from echo_connhandler_provider.triggers.pull import rebuild_error
+from echo_connhandler_provider.triggers.ccee import CceeDatasetUpdatedTrigger
 
 __all__ = ["CceeDatasetUpdatedSensor"]
-
-
-def _year(value: Any) -> int | None:
-    """A year from an int, text (a rendered template) or None."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, bool):
-        raise ValueError(f"year must be a whole number, got {value!r}")
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        raise ValueError(f"year must be a whole number, got {value!r}") from None
 
 
 class CceeDatasetUpdatedSensor(EchoSensor):
@@ -91,17 +76,16 @@ class CceeDatasetUpdatedSensor(EchoSensor):
         super().__init__(
             max_consecutive_errors=max_consecutive_errors, deferrable=deferrable, **kwargs
         )
-        if not isinstance(dataset, str) or not dataset.strip():
-            raise ValueError(f"dataset must be a CKAN dataset name, got {dataset!r}")
+        check_dataset(dataset)
         if not (year is None or isinstance(year, str)):
-            _year(year)  # a bad value fails when the DAG is parsed
+            year_or_none(year)  # a bad value fails when the DAG is parsed
         if updated_after is not None and not isinstance(updated_after, datetime | date | str):
             raise TypeError(
                 "updated_after must be a datetime, a date, an ISO 8601 string or None, got "
                 f"{updated_after!r}"
             )
         if isinstance(updated_after, datetime | date):
-            parse_ckan_time(updated_after, "updated_after")
+            utc_moment(updated_after, "updated_after")
         self.dataset = dataset
         self.conn_id = conn_id
         self.year = year
@@ -117,10 +101,10 @@ class CceeDatasetUpdatedSensor(EchoSensor):
                 f"{type(self).__name__}: give updated_after (this run has no data interval end "
                 "to take it from)"
             )
-        return parse_ckan_time(value, "updated_after")
+        return utc_moment(value, "updated_after")
 
     def _what(self) -> str:
-        year = _year(self.year)
+        year = year_or_none(self.year)
         return f"{self.dataset}" + (f" ({year})" if year is not None else "")
 
     # -- in the worker ---------------------------------------------------------------------------
@@ -139,7 +123,7 @@ class CceeDatasetUpdatedSensor(EchoSensor):
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         after = self._after(context)
-        year = _year(self.year)
+        year = year_or_none(self.year)
         try:
             if self._hook is None:
                 self._hook = CceeHook(self.conn_id)
@@ -169,7 +153,7 @@ class CceeDatasetUpdatedSensor(EchoSensor):
         return CceeDatasetUpdatedTrigger(
             conn_id=self.conn_id,
             dataset=self.dataset,
-            year=_year(self.year),
+            year=year_or_none(self.year),
             updated_after=after.isoformat(),
             poke_interval=self.poke_interval,
             max_consecutive_errors=self.max_consecutive_errors,

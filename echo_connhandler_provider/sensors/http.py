@@ -28,8 +28,6 @@ triggerer, and the check is never skipped.
 
 from __future__ import annotations
 
-import contextlib
-import json as jsonlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -38,46 +36,26 @@ from airflow.sdk import Context, PokeReturnValue
 
 from echo_connhandler import EchoHttpError
 from echo_connhandler_provider._defaults import default_deferrable
-from echo_connhandler_provider.hooks._base import HandlerHook
-from echo_connhandler_provider.operators.http import _is_template, http_method, xcom_headers
-from echo_connhandler_provider.sensors._base import EchoSensor, utcnow
-from echo_connhandler_provider.triggers.http import (
-    EchoHttpSensorTrigger,
+from echo_connhandler_provider._jobs import hook_for, rebuild_error
+from echo_connhandler_provider._requests import (
+    HttpRequestArguments,
     accepted_statuses,
-    is_not_yet,
-    not_yet_to_json,
-)
-from echo_connhandler_provider.triggers.pull import (
-    HOOKS,
-    NON_IDEMPOTENT_METHODS,
     describe_response,
-    hook_for,
-    rebuild_error,
+    is_not_yet,
     response_from_event,
-    response_ok_to_json,
+    status_codes,
+    status_list,
 )
+from echo_connhandler_provider.hooks._base import HandlerHook
+from echo_connhandler_provider.sensors._base import EchoSensor, utcnow
+from echo_connhandler_provider.triggers.http import EchoHttpSensorTrigger
 
 __all__ = ["EchoHttpSensor"]
 
 ResponseCheck = Callable[[httpx.Response], bool]
 
 
-def sensor_result(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """The XCom of a done poll, from a response's description."""
-    body = payload.get("body")
-    content_type = str(payload.get("content_type") or "")
-    if body is not None and (content_type == "application/json" or content_type.endswith("+json")):
-        with contextlib.suppress(ValueError):
-            body = jsonlib.loads(body)
-    return {
-        "status_code": payload["status_code"],
-        "headers": xcom_headers(payload.get("headers") or {}),
-        "bytes": payload["bytes"],
-        "body": body,
-    }
-
-
-class EchoHttpSensor(EchoSensor):
+class EchoHttpSensor(HttpRequestArguments, EchoSensor):
     """Polls an endpoint through a provider connection until it answers as expected.
 
     Args:
@@ -109,16 +87,7 @@ class EchoHttpSensor(EchoSensor):
             ``soft_fail``, ``mode``, ...) and ``BaseOperator``.
     """
 
-    template_fields: Sequence[str] = (
-        "conn_id",
-        "endpoint",
-        "method",
-        "query",
-        "json",
-        "data",
-        "headers",
-    )
-    template_fields_renderers = {"json": "json", "query": "py", "data": "py", "headers": "json"}
+    template_fields: Sequence[str] = HttpRequestArguments.request_template_fields
     ui_color = "#e6eef4"
 
     def __init__(
@@ -144,12 +113,21 @@ class EchoHttpSensor(EchoSensor):
         super().__init__(
             max_consecutive_errors=max_consecutive_errors, deferrable=deferrable, **kwargs
         )
-        if conn_type not in HOOKS:
-            raise ValueError(
-                f"unknown conn_type {conn_type!r}; expected one of {', '.join(sorted(HOOKS))}"
-            )
-        ok = response_ok_to_json(response_ok)
-        not_yet = not_yet_to_json(not_yet_statuses)
+        self.set_request(
+            endpoint=endpoint,
+            conn_id=conn_id,
+            conn_type=conn_type,
+            method=method,
+            query=query,
+            json=json,
+            data=data,
+            headers=headers,
+            response_ok=response_ok,
+            idempotent=idempotent,
+            max_body_bytes=max_body_bytes,
+        )
+        ok = status_codes(response_ok, "response_ok")
+        not_yet = status_list(not_yet_statuses, "not_yet_statuses")
         both = set(not_yet) & set([ok] if isinstance(ok, int) else ok or [])
         if both:
             raise ValueError(
@@ -158,35 +136,13 @@ class EchoHttpSensor(EchoSensor):
             )
         if response_check is not None and not callable(response_check):
             raise TypeError(f"response_check must be callable, got {response_check!r}")
-        if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int):
-            raise TypeError(f"max_body_bytes must be an int, got {max_body_bytes!r}")
-        if not _is_template(method):
-            http_method(method)  # a bad value fails when the DAG is parsed
-        self.endpoint = endpoint
-        self.conn_id = conn_id
-        self.conn_type = conn_type
-        self.method = method
-        self.query = query
-        self.json = json
-        self.data = data
-        self.headers = headers
-        self.response_ok = response_ok
         self.not_yet_statuses = not_yet
         self.response_check = response_check
-        self.idempotent = idempotent
-        self.max_body_bytes = max_body_bytes
         self._hook: HandlerHook[Any] | None = None
-
-    def _request_kwargs(self) -> dict[str, Any]:
-        if isinstance(self.data, bytes | bytearray):
-            raise TypeError("data must be a mapping or text (bytes cannot go to a trigger)")
-        kwargs = {"params": self.query, "json": self.json, "data": self.data}
-        kwargs["headers"] = self.headers
-        return {k: v for k, v in kwargs.items() if v is not None}
 
     # -- in the worker ---------------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
-        http_method(self.method)  # as rendered: refused before the first poll, not as a poll
+        self.rendered_method(deferred=False)  # refused before the first poll, not as a poll
         if self.deferrable:
             self._defer(utcnow(), first_delay=0.0)
         try:
@@ -197,7 +153,7 @@ class EchoHttpSensor(EchoSensor):
                 self._hook = None
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
-        method = http_method(self.method)  # as rendered
+        method = self.rendered_method(deferred=False)
         name = f"{method} {self.endpoint}"
         try:
             if self._hook is None:
@@ -208,7 +164,7 @@ class EchoHttpSensor(EchoSensor):
                 self.endpoint,
                 response_ok=accepted_statuses(self.response_ok, self.not_yet_statuses),
                 idempotent=self.idempotent,
-                **self._request_kwargs(),
+                **self.request_kwargs(),
             )
         except EchoHttpError as exc:
             if is_not_yet(exc, self.not_yet_statuses):
@@ -230,26 +186,21 @@ class EchoHttpSensor(EchoSensor):
             response, output=None, ship_body=False, max_body_bytes=self.max_body_bytes
         )
         self.log.info("%s -> HTTP %s: done", name, response.status_code)
-        return PokeReturnValue(is_done=True, xcom_value=sensor_result(payload))
+        return PokeReturnValue(
+            is_done=True, xcom_value=self.result(payload, log=self.log, output=False)
+        )
 
     # -- deferred --------------------------------------------------------------------------------
     def _defer(self, started_at: Any, *, first_delay: float) -> None:
-        # As rendered, before the POST/PATCH check: " POST" must not slip past it.
-        method = http_method(self.method)
-        if method in NON_IDEMPOTENT_METHODS and self.idempotent is not True:
-            raise ValueError(
-                f"a deferred {method} needs idempotent=True: the triggerer may send it again "
-                "after a restart; set idempotent=True if the endpoint tolerates it, or use "
-                "deferrable=False"
-            )
+        method = self.rendered_method(deferred=True)
         self.defer_polling(
             EchoHttpSensorTrigger(
                 conn_type=self.conn_type,
                 conn_id=self.conn_id,
                 method=method,
                 endpoint=self.endpoint,
-                request_kwargs=self._request_kwargs(),
-                response_ok=response_ok_to_json(self.response_ok),
+                request_kwargs=self.request_kwargs(),
+                response_ok=self.response_ok,
                 not_yet_statuses=self.not_yet_statuses,
                 poke_interval=self.poke_interval,
                 first_delay=first_delay,
@@ -291,4 +242,4 @@ class EchoHttpSensor(EchoSensor):
                 )
                 self._defer(started, first_delay=self.poke_interval)
         self.log.info("%s -> HTTP %s: done", name, event["status_code"])
-        return sensor_result(event)
+        return self.result(event, log=self.log, output=False)

@@ -1,13 +1,13 @@
 """Triggers that watch CCEE Dados Abertos publications: one for a sensor, one for asset watchers.
 
-A *publication* is a change of a resource's ``last_modified`` in CKAN's ``package_show``
-(docs/services/ccee.md, "Timestamps and publications"): CCEE republishes a dataset by updating
-its resources, usually the current year's. Both triggers read the dataset through the CCEE
-handler's async path (:meth:`~echo_connhandler.CceeHttpHandler.async_resources`: WAF warm-up,
-retries and typed errors included), keep one connection for all their polls, and compare the
-timestamps as aware UTC datetimes (CKAN writes them naive, in UTC). A ``last_modified`` that
-is not a date, or lies more than :data:`FUTURE_TOLERANCE` in the future, is logged and ignored:
-one bad resource neither ends a trigger nor hides the publications that follow.
+Both are :class:`~echo_connhandler_provider.triggers.base.PollingTrigger`\\ s over the ``ccee``
+connection: each poll reads the dataset through the CCEE handler's async path
+(:meth:`~echo_connhandler.CceeHttpHandler.async_resources`: WAF warm-up, retries and typed errors
+included), and what counts as a publication is the library's
+(:func:`echo_connhandler.find_publication`: ``last_modified`` compared in UTC; a value that is
+not a date, or lies more than :data:`~echo_connhandler.FUTURE_TOLERANCE` in the future, is
+logged and ignored, so one bad resource neither ends a trigger nor hides the publications that
+follow).
 
 * :class:`CceeDatasetUpdatedTrigger` (for :class:`~echo_connhandler_provider.sensors.ccee.
   CceeDatasetUpdatedSensor`) polls until a resource was modified after ``updated_after``, and
@@ -27,212 +27,35 @@ one bad resource neither ends a trigger nor hides the publications that follow.
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime
 from typing import Any
 
-from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
+from airflow.triggers.base import BaseEventTrigger
 
-from echo_connhandler import CceeHttpHandler, CkanResource, EchoHttpError, redact
-from echo_connhandler_provider._deadline import Deadline
-from echo_connhandler_provider.triggers.pull import error_payload, hook_for, parse_moment
+from echo_connhandler import (
+    CceeHttpHandler,
+    dated_resources,
+    find_publication,
+    iso_utc,
+    publication_after,
+    usable_moment,
+    utc_moment,
+)
+from echo_connhandler_provider._checks import check_dataset, year_or_none
+from echo_connhandler_provider.triggers.base import PollingTrigger
 
 __all__ = [
-    "FUTURE_TOLERANCE",
+    "COMMIT_DELAY_S",
     "CceeDatasetUpdatedTrigger",
     "CceePublicationTrigger",
-    "dated_resources",
-    "find_publication",
-    "parse_ckan_time",
     "publication_key",
+    "watched_state_stores",
 ]
 
 #: Seconds a publication trigger waits, after an event, before it stores its new watermark: by
 #: then the triggerer has handed the event to Airflow's database (it syncs about every second),
 #: so a restart in between fires the event again rather than losing it.
 COMMIT_DELAY_S = 5.0
-#: How far after the current UTC time a ``last_modified`` may be and still count. A resource
-#: dated later is logged and ignored: a bogus future value would otherwise become the
-#: watermark and hide every real publication until that date. An hour absorbs clock skew
-#: between CKAN's server and ours; CKAN writes the value from its own UTC clock
-#: (docs/services/ccee.md, "Timestamps and publications"), so a real publication is never later.
-FUTURE_TOLERANCE = timedelta(hours=1)
-
-_log = logging.getLogger(__name__)
-
-
-def parse_ckan_time(value: Any, what: str = "time") -> datetime:
-    """An aware UTC datetime from a CKAN timestamp, an ISO string, a datetime or a date.
-
-    A naive value is UTC: CKAN writes ``last_modified`` naive, in UTC (docs/services/ccee.md,
-    "Timestamps and publications"); a date is its UTC midnight.
-    """
-    moment = parse_moment(value, what)
-    if not isinstance(moment, datetime):
-        moment = datetime.combine(moment, time(), tzinfo=UTC)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat()
-
-
-def _check_year(year: Any) -> int | None:
-    if year is None or year == "":
-        return None
-    if isinstance(year, bool):
-        raise ValueError(f"year must be a whole number or None, got {year!r}")
-    try:
-        return int(str(year).strip())
-    except ValueError:
-        raise ValueError(f"year must be a whole number or None, got {year!r}") from None
-
-
-def _check_dataset(dataset: Any) -> str:
-    if not isinstance(dataset, str) or not dataset.strip():
-        raise ValueError(f"dataset must be a CKAN dataset id or name, got {dataset!r}")
-    return dataset.strip()
-
-
-def _check_interval(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise ValueError(f"{what} must be a number of seconds >= 0, got {value!r}")
-    return float(value)
-
-
-def _check_errors(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"max_consecutive_errors must be an integer >= 1, got {value!r}")
-    return value
-
-
-def _watched(resources: Iterable[CkanResource], year: int | None) -> list[CkanResource]:
-    return [r for r in resources if year is None or r.year == year]
-
-
-def _excerpt(value: Any) -> str:
-    """A bounded ``repr`` of a server's value for a log line (a bogus value may be long)."""
-    text = repr(value)
-    return text if len(text) <= 80 else f"{text[:77]}..."
-
-
-def dated_resources(
-    resources: Iterable[CkanResource],
-    year: int | None,
-    *,
-    log: Any = None,
-    now: datetime | None = None,
-) -> list[tuple[CkanResource, datetime]]:
-    """The watched resources with their ``last_modified`` as aware UTC datetimes.
-
-    A resource without a ``last_modified`` is left out. So is one whose value is not a date,
-    and one dated more than :data:`FUTURE_TOLERANCE` after ``now`` (default: the current UTC
-    time): either is logged as a warning on ``log`` (this module's logger when None), naming
-    the resource and the value, and never becomes a publication. A bogus value must not end a
-    trigger (the doc promises that polling goes on) nor, for a future one, become a watermark
-    that hides every real publication until that date (docs/services/ccee.md, "Timestamps and
-    publications": CKAN's values are naive UTC, so "the future" is measured in UTC).
-    """
-    logger = log if log is not None else _log
-    limit = (now if now is not None else datetime.now(UTC)) + FUTURE_TOLERANCE
-    dated = []
-    for resource in _watched(resources, year):
-        value = resource.last_modified
-        if not value:
-            continue
-        try:
-            moment = parse_ckan_time(value, f"last_modified of {resource.name}")
-        except (ValueError, OverflowError):
-            logger.warning(
-                "Resource %s (%s): last_modified %s is not a date; this resource is skipped "
-                "until it has one",
-                resource.name,
-                resource.id,
-                _excerpt(value),
-            )
-            continue
-        if moment > limit:
-            logger.warning(
-                "Resource %s (%s): last_modified %s is more than %s in the future (now %s);"
-                " ignored: it is no publication and does not move the watermark",
-                resource.name,
-                resource.id,
-                _excerpt(value),
-                FUTURE_TOLERANCE,
-                _iso(limit - FUTURE_TOLERANCE),
-            )
-            continue
-        dated.append((resource, moment))
-    return dated
-
-
-def newest_modified(
-    resources: Iterable[CkanResource],
-    year: int | None,
-    *,
-    log: Any = None,
-    now: datetime | None = None,
-) -> datetime | None:
-    """The newest usable ``last_modified`` among the watched resources (None: none has one).
-
-    Values that are not dates or too far in the future are skipped (see
-    :func:`dated_resources`).
-    """
-    moments = [moment for _, moment in dated_resources(resources, year, log=log, now=now)]
-    return max(moments) if moments else None
-
-
-def find_publication(
-    resources: Sequence[CkanResource],
-    *,
-    dataset: str,
-    year: int | None,
-    after: datetime | None,
-    log: Any = None,
-    now: datetime | None = None,
-) -> dict[str, Any] | None:
-    """The watched resources modified after ``after`` (all of them when None), or None.
-
-    The result is plain JSON (what a trigger event and an XCom carry): ``dataset``, ``year``,
-    ``updated_after`` (``after``), ``last_modified`` (the newest, ISO 8601 UTC),
-    ``resource_ids`` and ``resources`` (``id``, ``name``, ``year``, ``last_modified``), oldest
-    year first. A ``last_modified`` that is not a date, or is more than
-    :data:`FUTURE_TOLERANCE` in the future, is logged on ``log`` and ignored (see
-    :func:`dated_resources`).
-    """
-    dated = dated_resources(resources, year, log=log, now=now)
-    return _publication(dated, dataset=dataset, year=year, after=after)
-
-
-def _publication(
-    dated: Iterable[tuple[CkanResource, datetime]],
-    *,
-    dataset: str,
-    year: int | None,
-    after: datetime | None,
-) -> dict[str, Any] | None:
-    found = [(resource, moment) for resource, moment in dated if after is None or moment > after]
-    if not found:
-        return None
-    return {
-        "dataset": dataset,
-        "year": year,
-        "updated_after": _iso(after) if after is not None else None,
-        "last_modified": _iso(max(moment for _, moment in found)),
-        "resource_ids": [resource.id for resource, _ in found],
-        "resources": [
-            {
-                "id": resource.id,
-                "name": resource.name,
-                "year": resource.year,
-                "last_modified": _iso(moment),
-            }
-            for resource, moment in found
-        ],
-    }
 
 
 def publication_key(dataset: str, year: int | None) -> str:
@@ -240,7 +63,41 @@ def publication_key(dataset: str, year: int | None) -> str:
     return f"echo_connhandler.ccee_publication.{dataset}.{'all' if year is None else year}"
 
 
-class CceeDatasetUpdatedTrigger(BaseTrigger):
+def watched_state_stores(store: Any) -> list[Any]:
+    """The asset state store accessors of every asset a watcher watches (none: no store).
+
+    The triggerer gives a watcher one ``AssetStateStoreAccessors`` for all the assets it
+    watches (one trigger may serve several assets with the same arguments). Its public calls
+    (``aget``/``aset``) serve a single asset only and it has no public list of its assets, so
+    the accessors are read from its ``_by_name``/``_by_uri`` mappings, private in Airflow
+    3.3: ``tests/echo_connhandler_provider/triggers/test_airflow_private_api.py`` pins that use
+    to the Airflow versions pyproject.toml allows. Anything else is used as one accessor.
+    """
+    if store is None:
+        return []
+    by_name = getattr(store, "_by_name", None)
+    by_uri = getattr(store, "_by_uri", None)
+    if isinstance(by_name, dict) and isinstance(by_uri, dict):
+        return [*by_name.values(), *by_uri.values()]
+    return [store]
+
+
+class _CceeTrigger(PollingTrigger):
+    """The dataset (and year) a CCEE trigger polls."""
+
+    conn_type = "ccee"
+    dataset: str
+    year: int | None
+
+    @property
+    def what(self) -> str:
+        return self.dataset + (f" ({self.year})" if self.year is not None else "")
+
+    async def resources(self, handler: CceeHttpHandler) -> list[Any]:
+        return list(await handler.async_resources(self.dataset))
+
+
+class CceeDatasetUpdatedTrigger(_CceeTrigger):
     """Polls a CCEE dataset until a resource was modified after ``updated_after``; fires once.
 
     Args:
@@ -250,9 +107,12 @@ class CceeDatasetUpdatedTrigger(BaseTrigger):
         updated_after: an ISO 8601 time (naive: UTC).
         poke_interval: seconds between polls (after every poll, errors included).
         max_consecutive_errors: failed polls in a row that end the wait with the last error.
+        started_at: the first poke's time (ISO 8601), carried into every event.
+        deadline: the sensor's deadline (ISO 8601): a ``timeout`` event once it has passed.
 
-    The event is ``{"status": "success", "publication": ...}`` (see :func:`find_publication`)
-    or an error event (``error_type``, ``message``, ``consecutive_errors``).
+    The event is ``{"status": "success", "publication": ...}`` (see
+    :func:`echo_connhandler.publication_after`) or an error event (``error_type``, ``message``,
+    ``consecutive_errors``).
     """
 
     def __init__(
@@ -267,87 +127,44 @@ class CceeDatasetUpdatedTrigger(BaseTrigger):
         started_at: str | None = None,
         deadline: str | None = None,
     ) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self.conn_id = conn_id
-        self.dataset = _check_dataset(dataset)
-        self.year = _check_year(year)
-        self.updated_after = _iso(parse_ckan_time(updated_after, "updated_after"))
-        self.poke_interval = _check_interval(poke_interval, "poke_interval")
-        self.max_consecutive_errors = _check_errors(max_consecutive_errors)
-        self.timing = Deadline(started_at, deadline)
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "conn_id": self.conn_id,
-                "dataset": self.dataset,
-                "year": self.year,
-                "updated_after": self.updated_after,
-                "poke_interval": self.poke_interval,
-                "max_consecutive_errors": self.max_consecutive_errors,
-                **self.timing.to_json(),
-            },
+        super().__init__(
+            conn_id=conn_id,
+            poke_interval=poke_interval,
+            max_consecutive_errors=max_consecutive_errors,
+            started_at=started_at,
+            deadline=deadline,
         )
+        self.dataset = check_dataset(dataset)
+        self.year = year_or_none(year)
+        self.updated_after = iso_utc(utc_moment(updated_after, "updated_after"))
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        after = parse_ckan_time(self.updated_after)
-        what = f"{self.dataset}" + (f" ({self.year})" if self.year is not None else "")
-        hook = hook_for("ccee", self.conn_id)
-        errors = 0
-        timing = self.timing
-        try:
-            while True:
-                if timing.passed():
-                    self.log.info("%s: the sensor's timeout has passed", what)
-                    yield TriggerEvent(timing.timeout_event())  # type: ignore[no-untyped-call]
-                    return
-                try:
-                    handler: CceeHttpHandler = await hook.aget_conn()
-                    resources = await handler.async_resources(self.dataset)
-                except EchoHttpError as exc:
-                    errors += 1
-                    payload = error_payload(exc)
-                    self.log.warning(
-                        "Reading %s failed (%d of %d consecutive errors): %s: %s",
-                        what,
-                        errors,
-                        self.max_consecutive_errors,
-                        payload["error_type"],
-                        payload["message"],
-                    )
-                    if errors >= self.max_consecutive_errors:
-                        failed = timing.event({**payload, "consecutive_errors": errors})
-                        yield TriggerEvent(failed)  # type: ignore[no-untyped-call]
-                        return
-                else:
-                    errors = 0
-                    found = find_publication(
-                        resources, dataset=self.dataset, year=self.year, after=after, log=self.log
-                    )
-                    if found is not None:
-                        self.log.info(
-                            "%s was updated at %s (after %s): %s",
-                            what,
-                            found["last_modified"],
-                            self.updated_after,
-                            ", ".join(r["name"] for r in found["resources"]),
-                        )
-                        success = timing.event({"status": "success", "publication": found})
-                        yield TriggerEvent(success)  # type: ignore[no-untyped-call]
-                        return
-                    self.log.info("%s: not updated after %s yet", what, self.updated_after)
-                await timing.sleep(self.poke_interval)
-        finally:
-            await hook.aclose()
+    async def poll(self, handler: CceeHttpHandler) -> dict[str, Any] | None:
+        found = find_publication(
+            await self.resources(handler),
+            dataset=self.dataset,
+            year=self.year,
+            after=utc_moment(self.updated_after, "updated_after"),
+            log=self.log,
+        )
+        if found is None:
+            self.log.info("%s: not updated after %s yet", self.what, self.updated_after)
+            return None
+        self.log.info(
+            "%s was updated at %s (after %s): %s",
+            self.what,
+            found["last_modified"],
+            self.updated_after,
+            ", ".join(r["name"] for r in found["resources"]),
+        )
+        return {"status": "success", "publication": found}
 
 
-class CceePublicationTrigger(BaseEventTrigger):
+class CceePublicationTrigger(_CceeTrigger, BaseEventTrigger):
     """Fires once per new CCEE publication of a dataset (or of one year's resource).
 
     For ``Asset(..., watchers=[AssetWatcher(name=..., trigger=CceePublicationTrigger(...))])``:
     each event creates one asset event, whose ``extra["payload"]`` is the publication (see
-    :func:`find_publication`, plus ``previous``: the watermark before it).
+    :func:`echo_connhandler.publication_after`, plus ``previous``: the watermark before it).
 
     It polls ``package_show`` every ``poke_interval`` seconds and fires when the newest
     ``last_modified`` of the watched resources is later than its watermark: the newest
@@ -357,10 +174,10 @@ class CceePublicationTrigger(BaseEventTrigger):
     The new watermark is stored :data:`COMMIT_DELAY_S` seconds after the event (or at the next
     poll, if sooner): a triggerer restart in that window fires that publication again (at least
     once, never lost). Poll errors are logged and the polling goes on. A ``last_modified``
-    that is not a date, or is more than :data:`FUTURE_TOLERANCE` in the future, is logged (a
-    warning naming the resource and the value) and ignored at every poll: it is no
-    publication and never moves the watermark (see :func:`dated_resources`); a stored
-    watermark that far in the future is ignored too.
+    that is not a date, or is more than :data:`~echo_connhandler.FUTURE_TOLERANCE` in the
+    future, is logged (a warning naming the resource and the value) and ignored at every poll:
+    it is no publication and never moves the watermark; a stored watermark that far in the
+    future is ignored too.
 
     Args:
         dataset: the CKAN dataset (id or name).
@@ -369,6 +186,8 @@ class CceePublicationTrigger(BaseEventTrigger):
         poke_interval: seconds between polls.
         updated_after: an ISO 8601 time (naive: UTC): the watermark when none is stored.
     """
+
+    fires_once = False
 
     def __init__(
         self,
@@ -379,154 +198,84 @@ class CceePublicationTrigger(BaseEventTrigger):
         poke_interval: float = 300.0,
         updated_after: str | None = None,
     ) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self.dataset = _check_dataset(dataset)
-        self.conn_id = conn_id
-        self.year = _check_year(year)
-        self.poke_interval = _check_interval(poke_interval, "poke_interval")
+        super().__init__(conn_id=conn_id, poke_interval=poke_interval, max_consecutive_errors=None)
         if self.poke_interval <= 0:
             raise ValueError("poke_interval must be > 0 for a publication trigger")
+        self.dataset = check_dataset(dataset)
+        self.year = year_or_none(year)
         self.updated_after = (
-            None if updated_after is None else _iso(parse_ckan_time(updated_after, "updated_after"))
+            None if updated_after is None else iso_utc(utc_moment(updated_after, "updated_after"))
         )
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "dataset": self.dataset,
-                "conn_id": self.conn_id,
-                "year": self.year,
-                "poke_interval": self.poke_interval,
-                "updated_after": self.updated_after,
-            },
-        )
+        self._accessors: list[Any] = []
+        self._watermark: datetime | None = None
+        self._to_commit: datetime | None = None
 
     # -- the watermark ---------------------------------------------------------------------------
-    def _accessors(self) -> list[Any]:
-        """The asset state store accessors of the watched asset(s) (none outside a watcher)."""
-        store = getattr(self, "asset_state_store", None)
-        if store is None:
-            return []
-        by_name = getattr(store, "_by_name", None)
-        by_uri = getattr(store, "_by_uri", None)
-        if isinstance(by_name, dict) and isinstance(by_uri, dict):
-            # One trigger may watch several assets (same arguments): read and write them all.
-            return [*by_name.values(), *by_uri.values()]
-        return [store]
-
-    async def _stored_watermark(self, accessors: list[Any]) -> datetime | None:
-        key = publication_key(self.dataset, self.year)
-        limit = datetime.now(UTC) + FUTURE_TOLERANCE
-        moments = []
-        for accessor in accessors:
-            value = await accessor.aget(key)
-            if value is None:
-                continue
-            try:
-                moment = parse_ckan_time(value, f"stored {key}")
-            except (ValueError, OverflowError):
-                self.log.warning("Stored %s %s is not a date; ignored", key, _excerpt(value))
-                continue
-            if moment > limit:
-                # Stored from a bogus future last_modified (before such values were ignored):
-                # kept, it would hide every publication until that date.
-                self.log.warning(
-                    "Stored %s %s is more than %s in the future; ignored",
-                    key,
-                    _excerpt(value),
-                    FUTURE_TOLERANCE,
-                )
-                continue
-            moments.append(moment)
-        return max(moments) if moments else None
-
-    async def _store_watermark(self, accessors: list[Any], moment: datetime) -> None:
-        key = publication_key(self.dataset, self.year)
-        for accessor in accessors:
-            await accessor.aset(key, _iso(moment))
-
-    # -- the loop --------------------------------------------------------------------------------
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        what = f"{self.dataset}" + (f" ({self.year})" if self.year is not None else "")
-        accessors = self._accessors()
-        if not accessors:
+    async def prepare(self) -> None:
+        self._accessors = watched_state_stores(getattr(self, "asset_state_store", None))
+        if not self._accessors:
             self.log.warning(
                 "%s: no asset state store (not run by an AssetWatcher on Airflow >= 3.3): the "
                 "publications announced are kept in memory only, and a restart starts again "
                 "from updated_after (or from the publication found first)",
-                what,
+                self.what,
             )
-        floor = parse_ckan_time(self.updated_after) if self.updated_after is not None else None
-        stored = await self._stored_watermark(accessors)
-        candidates = [m for m in (stored, floor) if m is not None]
-        watermark = max(candidates) if candidates else None
-        to_commit: datetime | None = None
+        key = publication_key(self.dataset, self.year)
+        stored = []
+        for accessor in self._accessors:
+            value = await accessor.aget(key)
+            # A stored value that is no date, or lies in the future (stored from a bogus
+            # last_modified before such values were ignored), would hide every publication.
+            moment = None if value is None else usable_moment(value, f"Stored {key}", log=self.log)
+            if moment is not None:
+                stored.append(moment)
+        floor = utc_moment(self.updated_after, "updated_after") if self.updated_after else None
+        candidates = [m for m in (*stored, floor) if m is not None]
+        self._watermark = max(candidates) if candidates else None
         self.log.info(
             "Watching %s for publications after %s",
-            what,
-            _iso(watermark) if watermark else "the current one",
+            self.what,
+            iso_utc(self._watermark) if self._watermark else "the current one",
         )
-        hook = hook_for("ccee", self.conn_id)
-        try:
-            while True:
-                try:
-                    handler: CceeHttpHandler = await hook.aget_conn()
-                    resources = await handler.async_resources(self.dataset)
-                except EchoHttpError as exc:
-                    self.log.warning(
-                        "Reading %s failed, polling again in %s s: %s: %s",
-                        what,
-                        self.poke_interval,
-                        type(exc).__name__,
-                        redact(str(exc)),
-                    )
-                    resources = None
-                # Values that are not dates or lie in the future are logged and left out here,
-                # so that they neither end the trigger nor move the watermark.
-                dated = (
-                    dated_resources(resources, self.year, log=self.log)
-                    if resources is not None
-                    else []
-                )
-                newest = max((moment for _, moment in dated), default=None)
-                if resources is not None and newest is None:
-                    self.log.info("%s: no resource with a usable last_modified yet", what)
-                elif newest is not None and watermark is None:
-                    watermark = to_commit = newest
-                    self.log.info(
-                        "%s: the current publication (%s) is the starting point",
-                        what,
-                        _iso(newest),
-                    )
-                elif newest is not None and watermark is not None and newest > watermark:
-                    found = _publication(
-                        dated, dataset=self.dataset, year=self.year, after=watermark
-                    )
-                    if found is not None:
-                        found["previous"] = _iso(watermark)
-                        watermark = to_commit = newest
-                        self.log.info(
-                            "%s: new publication at %s (%s)",
-                            what,
-                            found["last_modified"],
-                            ", ".join(r["name"] for r in found["resources"]),
-                        )
-                        yield TriggerEvent(found)  # type: ignore[no-untyped-call]
-                        # The event is queued: store the watermark once Airflow has it.
-                        delay = min(COMMIT_DELAY_S, self.poke_interval)
-                        await asyncio.sleep(delay)
-                        await self._commit(accessors, to_commit)
-                        to_commit = None
-                        await asyncio.sleep(self.poke_interval - delay)
-                        continue
-                if to_commit is not None:
-                    await self._commit(accessors, to_commit)
-                    to_commit = None
-                await asyncio.sleep(self.poke_interval)
-        finally:
-            await hook.aclose()
 
-    async def _commit(self, accessors: list[Any], moment: datetime) -> None:
-        if accessors:
-            await self._store_watermark(accessors, moment)
+    async def _commit(self) -> None:
+        if self._to_commit is not None:
+            key = publication_key(self.dataset, self.year)
+            for accessor in self._accessors:
+                await accessor.aset(key, iso_utc(self._to_commit))
+            self._to_commit = None
+
+    async def poll(self, handler: CceeHttpHandler) -> dict[str, Any] | None:
+        await self._commit()  # a watermark left from the previous poll (never before its event)
+        dated = dated_resources(await self.resources(handler), self.year, log=self.log)
+        newest = max((moment for _, moment in dated), default=None)
+        watermark = self._watermark
+        if newest is None:
+            self.log.info("%s: no resource with a usable last_modified yet", self.what)
+            return None
+        if watermark is None:
+            self._watermark = self._to_commit = newest
+            self.log.info(
+                "%s: the current publication (%s) is the starting point", self.what, iso_utc(newest)
+            )
+            await self._commit()
+            return None
+        found = publication_after(dated, dataset=self.dataset, year=self.year, after=watermark)
+        if found is None:
+            return None
+        found["previous"] = iso_utc(watermark)
+        self._watermark = self._to_commit = newest
+        self.log.info(
+            "%s: new publication at %s (%s)",
+            self.what,
+            found["last_modified"],
+            ", ".join(r["name"] for r in found["resources"]),
+        )
+        return found
+
+    async def fired(self) -> float:
+        # The event is queued: store the watermark once Airflow has it.
+        delay = min(COMMIT_DELAY_S, self.poke_interval)
+        await asyncio.sleep(delay)
+        await self._commit()
+        return delay

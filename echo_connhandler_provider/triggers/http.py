@@ -1,10 +1,11 @@
 """The trigger of a deferred :class:`~echo_connhandler_provider.sensors.http.EchoHttpSensor`.
 
 :class:`EchoHttpSensorTrigger` polls one endpoint from the triggerer through a provider
-connection (one connection, one login, for all its polls) and fires once:
+connection (a :class:`~echo_connhandler_provider.triggers.base.PollingTrigger`: one connection,
+one login, for all its polls) and fires once:
 
 * ``{"status": "success", ...}`` with a description of the first response whose status is
-  accepted (:func:`~echo_connhandler_provider.triggers.pull.describe_response`: status, kept
+  accepted (:func:`~echo_connhandler_provider._requests.describe_response`: status, kept
   headers, the body as text, and with ``ship_body`` the whole body base64-encoded for a
   ``response_check`` run in the worker);
 * or an error event (the last error's type and message, ``consecutive_errors``) after
@@ -13,80 +14,30 @@ connection (one connection, one login, for all its polls) and fires once:
 A status of ``not_yet_statuses`` means "not yet": the trigger sleeps ``poke_interval`` and polls
 again, as it does after an error. It sleeps ``first_delay`` before its first poll (a sensor that
 defers again after its ``response_check`` said no waits one ``poke_interval`` that way).
-
-This module also holds what the sensor's worker path shares with the trigger:
-:func:`accepted_statuses` and :func:`is_not_yet`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from airflow.triggers.base import TriggerEvent
-
-from echo_connhandler import EchoHttpError, HttpResponseError
-from echo_connhandler_provider._deadline import Deadline
-from echo_connhandler_provider.triggers.pull import (
-    RequestTrigger,
+from echo_connhandler import EchoHttpError, HttpHandler
+from echo_connhandler_provider._jobs import HOOKS, error_payload
+from echo_connhandler_provider._requests import (
+    accepted_statuses,
     describe_response,
-    error_payload,
-    hook_for,
-    response_ok_to_json,
+    is_not_yet,
+    status_list,
+    trigger_request,
 )
+from echo_connhandler_provider.triggers.base import PollingTrigger
 
-__all__ = [
-    "EchoHttpSensorTrigger",
-    "accepted_statuses",
-    "check_max_consecutive_errors",
-    "is_not_yet",
-    "not_yet_to_json",
-]
+__all__ = ["EchoHttpSensorTrigger"]
 
 
-def not_yet_to_json(statuses: Any) -> list[int]:
-    """``not_yet_statuses`` as a sorted list of ints (an int, a collection, or None: none)."""
-    if statuses is None:
-        return []
-    if isinstance(statuses, int) and not isinstance(statuses, bool):
-        return [statuses]
-    if isinstance(statuses, Collection) and not isinstance(statuses, str | bytes):
-        values = list(statuses)
-        if all(isinstance(s, int) and not isinstance(s, bool) for s in values):
-            return sorted(set(values))
-    raise TypeError(
-        f"not_yet_statuses must be an int, a collection of ints or None, got {statuses!r}"
-    )
-
-
-def check_max_consecutive_errors(value: Any) -> int:
-    """``max_consecutive_errors`` checked: an integer >= 1 (else ``ValueError`` naming it)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"max_consecutive_errors must be an integer >= 1, got {value!r}")
-    return value
-
-
-def accepted_statuses(response_ok: Any, not_yet: Collection[int]) -> int | list[int] | None:
-    """What the handler is asked to accept: ``response_ok`` and the "not yet" statuses (None:
-    any status)."""
-    ok = response_ok_to_json(response_ok)
-    if ok is None:
-        return None
-    return sorted({*([ok] if isinstance(ok, int) else ok), *not_yet})
-
-
-def is_not_yet(exc: BaseException, not_yet: Collection[int]) -> bool:
-    """Whether an error is a "not yet" answer (an error with one of those statuses, as a CKAN
-    404 ``Not Found Error`` raised as ``ApiError``)."""
-    return isinstance(exc, HttpResponseError) and exc.status_code in not_yet
-
-
-class EchoHttpSensorTrigger(RequestTrigger):
+class EchoHttpSensorTrigger(PollingTrigger):
     """Polls an endpoint until its status is accepted, and fires once (see the module).
-
-    The request is a :class:`~echo_connhandler_provider.triggers.pull.RequestTrigger`'s (its
-    checks and serialised form, without ``output``), sent again every ``poke_interval``.
 
     Args:
         conn_type: ``echo_http``, ``bazefield``, ``ccee`` or ``ons`` (picks the hook).
@@ -102,6 +53,8 @@ class EchoHttpSensorTrigger(RequestTrigger):
         idempotent: whether the request may be replayed.
         ship_body: send the whole body back (base64) for a ``response_check``.
         max_body_bytes: the largest body sent back.
+        started_at: the first poke's time (ISO 8601), carried into every event.
+        deadline: the sensor's deadline (ISO 8601): a ``timeout`` event once it has passed.
     """
 
     def __init__(
@@ -124,95 +77,62 @@ class EchoHttpSensorTrigger(RequestTrigger):
         deadline: str | None = None,
     ) -> None:
         super().__init__(
-            conn_type=conn_type,
             conn_id=conn_id,
+            poke_interval=poke_interval,
+            max_consecutive_errors=max_consecutive_errors,
+            first_delay=first_delay,
+            started_at=started_at,
+            deadline=deadline,
+        )
+        if conn_type not in HOOKS:
+            raise ValueError(f"unknown conn_type {conn_type!r}")
+        self.conn_type = conn_type
+        self.endpoint = endpoint
+        request = trigger_request(
             method=method,
-            endpoint=endpoint,
             request_kwargs=request_kwargs,
             response_ok=response_ok,
             idempotent=idempotent,
-            ship_body=ship_body,
-            max_body_bytes=max_body_bytes,
         )
-        check_max_consecutive_errors(max_consecutive_errors)
-        self.not_yet_statuses = not_yet_to_json(not_yet_statuses)
-        self.poke_interval = float(poke_interval)
-        self.first_delay = float(first_delay)
-        self.max_consecutive_errors = max_consecutive_errors
-        self.timing = Deadline(started_at, deadline)
+        self.method: str = request["method"]
+        self.request_kwargs: dict[str, Any] = request["request_kwargs"]
+        self.response_ok = request["response_ok"]
+        self.idempotent = idempotent
+        self.not_yet_statuses = status_list(not_yet_statuses, "not_yet_statuses")
+        self.ship_body = bool(ship_body)
+        self.max_body_bytes = int(max_body_bytes)
 
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        classpath, kwargs = super().serialize()
-        del kwargs["output"]  # a sensor's poll writes nothing
-        kwargs.update(
-            not_yet_statuses=list(self.not_yet_statuses),
-            poke_interval=self.poke_interval,
-            first_delay=self.first_delay,
-            max_consecutive_errors=self.max_consecutive_errors,
-            **self.timing.to_json(),
-        )
-        return classpath, kwargs
+    @property
+    def what(self) -> str:
+        return f"{self.method} {self.endpoint}"
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        name = f"{self.method} {self.endpoint}"
-        accept = accepted_statuses(self.response_ok, self.not_yet_statuses)
-        errors = 0
-        timing = self.timing
-        await timing.sleep(self.first_delay)
-        hook = hook_for(self.conn_type, self.conn_id)
+    async def poll(self, handler: HttpHandler) -> dict[str, Any] | None:
         try:
-            while True:
-                if timing.passed():
-                    self.log.info("%s: the sensor's timeout has passed", name)
-                    yield TriggerEvent(timing.timeout_event())  # type: ignore[no-untyped-call]
-                    return
-                status: int | None = None
+            response = await handler.async_request(
+                self.method,
+                self.endpoint,
+                response_ok=accepted_statuses(self.response_ok, self.not_yet_statuses),
+                idempotent=self.idempotent,
+                **self.request_kwargs,
+            )
+        except EchoHttpError as exc:
+            if not is_not_yet(exc, self.not_yet_statuses):
+                raise
+            status = getattr(exc, "status_code", None)
+        else:
+            status = response.status_code
+            if status not in self.not_yet_statuses:
+                self.log.info("%s -> HTTP %s", self.what, status)
                 try:
-                    handler = await hook.aget_conn()
-                    response = await handler.async_request(
-                        self.method,
-                        self.endpoint,
-                        response_ok=accept,
-                        idempotent=self.idempotent,
-                        **self.request_kwargs,
+                    # Decoding (and base64 for ship_body) may take a while: in a thread.
+                    return await asyncio.to_thread(
+                        describe_response,
+                        response,
+                        output=None,
+                        ship_body=self.ship_body,
+                        max_body_bytes=self.max_body_bytes,
                     )
-                    status = response.status_code
-                except EchoHttpError as exc:
-                    if is_not_yet(exc, self.not_yet_statuses):
-                        status = getattr(exc, "status_code", None)
-                    else:
-                        errors += 1
-                        payload = error_payload(exc)
-                        self.log.warning(
-                            "%s failed (%d of %d consecutive errors): %s: %s",
-                            name,
-                            errors,
-                            self.max_consecutive_errors,
-                            payload["error_type"],
-                            payload["message"],
-                        )
-                        if errors >= self.max_consecutive_errors:
-                            payload["consecutive_errors"] = errors
-                            yield TriggerEvent(timing.event(payload))  # type: ignore[no-untyped-call]
-                            return
-                else:
-                    if status not in self.not_yet_statuses:
-                        try:
-                            description = await asyncio.to_thread(
-                                describe_response,
-                                response,
-                                output=None,
-                                ship_body=self.ship_body,
-                                max_body_bytes=self.max_body_bytes,
-                            )
-                        except ValueError as exc:  # a body too large to send back
-                            description = error_payload(exc)
-                        self.log.info("%s -> HTTP %s", name, status)
-                        yield TriggerEvent(timing.event(description))  # type: ignore[no-untyped-call]
-                        return
-                if status is not None:
-                    errors = 0
-                    self.log.info("%s -> HTTP %s: not yet", name, status)
-                await timing.sleep(self.poke_interval)
-        finally:
-            await hook.aclose()
+                except ValueError as exc:  # a body too large to send back
+                    return error_payload(exc)
+        self.log.info("%s -> HTTP %s: not yet", self.what, status)
+        return None

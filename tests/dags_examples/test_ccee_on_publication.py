@@ -42,10 +42,10 @@ from airflow.sdk.serde import deserialize, serialize
 from airflow.serialization.serialized_objects import DagSerialization
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
+from echo_connhandler import utc_moment
 from echo_connhandler.sandbox import Sandbox
 from echo_connhandler_provider.operators import CceeDatastoreOperator
 from echo_connhandler_provider.triggers import CceePublicationTrigger
-from echo_connhandler_provider.triggers.ccee import parse_ckan_time
 
 DAG_ID = "ccee_on_publication"
 ASSET_NAME = "ccee_pld_horario"
@@ -173,7 +173,9 @@ async def test_a_publication_runs_the_pull_of_what_was_published(
     newest = max(ccee_api("package_show", id="pld_horario")["resources"], key=lambda r: r["name"])
     assert payload["dataset"] == "pld_horario"
     assert payload["resource_ids"] == [newest["id"]]
-    assert parse_ckan_time(payload["last_modified"]) == parse_ckan_time(newest["last_modified"])
+    assert utc_moment(payload["last_modified"], "time") == utc_moment(
+        newest["last_modified"], "time"
+    )
 
     # 2. The run's triggering asset events: that one event.
     run_after = pendulum.now("UTC")

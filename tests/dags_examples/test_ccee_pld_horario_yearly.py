@@ -60,7 +60,7 @@ def test_runs_against_the_sandbox(
     )
     (trigger,) = run.triggers_of("pull_pld_horario")
     assert trigger.classpath.endswith(".PullTrigger")
-    assert trigger.kwargs["source_kwargs"] == {"dataset": "pld_horario", "years": [2024]}
+    assert trigger.kwargs["arguments"] == {"dataset": "pld_horario", "years": [2024]}
     assert_no_secret(trigger.kwargs)
 
     resources = ccee_api("package_show", id="pld_horario")["resources"]
@@ -113,7 +113,7 @@ def test_a_manual_run_pulls_the_year_given(
 
     assert run.state == "success", run.states
     (trigger,) = run.triggers_of("pull_pld_horario")
-    assert trigger.kwargs["source_kwargs"] == {"dataset": "pld_horario", "years": [2022]}
+    assert trigger.kwargs["arguments"] == {"dataset": "pld_horario", "years": [2022]}
     resources = ccee_api("package_show", id="pld_horario")["resources"]
     (resource,) = [r for r in resources if r["name"].endswith("2022")]
     summary = run.xcoms["pull_pld_horario"]

@@ -19,10 +19,10 @@ import pendulum
 from airflow.sdk import CronDataIntervalTimetable
 from airflow.serialization.encoders import coerce_to_core_timetable
 
+from echo_connhandler import utc_moment
 from echo_connhandler.sandbox import Sandbox
 from echo_connhandler_provider.operators import CceeDatastoreOperator
 from echo_connhandler_provider.sensors import CceeDatasetUpdatedSensor
-from echo_connhandler_provider.triggers.ccee import parse_ckan_time
 
 DAG_ID = "ccee_wait_then_pull"
 SP = "America/Sao_Paulo"
@@ -76,7 +76,7 @@ def test_runs_against_the_sandbox(
     )
     # Nothing was modified after the interval's end yet: only the publication below passes.
     before = ccee_api("package_show", id="pld_horario")["resources"]
-    assert all(parse_ckan_time(r["last_modified"]) <= interval.end for r in before)
+    assert all(utc_moment(r["last_modified"], "time") <= interval.end for r in before)
     published = sb.ccee_publish("pld_horario")["pld_horario"]
     newest = max(before, key=lambda r: r["name"])  # the newest year's resource
 
@@ -90,7 +90,7 @@ def test_runs_against_the_sandbox(
     # Both tasks deferred; the sensor waited for a publication after the interval's end.
     (sensor_trigger,) = run.triggers_of("wait_for_publication")
     assert sensor_trigger.classpath.endswith(".CceeDatasetUpdatedTrigger")
-    assert parse_ckan_time(sensor_trigger.kwargs["updated_after"]) == interval.end
+    assert utc_moment(sensor_trigger.kwargs["updated_after"], "time") == interval.end
     (pull_trigger,) = run.triggers_of("pull_published")
     assert pull_trigger.classpath.endswith(".PullTrigger")
     for trigger in (sensor_trigger, pull_trigger):
@@ -98,7 +98,7 @@ def test_runs_against_the_sandbox(
 
     found = run.xcoms["wait_for_publication"]
     assert found["resource_ids"] == [newest["id"]]
-    assert parse_ckan_time(found["last_modified"]) == parse_ckan_time(published)
+    assert utc_moment(found["last_modified"], "time") == utc_moment(published, "time")
 
     summary = run.xcoms["pull_published"]
     ds = pendulum.instance(interval.start).in_tz(SP).to_date_string()

@@ -57,8 +57,8 @@ def test_runs_against_the_sandbox(
     assert_no_secret(trigger.kwargs)
 
     # Whole local days: the interval's 03:00 UTC bounds are the local midnights.
-    assert trigger.kwargs["source_kwargs"]["start"] == "2026-03-29"
-    assert trigger.kwargs["source_kwargs"]["end"] == "2026-04-05"
+    assert trigger.kwargs["arguments"]["start"] == "2026-03-29"
+    assert trigger.kwargs["arguments"]["end"] == "2026-04-05"
 
     summary = run.xcoms["export_sinapse_requests"]
     folder = lake / "ons" / "sinapse"

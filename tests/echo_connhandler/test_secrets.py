@@ -397,3 +397,90 @@ def test_sigv4_authorization_and_s3_error_bodies_are_masked() -> None:
 def test_names_that_only_contain_a_signed_parameter_are_kept(text: str) -> None:
     """Only the exact parameter names are masked: ``mysig=`` or ``signed=`` are not."""
     assert redact(text) == text
+
+
+# -- run-time tokens: hooks, index, loggers ------------------------------------------------------
+def test_credential_only_hook_never_sees_run_time_tokens() -> None:
+    """A hook added with run_time=False gets passwords and keys, not scope or ephemeral tokens."""
+    seen: list[str] = []
+    add_secret_hook(seen.append, run_time=False)
+    try:
+        password, token, ephemeral = unique("pw"), unique("tok"), unique("eph")
+        scope = SecretScope()
+        scope.add(token)
+        register_secret(ephemeral, ephemeral=True)
+        register_secret(password)
+        assert password in seen
+        assert token not in seen
+        assert ephemeral not in seen
+        assert redact(f"{token} {ephemeral}") == f"{MASK} {MASK}"  # masked by the library
+        scope.release()
+    finally:
+        remove_secret_hook(seen.append)
+
+
+def test_released_tokens_leave_the_index() -> None:
+    """5,000 logins on scopes that are released leave the registry as it was."""
+    before = len(registry._forms), len(registry._grams), len(registry._short)
+    for _ in range(5000):
+        scope = SecretScope()
+        scope.add(unique("bearer"))
+        scope.add(uuid.uuid4().hex[:7])  # a short one: searched whole
+        scope.release()
+    assert (len(registry._forms), len(registry._grams), len(registry._short)) == before
+
+
+@pytest.mark.parametrize("offset", range(9))
+def test_tokens_are_found_at_any_offset(offset: int) -> None:
+    """The index probes one position in eight: a token is found wherever it starts."""
+    token = unique("offset")
+    scope = SecretScope()
+    scope.add(token)
+    prefix = "x" * offset
+    assert redact(f"{prefix}{token}{prefix}") == f"{prefix}{MASK}{prefix}"
+    assert redact(f"{token}{token}") == MASK * 2  # every occurrence, adjacent ones too
+    scope.release()
+    assert redact(token) == token
+
+
+def test_overlapping_secrets_leave_no_fragment() -> None:
+    """Two secrets that overlap in a text are masked as one run, no piece of either shown."""
+    first, second = "abcdefghijklmnop-1234", "1234-qrstuvwxyzABCDEF"
+    scope = SecretScope()
+    scope.add(first)
+    scope.add(second)
+    assert redact("[abcdefghijklmnop-1234-qrstuvwxyzABCDEF]") == f"[{MASK}]"
+    scope.release()
+
+
+def test_exception_chain_is_redacted_in_place() -> None:
+    """The filter masks exception args along the chain (an httpx cause's message too)."""
+    token = unique("chain")
+    scope = SecretScope()
+    scope.add(token)
+    inner = ValueError(f"inner {token}")
+    outer = RuntimeError(f"outer {token}", 3)
+    outer.__cause__ = inner
+    registry._redact_chain(outer)
+    assert outer.args == (f"outer {MASK}", 3)
+    assert inner.args == (f"inner {MASK}",)
+    scope.release()
+
+
+def test_library_loggers_created_later_are_covered(caplog: pytest.LogCaptureFixture) -> None:
+    """A logger of the library's namespace made after import masks the next token it prints."""
+    name = f"echo_connhandler_provider.late_{uuid.uuid4().hex[:8]}"
+    late = logging.getLogger(name)
+    token = unique("late")
+    scope = SecretScope()
+    scope.add(token)  # a new token: the filter reaches the loggers made since the last one
+    with caplog.at_level(logging.INFO, logger=name):
+        try:
+            raise RuntimeError(f"failed with {token}")
+        except RuntimeError:
+            late.exception("sent %s", token)
+    record = caplog.records[-1]
+    assert record.getMessage() == f"sent {MASK}"
+    assert record.exc_info is not None
+    assert token not in str(record.exc_info[1])
+    scope.release()

@@ -35,6 +35,7 @@ from airflow.sdk.serde import deserialize, serialize
 from echo_connhandler import CceeHttpHandler, HttpConnProperties
 from echo_connhandler.pull import CceeDatastoreSource, Progress, PullSummary, run_pull
 from echo_connhandler.sandbox import Sandbox
+from echo_connhandler_provider import _jobs as jobs_module
 from echo_connhandler_provider.operators import (
     BazefieldTimeseriesOperator,
     CceeDatastoreOperator,
@@ -43,7 +44,6 @@ from echo_connhandler_provider.operators import (
     PullOperator,
 )
 from echo_connhandler_provider.triggers import PullTrigger
-from echo_connhandler_provider.triggers import pull as trigger_module
 
 #: The fault mix of every drill (seeded: the sandbox seed and the emulator's name).
 MIX: dict[str, Any] = {
@@ -145,7 +145,7 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> Callable[[Drill], None]:
     its start and after every chunk, besides the operator's own progress logger."""
 
     def install(drill: Drill) -> None:
-        real = trigger_module.run_pull
+        real = jobs_module.run_pull
 
         async def wrapped(handler: Any, source: Any, output: Any, **kwargs: Any) -> PullSummary:
             drill.start()
@@ -159,7 +159,7 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> Callable[[Drill], None]:
             kwargs["on_progress"] = on_progress
             return await real(handler, source, output, **kwargs)
 
-        monkeypatch.setattr(trigger_module, "run_pull", wrapped)
+        monkeypatch.setattr(jobs_module, "run_pull", wrapped)
 
     return install
 

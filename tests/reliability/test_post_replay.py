@@ -141,7 +141,7 @@ def test_a_post_that_is_not_idempotent_is_never_deferred(
         idempotent=True,
     ).serialize()[1]
     tampered = {**stored, "idempotent": idempotent}
-    with pytest.raises(ValueError, match=r"not sent from a trigger unless idempotent=True"):
+    with pytest.raises(ValueError, match=r"a deferred POST needs idempotent=True"):
         RequestTrigger(**tampered)
     assert _sent(sb) == 0
 

@@ -439,7 +439,7 @@ def test_identity_is_json_with_iso_dates() -> None:
         ({"interval": 600}, "interval"),
         ({"time_zone": " "}, "time_zone"),
         ({"window": timedelta(minutes=5)}, "window"),
-        ({"window": 3600}, "window"),
+        ({"window": "1h"}, "window"),
         ({"points_per_request": 0}, "points_per_request"),
         ({"points_per_request": True}, "points_per_request"),
         ({"max_values_per_request": 0}, "max_values_per_request"),

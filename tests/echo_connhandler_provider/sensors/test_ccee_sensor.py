@@ -14,10 +14,10 @@ from airflow.sdk.exceptions import TaskDeferred
 from airflow.sdk.module_loading import import_string
 from airflow.sdk.serde import deserialize, serialize
 
-from echo_connhandler import ApiError
+from echo_connhandler import ApiError, utc_moment
 from echo_connhandler.sandbox import Sandbox
 from echo_connhandler_provider.sensors import CceeDatasetUpdatedSensor
-from echo_connhandler_provider.triggers.ccee import CceeDatasetUpdatedTrigger, parse_ckan_time
+from echo_connhandler_provider.triggers.ccee import CceeDatasetUpdatedTrigger
 
 DATASET = "pld_horario"
 
@@ -75,9 +75,9 @@ def test_updated_after_defaults_to_the_data_interval_end_and_is_templated(
     assert default.year == "2024"
     result = default.execute(context)  # type: ignore[arg-type]
     assert [r["year"] for r in result["resources"]] == [2024]
-    assert parse_ckan_time(result["updated_after"]) == end
+    assert utc_moment(result["updated_after"], "time") == end
     assert isinstance(templated.updated_after, str)
-    assert parse_ckan_time(templated.execute(context)["updated_after"]) == end.subtract(days=1)  # type: ignore[arg-type]
+    assert utc_moment(templated.execute(context)["updated_after"], "time") == end.subtract(days=1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="give updated_after"):
         _sensor().execute({})
 
@@ -96,7 +96,7 @@ def test_waits_for_a_publication(sb: Sandbox, conns: Any) -> None:
     thread.start()
     result = _sensor(year=2025, updated_after=datetime.now(UTC)).execute({})
     thread.join(10)
-    assert parse_ckan_time(result["last_modified"]) == parse_ckan_time(published[DATASET])
+    assert utc_moment(result["last_modified"], "time") == utc_moment(published[DATASET], "time")
     assert _package_shows(sb) >= start + 3
 
 
@@ -180,5 +180,5 @@ def test_a_bogus_last_modified_is_logged_and_never_done(
     assert not isinstance(done, bool)
     assert done.is_done
     found = done.xcom_value
-    assert parse_ckan_time(found["last_modified"]) == parse_ckan_time(published)
+    assert utc_moment(found["last_modified"], "time") == utc_moment(published, "time")
     assert [r["name"] for r in found["resources"]] == ["PLD_HORARIO_2025"]

@@ -26,11 +26,11 @@ from airflow.sdk.module_loading import import_string
 from airflow.sdk.serde import deserialize, serialize
 from airflow.serialization.encoders import coerce_to_core_timetable
 
+from echo_connhandler import utc_moment
 from echo_connhandler.sandbox import Sandbox
 from echo_connhandler_provider.operators import CceeDatastoreOperator, EchoHttpOperator
 from echo_connhandler_provider.sensors import CceeDatasetUpdatedSensor, EchoHttpSensor
 from echo_connhandler_provider.triggers import CceePublicationTrigger
-from echo_connhandler_provider.triggers.ccee import parse_ckan_time
 
 PAGE = Path(__file__).resolve().parents[3] / "docs" / "airflow" / "sensors.md"
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -174,11 +174,11 @@ async def test_asset_watcher_example_fires_once_per_publication(
     assert not pending.done()
     published = sb.ccee_publish("pld_horario")["pld_horario"]
     event = await asyncio.wait_for(pending, timeout=30)
-    assert parse_ckan_time(event.payload["last_modified"]) == parse_ckan_time(published)
+    assert utc_moment(event.payload["last_modified"], "time") == utc_moment(published, "time")
     following = asyncio.ensure_future(anext(gen))
     await _polls(sb, 3)
     assert not following.done(), "one publication, one event"
     following.cancel()
     with pytest.raises(asyncio.CancelledError):
         await following
-    assert parse_ckan_time(published) <= datetime.now(UTC)
+    assert utc_moment(published, "time") <= datetime.now(UTC)

@@ -31,12 +31,13 @@ from airflow.sdk.module_loading import import_string
 from airflow.sdk.serde import deserialize, serialize
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
+import echo_connhandler
+from echo_connhandler import utc_moment
 from echo_connhandler.sandbox import DEMO_CREDENTIALS, Sandbox
 from echo_connhandler_provider.triggers import ccee as ccee_module
 from echo_connhandler_provider.triggers.ccee import (
     CceeDatasetUpdatedTrigger,
     CceePublicationTrigger,
-    parse_ckan_time,
     publication_key,
 )
 
@@ -178,20 +179,20 @@ async def test_one_event_per_publication_and_none_after_a_restart(
     gen = first.run()
     # The first polls only record the current publication as the starting point.
     await _polls_without_event(gen, sb, polls=3)
-    assert parse_ckan_time(state.values[key]) == parse_ckan_time(_newest(sb))
+    assert utc_moment(state.values[key], "time") == utc_moment(_newest(sb), "time")
 
     published = sb.ccee_publish(DATASET)[DATASET]
     gen = first.run()  # the same trigger object, restarted (its in-memory state is gone)
     event = await asyncio.wait_for(anext(gen), timeout=30)
     payload = deserialize(serialize(event.payload))
     assert payload["dataset"] == DATASET
-    assert parse_ckan_time(payload["last_modified"]) == parse_ckan_time(published)
+    assert utc_moment(payload["last_modified"], "time") == utc_moment(published, "time")
     assert [r["name"] for r in payload["resources"]] == ["PLD_HORARIO_2025"]
     assert payload["resource_ids"] == [payload["resources"][0]["id"]]
-    assert parse_ckan_time(payload["previous"]) < parse_ckan_time(published)
+    assert utc_moment(payload["previous"], "time") < utc_moment(published, "time")
     # The same generator goes on polling: the watermark is stored, no second event.
     await _polls_without_event(gen, sb, polls=3)
-    assert parse_ckan_time(state.values[key]) == parse_ckan_time(published)
+    assert utc_moment(state.values[key], "time") == utc_moment(published, "time")
 
     # A triggerer restart: a new trigger from the same kwargs, the same stored state.
     restarted = _watcher(conns)
@@ -201,8 +202,8 @@ async def test_one_event_per_publication_and_none_after_a_restart(
     again = sb.ccee_publish(DATASET)[DATASET]
     gen = restarted.run()
     event = await asyncio.wait_for(anext(gen), timeout=30)
-    assert parse_ckan_time(event.payload["last_modified"]) == parse_ckan_time(again)
-    assert parse_ckan_time(event.payload["previous"]) == parse_ckan_time(published)
+    assert utc_moment(event.payload["last_modified"], "time") == utc_moment(again, "time")
+    assert utc_moment(event.payload["previous"], "time") == utc_moment(published, "time")
     await _polls_without_event(gen, sb, polls=2)
 
 
@@ -230,8 +231,8 @@ async def test_poll_errors_are_logged_and_polling_goes_on(
     sb.faults("ccee").script("package_show", status=500, times=6)
     published = sb.ccee_publish(DATASET)[DATASET]
     event = await asyncio.wait_for(anext(_watcher(conns).run()), timeout=30)
-    assert parse_ckan_time(event.payload["last_modified"]) == parse_ckan_time(published)
-    assert "Reading pld_horario failed" in log.text
+    assert utc_moment(event.payload["last_modified"], "time") == utc_moment(published, "time")
+    assert "pld_horario failed (1 consecutive errors)" in log.text
     assert sb.faults("ccee").stats["faults"]["error"] == 6
 
 
@@ -244,7 +245,7 @@ async def test_without_a_state_store_it_keeps_memory_only(
     assert "no asset state store" in log.text
     published = sb.ccee_publish(DATASET)[DATASET]
     event = await asyncio.wait_for(pending, timeout=30)
-    assert parse_ckan_time(event.payload["last_modified"]) == parse_ckan_time(published)
+    assert utc_moment(event.payload["last_modified"], "time") == utc_moment(published, "time")
     # A restart forgets it and starts from the current publication: no event.
     await _polls_without_event(trigger.run(), sb, polls=2)
 
@@ -291,8 +292,8 @@ async def test_dataset_updated_trigger_waits_for_a_publication(sb: Sandbox, conn
     published = sb.ccee_publish(DATASET)[DATASET]
     gen = _updated_trigger(updated_after=after, year=2025).run()
     event = await asyncio.wait_for(anext(gen), timeout=30)
-    assert parse_ckan_time(event.payload["publication"]["last_modified"]) == parse_ckan_time(
-        published
+    assert utc_moment(event.payload["publication"]["last_modified"], "time") == utc_moment(
+        published, "time"
     )
 
 
@@ -345,8 +346,8 @@ async def test_a_last_modified_that_is_not_a_date_is_logged_and_skipped(
     assert "is not a date" in log.text
     published = sb.ccee_publish(DATASET)[DATASET]
     event = await asyncio.wait_for(pending, timeout=30)
-    assert parse_ckan_time(event.payload["last_modified"]) == parse_ckan_time(published)
-    assert parse_ckan_time(event.payload["previous"]) == parse_ckan_time(before)
+    assert utc_moment(event.payload["last_modified"], "time") == utc_moment(published, "time")
+    assert utc_moment(event.payload["previous"], "time") == utc_moment(before, "time")
     await _polls_without_event(gen, sb, polls=1)
 
 
@@ -368,9 +369,9 @@ async def test_a_future_last_modified_never_becomes_the_watermark(
     assert f"last_modified {future!r} is more than 1:00:00 in the future" in log.text
     published = sb.ccee_publish(DATASET)[DATASET]
     event = await asyncio.wait_for(pending, timeout=30)
-    assert parse_ckan_time(event.payload["last_modified"]) == parse_ckan_time(published)
+    assert utc_moment(event.payload["last_modified"], "time") == utc_moment(published, "time")
     await _polls_without_event(gen, sb, polls=1)
-    assert parse_ckan_time(state.values[key]) == parse_ckan_time(published)
+    assert utc_moment(state.values[key], "time") == utc_moment(published, "time")
 
 
 async def test_a_future_value_within_the_tolerance_is_a_publication(
@@ -380,11 +381,11 @@ async def test_a_future_value_within_the_tolerance_is_a_publication(
     real publication."""
     trigger = _watcher(conns)
     await _polls_without_event(trigger.run(), sb, polls=2)
-    ahead = datetime.now(UTC) + ccee_module.FUTURE_TOLERANCE / 2
+    ahead = datetime.now(UTC) + echo_connhandler.FUTURE_TOLERANCE / 2
     naive = ahead.replace(tzinfo=None).isoformat(timespec="microseconds")
     sb.faults("ccee").script("package_show", body=_package_body(sb, 2025, naive), times=1)
     event = await asyncio.wait_for(anext(trigger.run()), timeout=30)
-    assert parse_ckan_time(event.payload["last_modified"]) == parse_ckan_time(naive)
+    assert utc_moment(event.payload["last_modified"], "time") == utc_moment(naive, "time")
     assert "in the future" not in log.text
 
 
@@ -397,11 +398,11 @@ async def test_a_stored_future_watermark_is_ignored(
     state.values[key] = "2099-01-01T00:00:00+00:00"
     trigger = _watcher(conns)
     await _polls_without_event(trigger.run(), sb, polls=2)
-    assert parse_ckan_time(state.values[key]) == parse_ckan_time(_newest(sb))
+    assert utc_moment(state.values[key], "time") == utc_moment(_newest(sb), "time")
     assert f"Stored {key[1]} '2099-01-01T00:00:00+00:00' is more than" in log.text
     published = sb.ccee_publish(DATASET)[DATASET]
     event = await asyncio.wait_for(anext(trigger.run()), timeout=30)
-    assert parse_ckan_time(event.payload["last_modified"]) == parse_ckan_time(published)
+    assert utc_moment(event.payload["last_modified"], "time") == utc_moment(published, "time")
 
 
 async def test_dataset_updated_trigger_ignores_bogus_values(
@@ -424,7 +425,7 @@ async def test_dataset_updated_trigger_ignores_bogus_values(
     event = await asyncio.wait_for(pending, timeout=30)
     assert event.payload["status"] == "success"
     found = event.payload["publication"]
-    assert parse_ckan_time(found["last_modified"]) == parse_ckan_time(published)
+    assert utc_moment(found["last_modified"], "time") == utc_moment(published, "time")
     assert [r["name"] for r in found["resources"]] == ["PLD_HORARIO_2025"]
 
 

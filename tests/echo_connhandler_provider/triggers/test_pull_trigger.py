@@ -27,13 +27,13 @@ from echo_connhandler import (
 from echo_connhandler.pull import UnknownFieldError
 from echo_connhandler.pull._checkpoint import Checkpoint
 from echo_connhandler.sandbox import DEMO_CREDENTIALS, Sandbox
-from echo_connhandler_provider.hooks import CceeHook
-from echo_connhandler_provider.triggers import PullTrigger, RequestTrigger
-from echo_connhandler_provider.triggers import pull as trigger_module
-from echo_connhandler_provider.triggers.pull import (
+from echo_connhandler_provider import _jobs as trigger_module
+from echo_connhandler_provider._jobs import (
     error_payload,
     rebuild_error,
 )
+from echo_connhandler_provider.hooks import CceeHook
+from echo_connhandler_provider.triggers import PullTrigger, RequestTrigger
 
 SECRETS = [
     DEMO_CREDENTIALS["bazefield"]["password"],
@@ -59,10 +59,9 @@ async def _only_event(trigger: Any) -> dict[str, Any]:
 
 def _ccee_trigger(output: Any, **changes: Any) -> PullTrigger:
     kwargs: dict[str, Any] = {
-        "conn_type": "ccee",
         "conn_id": "ccee_json",
         "source": "ccee_datastore",
-        "source_kwargs": {"dataset": "pld_media_diaria", "years": [2024], "page_size": 400},
+        "arguments": {"dataset": "pld_media_diaria", "years": [2024], "page_size": 400},
         "output": str(output),
         **changes,
     }
@@ -86,10 +85,9 @@ def closed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_pull_trigger_serialization_round_trip(tmp_path: Path) -> None:
     """serialize() gives the class path and plain JSON kwargs; the rebuilt trigger is equal."""
     trigger = PullTrigger(
-        conn_type="bazefield",
         conn_id="bazefield_json",
         source="bazefield_timeseries",
-        source_kwargs={
+        arguments={
             "objects": ("1001", "1002"),
             "points": ["ActivePower"],
             "aggregates": ["Average"],
@@ -104,10 +102,9 @@ def test_pull_trigger_serialization_round_trip(tmp_path: Path) -> None:
     classpath, kwargs = trigger.serialize()
     assert classpath == "echo_connhandler_provider.triggers.pull.PullTrigger"
     assert kwargs == {
-        "conn_type": "bazefield",
         "conn_id": "bazefield_json",
         "source": "bazefield_timeseries",
-        "source_kwargs": {
+        "arguments": {
             "objects": ["1001", "1002"],
             "points": ["ActivePower"],
             "aggregates": ["Average"],
@@ -149,22 +146,19 @@ def test_request_trigger_serialization_round_trip(tmp_path: Path) -> None:
 
 def test_trigger_arguments_are_checked(tmp_path: Path) -> None:
     """Unknown types and sources, objects as output, non-JSON values are refused at once."""
-    with pytest.raises(ValueError, match="conn_type"):
-        _ccee_trigger(tmp_path / "x", conn_type="ftp")
     with pytest.raises(ValueError, match="pull source"):
         _ccee_trigger(tmp_path / "x", source="nope")
     with pytest.raises(TypeError, match="string path or URL"):
         PullTrigger(
-            conn_type="ccee",
             conn_id="ccee_json",
             source="ccee_datastore",
-            source_kwargs={},
+            arguments={},
             output=tmp_path / "x",  # type: ignore[arg-type]
         )
-    with pytest.raises(TypeError, match="cannot be sent to a trigger"):
-        _ccee_trigger(tmp_path / "x", source_kwargs={"dataset": object()})
+    with pytest.raises(TypeError, match="no plain JSON value"):
+        _ccee_trigger(tmp_path / "x", arguments={"dataset": object()})
     with pytest.raises(ValueError, match="finite"):
-        _ccee_trigger(tmp_path / "x", source_kwargs={"page_size": float("nan")})
+        _ccee_trigger(tmp_path / "x", arguments={"page_size": float("nan")})
 
 
 async def test_pull_trigger_success_event(
@@ -203,7 +197,7 @@ async def test_pull_trigger_error_event_and_hook_closed(
 ) -> None:
     """A missing year: an error event with the library's type and message; hook closed."""
     output = tmp_path / "pld.jsonl"
-    trigger = _ccee_trigger(output, source_kwargs={"dataset": "pld_media_diaria", "years": [1990]})
+    trigger = _ccee_trigger(output, arguments={"dataset": "pld_media_diaria", "years": [1990]})
     event = await _only_event(trigger)
     assert event == {
         "status": "error",
@@ -258,10 +252,9 @@ async def test_a_bazefield_gap_fails_in_the_triggerer_unless_accepted(
 
     def trigger(output: Path, **extra: Any) -> PullTrigger:
         return PullTrigger(
-            conn_type="bazefield",
             conn_id="bazefield_json",
             source="bazefield_timeseries",
-            source_kwargs={**kwargs, **extra},
+            arguments={**kwargs, **extra},
             output=str(output),
         )
 
