@@ -5,7 +5,7 @@ EchoHttpOperator`, :class:`~echo_connhandler_provider.sensors.EchoHttpSensor` an
   method, query, json, data, headers, response_ok, idempotent, max_body_bytes), their checks
   when the DAG is parsed and as rendered, and the XCom of a response (:meth:`~HttpRequestArguments.
   result`).
-* :func:`trigger_request`: the same request as a trigger carries it (plain JSON, checked once):
+* :class:`TriggerRequest`: the same request as a trigger carries it (plain JSON, checked once):
   a POST or PATCH is sent from a trigger only when ``idempotent`` is True, since a triggerer
   restart sends it again (:func:`check_deferred_method`, the one place that says so).
 * :func:`describe_response` / :func:`response_from_event`: a response as a small JSON event, and
@@ -29,6 +29,7 @@ from echo_connhandler.pull import json_arguments
 __all__ = [
     "NON_IDEMPOTENT_METHODS",
     "HttpRequestArguments",
+    "TriggerRequest",
     "accepted_statuses",
     "check_deferred_method",
     "describe_response",
@@ -36,7 +37,6 @@ __all__ = [
     "is_not_yet",
     "response_from_event",
     "status_codes",
-    "trigger_request",
     "xcom_headers",
 ]
 
@@ -134,25 +134,44 @@ def check_deferred_method(method: str, idempotent: bool | None) -> None:
         )
 
 
-def trigger_request(
-    *,
-    method: str,
-    request_kwargs: Mapping[str, Any] | None,
-    response_ok: Any,
-    idempotent: bool | None,
-) -> dict[str, Any]:
-    """A trigger's request arguments, checked and as plain JSON: ``method`` (upper case, a
-    POST or PATCH only when idempotent), ``request_kwargs`` (``params``, ``json``, ``data``,
-    ``headers``; None values dropped), ``response_ok`` and ``idempotent``."""
-    method = http_method(method)
-    check_deferred_method(method, idempotent)
-    given = {k: v for k, v in (request_kwargs or {}).items() if v is not None}
-    return {
-        "method": method,
-        "request_kwargs": json_arguments(given, "request argument"),
-        "response_ok": status_codes(response_ok, "response_ok"),
-        "idempotent": idempotent,
-    }
+class TriggerRequest:
+    """The request of a trigger (a mixin of :class:`~echo_connhandler_provider.triggers.pull.
+    RequestTrigger` and :class:`~echo_connhandler_provider.triggers.http.EchoHttpSensorTrigger`):
+    its arguments checked once and kept as plain JSON."""
+
+    conn_type: str
+    method: str
+    endpoint: str
+    request_kwargs: dict[str, Any]
+    response_ok: int | list[int] | None
+    idempotent: bool | None
+
+    def set_request(
+        self,
+        *,
+        conn_type: str,
+        method: str,
+        endpoint: str,
+        request_kwargs: Mapping[str, Any] | None,
+        response_ok: Any,
+        idempotent: bool | None,
+    ) -> None:
+        """``conn_type``, ``method`` (upper case; a POST or PATCH only when idempotent),
+        ``endpoint``, ``request_kwargs`` (``params``, ``json``, ``data``, ``headers``; None
+        values dropped), ``response_ok`` and ``idempotent``."""
+        from echo_connhandler_provider._jobs import HOOKS
+
+        if conn_type not in HOOKS:
+            raise ValueError(f"unknown conn_type {conn_type!r}")
+        method = http_method(method)
+        check_deferred_method(method, idempotent)
+        given = {k: v for k, v in (request_kwargs or {}).items() if v is not None}
+        self.conn_type = conn_type
+        self.method = method
+        self.endpoint = endpoint
+        self.request_kwargs = json_arguments(given, "request argument")
+        self.response_ok = status_codes(response_ok, "response_ok")
+        self.idempotent = idempotent
 
 
 def _is_text(content_type: str) -> bool:

@@ -153,37 +153,26 @@ class EchoHttpOperator(HttpRequestArguments, BaseOperator):
         output: Any = self._output_text()
         if output is None and self.output_path is not None:
             output = self.output_path
+        # One request, whether the triggerer or this worker sends it.
+        job: dict[str, Any] = {
+            "conn_type": self.conn_type,
+            "conn_id": self.conn_id,
+            "method": method,
+            "endpoint": self.endpoint,
+            "request_kwargs": self.request_kwargs(),
+            "response_ok": self.response_ok,
+            "idempotent": self.idempotent,
+            "output": output,
+            "max_body_bytes": self.max_body_bytes,
+        }
         if self.deferrable:
             self.log.info("Deferring: %s %s is sent from the triggerer", method, self.endpoint)
             self.defer(
-                trigger=RequestTrigger(
-                    conn_type=self.conn_type,
-                    conn_id=self.conn_id,
-                    method=method,
-                    endpoint=self.endpoint,
-                    request_kwargs=self.request_kwargs(),
-                    response_ok=self.response_ok,
-                    idempotent=self.idempotent,
-                    output=output,
-                    ship_body=self._ship_body,
-                    max_body_bytes=self.max_body_bytes,
-                ),
+                trigger=RequestTrigger(**job, ship_body=self._ship_body),
                 method_name="execute_complete",
                 timeout=self.execution_timeout,
             )
-        payload, response = asyncio.run(
-            request_job(
-                conn_type=self.conn_type,
-                conn_id=self.conn_id,
-                method=method,
-                endpoint=self.endpoint,
-                request_kwargs=self.request_kwargs(),
-                response_ok=self.response_ok,
-                idempotent=self.idempotent,
-                output=output,
-                max_body_bytes=self.max_body_bytes,
-            )
-        )
+        payload, response = asyncio.run(request_job(**job))
         return self._finish(payload, response)
 
     def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> Any:

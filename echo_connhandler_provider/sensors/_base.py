@@ -32,6 +32,8 @@ from airflow.triggers.base import BaseTrigger
 from echo_connhandler import redact, utc_moment
 from echo_connhandler_provider._checks import check_max_consecutive_errors
 from echo_connhandler_provider._defaults import default_deferrable
+from echo_connhandler_provider._jobs import rebuild_error
+from echo_connhandler_provider.hooks._base import HandlerHook
 
 __all__ = ["EchoSensor"]
 
@@ -61,6 +63,17 @@ class EchoSensor(BaseSensorOperator):
         self.max_consecutive_errors = check_max_consecutive_errors(max_consecutive_errors)
         self.deferrable = deferrable
         self._consecutive_errors = 0
+        #: The hook of the worker's polls (one connection, one login, for all of them).
+        self._hook: HandlerHook[Any] | None = None
+
+    def execute(self, context: Context) -> Any:
+        """Poll in the worker (``poke`` until done); the polls' hook is closed at the end."""
+        try:
+            return super().execute(context)
+        finally:
+            if self._hook is not None:
+                self._hook.close()
+                self._hook = None
 
     # -- consecutive errors ----------------------------------------------------------------------
     def _error_store(self, context: Context) -> Any:
@@ -136,10 +149,16 @@ class EchoSensor(BaseSensorOperator):
     def resumed(self, event: Mapping[str, Any], started_at: str | None) -> datetime:
         """The first poke's time on resume (the next method's keyword argument, else the
         event's: ``airflow dags test`` gives only the event); a ``timeout`` event raises what
-        a sensor raises on timeout."""
+        a sensor raises on timeout, an error event the last poll's error again."""
         started = self.started(started_at or event.get("started_at"))
         if event.get("status") == "timeout":
             self.timed_out(started)
+        if event.get("status") != "success":
+            self.log.error(
+                "Polling failed %s times in a row; the last error follows",
+                event.get("consecutive_errors", "?"),
+            )
+            raise rebuild_error(event)
         return started
 
     @staticmethod

@@ -30,7 +30,6 @@ from airflow.sdk import Context, PokeReturnValue
 from echo_connhandler import EchoHttpError, find_publication, utc_moment
 from echo_connhandler_provider._checks import check_dataset, year_or_none
 from echo_connhandler_provider._defaults import default_deferrable
-from echo_connhandler_provider._jobs import rebuild_error
 from echo_connhandler_provider.hooks import CceeHook
 from echo_connhandler_provider.sensors._base import EchoSensor, utcnow
 from echo_connhandler_provider.triggers.ccee import CceeDatasetUpdatedTrigger
@@ -90,7 +89,6 @@ class CceeDatasetUpdatedSensor(EchoSensor):
         self.conn_id = conn_id
         self.year = year
         self.updated_after = updated_after
-        self._hook: CceeHook | None = None
 
     def _after(self, context: Context) -> datetime:
         value: Any = self.updated_after
@@ -114,12 +112,7 @@ class CceeDatasetUpdatedSensor(EchoSensor):
             self.log.info("Deferring: waiting for %s to be updated after %s", self._what(), after)
             started = utcnow()
             self.defer_polling(self._trigger(after, started), started)
-        try:
-            return super().execute(context)
-        finally:
-            if self._hook is not None:
-                self._hook.close()
-                self._hook = None
+        return super().execute(context)
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         after = self._after(context)
@@ -170,12 +163,6 @@ class CceeDatasetUpdatedSensor(EchoSensor):
         if event is None:
             raise RuntimeError(f"{type(self).__name__} resumed without a trigger event")
         self.resumed(event, started_at)
-        if event.get("status") != "success":
-            self.log.error(
-                "Polling failed %s times in a row; the last error follows",
-                event.get("consecutive_errors", "?"),
-            )
-            raise rebuild_error(event)
         found: dict[str, Any] = dict(event["publication"])
         self.log.info("%s was updated at %s", self._what(), found["last_modified"])
         return found

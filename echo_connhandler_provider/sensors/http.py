@@ -36,7 +36,7 @@ from airflow.sdk import Context, PokeReturnValue
 
 from echo_connhandler import EchoHttpError
 from echo_connhandler_provider._defaults import default_deferrable
-from echo_connhandler_provider._jobs import hook_for, rebuild_error
+from echo_connhandler_provider._jobs import hook_for
 from echo_connhandler_provider._requests import (
     HttpRequestArguments,
     accepted_statuses,
@@ -46,7 +46,6 @@ from echo_connhandler_provider._requests import (
     status_codes,
     status_list,
 )
-from echo_connhandler_provider.hooks._base import HandlerHook
 from echo_connhandler_provider.sensors._base import EchoSensor, utcnow
 from echo_connhandler_provider.triggers.http import EchoHttpSensorTrigger
 
@@ -138,19 +137,13 @@ class EchoHttpSensor(HttpRequestArguments, EchoSensor):
             raise TypeError(f"response_check must be callable, got {response_check!r}")
         self.not_yet_statuses = not_yet
         self.response_check = response_check
-        self._hook: HandlerHook[Any] | None = None
 
     # -- in the worker ---------------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
         self.rendered_method(deferred=False)  # refused before the first poll, not as a poll
         if self.deferrable:
             self._defer(utcnow(), first_delay=0.0)
-        try:
-            return super().execute(context)
-        finally:
-            if self._hook is not None:
-                self._hook.close()
-                self._hook = None
+        return super().execute(context)
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         method = self.rendered_method(deferred=False)
@@ -224,12 +217,6 @@ class EchoHttpSensor(HttpRequestArguments, EchoSensor):
         if event is None:
             raise RuntimeError(f"{type(self).__name__} resumed without a trigger event")
         started = self.resumed(event, started_at)
-        if event.get("status") != "success":
-            self.log.error(
-                "Polling failed %s times in a row; the last error follows",
-                event.get("consecutive_errors", "?"),
-            )
-            raise rebuild_error(event)
         name = f"{event.get('method')} {event.get('url')}"
         if self.response_check is not None:
             response = response_from_event(event)

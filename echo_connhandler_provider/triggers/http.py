@@ -23,20 +23,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from echo_connhandler import EchoHttpError, HttpHandler
-from echo_connhandler_provider._jobs import HOOKS, error_payload
+from echo_connhandler_provider._jobs import error_payload
 from echo_connhandler_provider._requests import (
+    TriggerRequest,
     accepted_statuses,
     describe_response,
     is_not_yet,
     status_list,
-    trigger_request,
 )
 from echo_connhandler_provider.triggers.base import PollingTrigger
 
 __all__ = ["EchoHttpSensorTrigger"]
 
 
-class EchoHttpSensorTrigger(PollingTrigger):
+class EchoHttpSensorTrigger(TriggerRequest, PollingTrigger):
     """Polls an endpoint until its status is accepted, and fires once (see the module).
 
     Args:
@@ -84,20 +84,14 @@ class EchoHttpSensorTrigger(PollingTrigger):
             started_at=started_at,
             deadline=deadline,
         )
-        if conn_type not in HOOKS:
-            raise ValueError(f"unknown conn_type {conn_type!r}")
-        self.conn_type = conn_type
-        self.endpoint = endpoint
-        request = trigger_request(
+        self.set_request(
+            conn_type=conn_type,
+            endpoint=endpoint,
             method=method,
             request_kwargs=request_kwargs,
             response_ok=response_ok,
             idempotent=idempotent,
         )
-        self.method: str = request["method"]
-        self.request_kwargs: dict[str, Any] = request["request_kwargs"]
-        self.response_ok = request["response_ok"]
-        self.idempotent = idempotent
         self.not_yet_statuses = status_list(not_yet_statuses, "not_yet_statuses")
         self.ship_body = bool(ship_body)
         self.max_body_bytes = int(max_body_bytes)

@@ -25,13 +25,12 @@ from airflow.triggers.base import TriggerEvent
 
 from echo_connhandler.pull import json_arguments, source_class
 from echo_connhandler_provider._jobs import (
-    HOOKS,
     PROGRESS_EVERY_S,
     error_payload,
     request_job,
     run_pull_job,
 )
-from echo_connhandler_provider._requests import trigger_request
+from echo_connhandler_provider._requests import TriggerRequest
 from echo_connhandler_provider.triggers.base import EchoTrigger
 
 __all__ = ["PullTrigger", "RequestTrigger"]
@@ -100,7 +99,7 @@ class PullTrigger(EchoTrigger):
         yield TriggerEvent(payload)  # type: ignore[no-untyped-call]
 
 
-class RequestTrigger(EchoTrigger):
+class RequestTrigger(TriggerRequest, EchoTrigger):
     """Sends one request in the triggerer and fires once with a small description of it.
 
     ``request_kwargs`` holds ``params``, ``json``, ``data`` and ``headers`` (plain JSON values).
@@ -125,22 +124,16 @@ class RequestTrigger(EchoTrigger):
         max_body_bytes: int = 65_536,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
-        if conn_type not in HOOKS:
-            raise ValueError(f"unknown conn_type {conn_type!r}")
         _output_text(output)
-        self.conn_type = conn_type
         self.conn_id = conn_id
-        self.endpoint = endpoint
-        request = trigger_request(
+        self.set_request(
+            conn_type=conn_type,
+            endpoint=endpoint,
             method=method,
             request_kwargs=request_kwargs,
             response_ok=response_ok,
             idempotent=idempotent,
         )
-        self.method: str = request["method"]
-        self.request_kwargs: dict[str, Any] = request["request_kwargs"]
-        self.response_ok = request["response_ok"]
-        self.idempotent = idempotent
         self.output = output
         self.ship_body = bool(ship_body)
         self.max_body_bytes = int(max_body_bytes)
