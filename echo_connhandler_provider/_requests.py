@@ -22,6 +22,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import httpx
+from airflow.sdk import BaseOperator
 
 from echo_connhandler import HttpResponseError, is_sensitive_name, redact
 from echo_connhandler.pull import json_arguments
@@ -137,41 +138,62 @@ def check_deferred_method(method: str, idempotent: bool | None) -> None:
 class TriggerRequest:
     """The request of a trigger (a mixin of :class:`~echo_connhandler_provider.triggers.pull.
     RequestTrigger` and :class:`~echo_connhandler_provider.triggers.http.EchoHttpSensorTrigger`):
-    its arguments checked once and kept as plain JSON."""
+    one ``request`` argument (what :meth:`HttpRequestArguments.trigger_request` gives:
+    ``conn_type``, ``conn_id``, ``method``, ``endpoint``, ``request_kwargs``, ``response_ok``,
+    ``idempotent``), checked once and kept as plain JSON."""
 
+    request: dict[str, Any]
     conn_type: str
+    conn_id: str | None
     method: str
     endpoint: str
     request_kwargs: dict[str, Any]
     response_ok: int | list[int] | None
     idempotent: bool | None
 
-    def set_request(
-        self,
-        *,
-        conn_type: str,
-        method: str,
-        endpoint: str,
-        request_kwargs: Mapping[str, Any] | None,
-        response_ok: Any,
-        idempotent: bool | None,
-    ) -> None:
-        """``conn_type``, ``method`` (upper case; a POST or PATCH only when idempotent),
-        ``endpoint``, ``request_kwargs`` (``params``, ``json``, ``data``, ``headers``; None
-        values dropped), ``response_ok`` and ``idempotent``."""
+    def set_request(self, request: Mapping[str, Any]) -> None:
+        """Check ``request`` and keep it: ``method`` upper case (a POST or PATCH only when
+        idempotent), ``request_kwargs`` (``params``, ``json``, ``data``, ``headers``) without
+        None values and as plain JSON, ``response_ok`` as an int, a sorted list or None."""
         from echo_connhandler_provider._jobs import HOOKS
 
-        if conn_type not in HOOKS:
-            raise ValueError(f"unknown conn_type {conn_type!r}")
-        method = http_method(method)
-        check_deferred_method(method, idempotent)
-        given = {k: v for k, v in (request_kwargs or {}).items() if v is not None}
-        self.conn_type = conn_type
-        self.method = method
-        self.endpoint = endpoint
+        unknown = sorted(set(request) - set(_REQUEST_KEYS))
+        if unknown or not {"conn_type", "method", "endpoint"} <= set(request):
+            raise ValueError(
+                f"a trigger's request needs conn_type, method and endpoint and takes only "
+                f"{', '.join(_REQUEST_KEYS)}; got {sorted(request)}"
+            )
+        self.conn_type = str(request["conn_type"])
+        if self.conn_type not in HOOKS:
+            raise ValueError(f"unknown conn_type {self.conn_type!r}")
+        self.conn_id = request.get("conn_id")
+        self.method = http_method(request["method"])
+        self.idempotent = request.get("idempotent")
+        check_deferred_method(self.method, self.idempotent)
+        self.endpoint = str(request["endpoint"])
+        given = {k: v for k, v in (request.get("request_kwargs") or {}).items() if v is not None}
         self.request_kwargs = json_arguments(given, "request argument")
-        self.response_ok = status_codes(response_ok, "response_ok")
-        self.idempotent = idempotent
+        self.response_ok = status_codes(request.get("response_ok", 200), "response_ok")
+        self.request = {
+            "conn_type": self.conn_type,
+            "conn_id": self.conn_id,
+            "method": self.method,
+            "endpoint": self.endpoint,
+            "request_kwargs": self.request_kwargs,
+            "response_ok": self.response_ok,
+            "idempotent": self.idempotent,
+        }
+
+
+_REQUEST_KEYS = (
+    "conn_type",
+    "conn_id",
+    "method",
+    "endpoint",
+    "request_kwargs",
+    "response_ok",
+    "idempotent",
+)
 
 
 def _is_text(content_type: str) -> bool:
@@ -256,11 +278,27 @@ def _is_template(value: Any) -> bool:
     return isinstance(value, str) and "{{" in value
 
 
-class HttpRequestArguments:
-    """The request arguments of :class:`~echo_connhandler_provider.operators.EchoHttpOperator`
-    and :class:`~echo_connhandler_provider.sensors.EchoHttpSensor` (a mixin of both).
+class HttpRequestArguments(BaseOperator):
+    """The request of :class:`~echo_connhandler_provider.operators.EchoHttpOperator` and
+    :class:`~echo_connhandler_provider.sensors.EchoHttpSensor` (a base of both): its
+    arguments, written once, checked when the DAG is parsed and as rendered.
 
-    ``query`` is httpx's ``params`` (``params`` is Airflow's own task argument).
+    Args:
+        endpoint: the path after the connection's Base URL (or a full URL on the same host).
+        conn_id: the connection (default: the connection type's ``<type>_default``).
+        conn_type: ``echo_http``, ``bazefield``, ``ccee`` or ``ons`` (picks the hook).
+        method: the HTTP method (any case); text that is not a method token (``" POST"``) is
+            a ``ValueError``; deferred, a POST or PATCH needs ``idempotent=True``.
+        query: the query string parameters (httpx's ``params``; not called ``params``, which
+            is Airflow's own task argument).
+        json: a JSON body.
+        data: a form (mapping) or text body.
+        headers: extra headers.
+        response_ok: accepted status codes (an int, a collection, or None for any).
+        idempotent: whether the request may be replayed (the handler's retries; and for
+            deferral of a POST or PATCH, which requires True).
+        max_body_bytes: the largest body returned in the XCom (or sent back from a trigger).
+        **kwargs: the arguments of ``BaseOperator`` (``task_id``, ``retries``, ...).
     """
 
     request_template_fields: tuple[str, ...] = (
@@ -272,36 +310,26 @@ class HttpRequestArguments:
         "data",
         "headers",
     )
+    template_fields: Sequence[str] = request_template_fields
     template_fields_renderers = {"json": "json", "query": "py", "data": "py", "headers": "json"}
 
-    conn_id: str | None
-    conn_type: str
-    endpoint: str
-    method: str
-    query: Mapping[str, Any] | None
-    json: Any
-    data: Mapping[str, Any] | str | None
-    headers: Mapping[str, str] | None
-    response_ok: int | Sequence[int] | None
-    idempotent: bool | None
-    max_body_bytes: int
-
-    def set_request(
+    def __init__(
         self,
         *,
         endpoint: str,
-        conn_id: str | None,
-        conn_type: str,
-        method: str,
-        query: Mapping[str, Any] | None,
-        json: Any,
-        data: Mapping[str, Any] | str | None,
-        headers: Mapping[str, str] | None,
-        response_ok: int | Sequence[int] | None,
-        idempotent: bool | None,
-        max_body_bytes: int,
+        conn_id: str | None = None,
+        conn_type: str = "echo_http",
+        method: str = "GET",
+        query: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: Mapping[str, Any] | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        response_ok: int | Sequence[int] | None = 200,
+        idempotent: bool | None = None,
+        max_body_bytes: int = 65_536,
+        **kwargs: Any,
     ) -> None:
-        """Keep the arguments; what is wrong already (not a template) fails the DAG's parse."""
+        super().__init__(**kwargs)
         from echo_connhandler_provider._jobs import HOOKS
 
         if conn_type not in HOOKS:
@@ -310,7 +338,7 @@ class HttpRequestArguments:
             )
         status_codes(response_ok, "response_ok")
         if not _is_template(method):
-            http_method(method)
+            http_method(method)  # a bad value fails when the DAG is parsed
         if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int):
             raise TypeError(f"max_body_bytes must be an int, got {max_body_bytes!r}")
         self.endpoint = endpoint
@@ -324,6 +352,18 @@ class HttpRequestArguments:
         self.response_ok = response_ok
         self.idempotent = idempotent
         self.max_body_bytes = max_body_bytes
+
+    def trigger_request(self, method: str) -> dict[str, Any]:
+        """The request as a trigger's ``request`` argument (see :class:`TriggerRequest`)."""
+        return {
+            "conn_type": self.conn_type,
+            "conn_id": self.conn_id,
+            "method": method,
+            "endpoint": self.endpoint,
+            "request_kwargs": self.request_kwargs(),
+            "response_ok": self.response_ok,
+            "idempotent": self.idempotent,
+        }
 
     def request_kwargs(self) -> dict[str, Any]:
         """``params``, ``json``, ``data`` and ``headers`` as rendered (None left out)."""

@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException
 
 from echo_connhandler_provider._checks import check_path_text
@@ -56,7 +56,7 @@ ResponseCheck = Callable[[httpx.Response], bool]
 ResponseFilter = Callable[[httpx.Response], Any]
 
 
-class EchoHttpOperator(HttpRequestArguments, BaseOperator):
+class EchoHttpOperator(HttpRequestArguments):
     """One HTTP request through an ``echo_http`` (or other provider) connection.
 
     Args:
@@ -88,37 +88,13 @@ class EchoHttpOperator(HttpRequestArguments, BaseOperator):
     def __init__(
         self,
         *,
-        endpoint: str,
-        conn_id: str | None = None,
-        conn_type: str = "echo_http",
-        method: str = "GET",
-        query: Mapping[str, Any] | None = None,
-        json: Any = None,
-        data: Mapping[str, Any] | str | None = None,
-        headers: Mapping[str, str] | None = None,
-        response_ok: int | Sequence[int] | None = 200,
         response_check: ResponseCheck | None = None,
         response_filter: ResponseFilter | None = None,
         output: str | None = None,
-        idempotent: bool | None = None,
-        max_body_bytes: int = 65_536,
         deferrable: bool = default_deferrable(),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.set_request(
-            endpoint=endpoint,
-            conn_id=conn_id,
-            conn_type=conn_type,
-            method=method,
-            query=query,
-            json=json,
-            data=data,
-            headers=headers,
-            response_ok=response_ok,
-            idempotent=idempotent,
-            max_body_bytes=max_body_bytes,
-        )
         check_path_text(output, "output")
         self.response_check = response_check
         self.response_filter = response_filter
@@ -154,25 +130,22 @@ class EchoHttpOperator(HttpRequestArguments, BaseOperator):
         if output is None and self.output_path is not None:
             output = self.output_path
         # One request, whether the triggerer or this worker sends it.
-        job: dict[str, Any] = {
-            "conn_type": self.conn_type,
-            "conn_id": self.conn_id,
-            "method": method,
-            "endpoint": self.endpoint,
-            "request_kwargs": self.request_kwargs(),
-            "response_ok": self.response_ok,
-            "idempotent": self.idempotent,
-            "output": output,
-            "max_body_bytes": self.max_body_bytes,
-        }
+        request = self.trigger_request(method)
         if self.deferrable:
             self.log.info("Deferring: %s %s is sent from the triggerer", method, self.endpoint)
             self.defer(
-                trigger=RequestTrigger(**job, ship_body=self._ship_body),
+                trigger=RequestTrigger(
+                    request=request,
+                    output=output,
+                    ship_body=self._ship_body,
+                    max_body_bytes=self.max_body_bytes,
+                ),
                 method_name="execute_complete",
                 timeout=self.execution_timeout,
             )
-        payload, response = asyncio.run(request_job(**job))
+        payload, response = asyncio.run(
+            request_job(**request, output=output, max_body_bytes=self.max_body_bytes)
+        )
         return self._finish(payload, response)
 
     def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> Any:

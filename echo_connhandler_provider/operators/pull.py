@@ -18,9 +18,10 @@ write the same file. A task retry, or a triggerer restart, resumes from the chec
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import date, datetime, tzinfo
 from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
@@ -94,6 +95,10 @@ class PullOperator(BaseOperator):
         progress_every: float = PROGRESS_EVERY_S,
         **kwargs: Any,
     ) -> None:
+        # The source's own tuning arguments (Bazefield's window, ...) pass through as given:
+        # the source checks them, and its signature stays their one definition.
+        source_parameters = inspect.signature(self.source_class).parameters
+        self.source_options = {k: kwargs.pop(k) for k in list(kwargs) if k in source_parameters}
         super().__init__(**kwargs)
         if concurrency is not None and (
             isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
@@ -144,7 +149,7 @@ class PullOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         # Built here, in the worker: bad arguments fail before anything is deferred or sent.
-        source = self.source_class(**self.source_kwargs(context))
+        source = self.source_class(**self.source_options, **self.source_kwargs(context))
         arguments = source.arguments()
         if self.deferrable:
             output = self._output_text()
@@ -326,9 +331,6 @@ class BazefieldTimeseriesOperator(PullOperator):
         end: datetime | date | str | None = None,
         interval: str = "1h",
         time_zone: str | None = None,
-        window: timedelta | float | None = None,
-        points_per_request: int = 30,
-        max_values_per_request: int = 100_000,
         max_missing_steps: int | None = 0,
         **kwargs: Any,
     ) -> None:
@@ -340,9 +342,6 @@ class BazefieldTimeseriesOperator(PullOperator):
         self.end = end
         self.interval = interval
         self.time_zone = time_zone
-        self.window = window
-        self.points_per_request = points_per_request
-        self.max_values_per_request = max_values_per_request
         self.max_missing_steps = max_missing_steps
 
     def source_kwargs(self, context: Context) -> dict[str, Any]:
@@ -355,9 +354,6 @@ class BazefieldTimeseriesOperator(PullOperator):
             "end": end,
             "interval": self.interval,
             "time_zone": self.time_zone or None,
-            "window": self.window,
-            "points_per_request": self.points_per_request,
-            "max_values_per_request": self.max_values_per_request,
         }
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         # None means "accept any gap" here, not "the default" (0): passed as is. The source

@@ -140,11 +140,19 @@ class EchoSensor(BaseSensorOperator):
             timeout=timedelta(seconds=left),
         )
 
-    def timing(self, started_at: datetime) -> dict[str, str]:
-        """The trigger's ``started_at`` and ``deadline`` (the timeout counted from the first
-        poke), so that it ends the wait itself where no deferral timeout applies."""
+    def polling(self, started_at: datetime, first_delay: float = 0.0) -> dict[str, Any]:
+        """The trigger's ``polling`` argument (:class:`~echo_connhandler_provider.triggers.
+        base.PollingTrigger`): this sensor's ``poke_interval`` and ``max_consecutive_errors``,
+        ``first_delay``, and ``started_at`` with the ``deadline`` (the timeout counted from
+        the first poke), so that it ends the wait itself where no deferral timeout applies."""
         deadline = started_at + timedelta(seconds=float(self.timeout))
-        return {"started_at": started_at.isoformat(), "deadline": deadline.isoformat()}
+        return {
+            "poke_interval": float(self.poke_interval),
+            "first_delay": float(first_delay),
+            "max_consecutive_errors": self.max_consecutive_errors,
+            "started_at": started_at.isoformat(),
+            "deadline": deadline.isoformat(),
+        }
 
     def resumed(self, event: Mapping[str, Any], started_at: str | None) -> datetime:
         """The first poke's time on resume (the next method's keyword argument, else the

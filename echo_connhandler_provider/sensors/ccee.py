@@ -148,9 +148,7 @@ class CceeDatasetUpdatedSensor(EchoSensor):
             dataset=self.dataset,
             year=year_or_none(self.year),
             updated_after=after.isoformat(),
-            poke_interval=self.poke_interval,
-            max_consecutive_errors=self.max_consecutive_errors,
-            **self.timing(started),
+            polling=self.polling(started),
         )
 
     def execute_complete(

@@ -54,7 +54,7 @@ __all__ = ["EchoHttpSensor"]
 ResponseCheck = Callable[[httpx.Response], bool]
 
 
-class EchoHttpSensor(HttpRequestArguments, EchoSensor):
+class EchoHttpSensor(EchoSensor, HttpRequestArguments):
     """Polls an endpoint through a provider connection until it answers as expected.
 
     Args:
@@ -87,24 +87,14 @@ class EchoHttpSensor(HttpRequestArguments, EchoSensor):
     """
 
     template_fields: Sequence[str] = HttpRequestArguments.request_template_fields
+    template_fields_renderers = HttpRequestArguments.template_fields_renderers
     ui_color = "#e6eef4"
 
     def __init__(
         self,
         *,
-        endpoint: str,
-        conn_id: str | None = None,
-        conn_type: str = "echo_http",
-        method: str = "GET",
-        query: Mapping[str, Any] | None = None,
-        json: Any = None,
-        data: Mapping[str, Any] | str | None = None,
-        headers: Mapping[str, str] | None = None,
-        response_ok: int | Sequence[int] | None = 200,
         not_yet_statuses: int | Sequence[int] | None = (404,),
         response_check: ResponseCheck | None = None,
-        idempotent: bool | None = None,
-        max_body_bytes: int = 65_536,
         max_consecutive_errors: int = 3,
         deferrable: bool = default_deferrable(),
         **kwargs: Any,
@@ -112,20 +102,7 @@ class EchoHttpSensor(HttpRequestArguments, EchoSensor):
         super().__init__(
             max_consecutive_errors=max_consecutive_errors, deferrable=deferrable, **kwargs
         )
-        self.set_request(
-            endpoint=endpoint,
-            conn_id=conn_id,
-            conn_type=conn_type,
-            method=method,
-            query=query,
-            json=json,
-            data=data,
-            headers=headers,
-            response_ok=response_ok,
-            idempotent=idempotent,
-            max_body_bytes=max_body_bytes,
-        )
-        ok = status_codes(response_ok, "response_ok")
+        ok = status_codes(self.response_ok, "response_ok")
         not_yet = status_list(not_yet_statuses, "not_yet_statuses")
         both = set(not_yet) & set([ok] if isinstance(ok, int) else ok or [])
         if both:
@@ -188,20 +165,11 @@ class EchoHttpSensor(HttpRequestArguments, EchoSensor):
         method = self.rendered_method(deferred=True)
         self.defer_polling(
             EchoHttpSensorTrigger(
-                conn_type=self.conn_type,
-                conn_id=self.conn_id,
-                method=method,
-                endpoint=self.endpoint,
-                request_kwargs=self.request_kwargs(),
-                response_ok=self.response_ok,
+                request=self.trigger_request(method),
+                polling=self.polling(started_at, first_delay),
                 not_yet_statuses=self.not_yet_statuses,
-                poke_interval=self.poke_interval,
-                first_delay=first_delay,
-                max_consecutive_errors=self.max_consecutive_errors,
-                idempotent=self.idempotent,
                 ship_body=self.response_check is not None,
                 max_body_bytes=self.max_body_bytes,
-                **self.timing(started_at),
             ),
             started_at,
         )

@@ -83,6 +83,14 @@ class PollingTrigger(EchoTrigger, abc.ABC):
         # As serialised: ISO 8601 text, or None.
         self.started_at = self.timing.to_json()["started_at"]
         self.deadline = self.timing.to_json()["deadline"]
+        #: The polling's arguments as one plain-JSON value (what a sensor's trigger takes).
+        self.polling = {
+            "poke_interval": self.poke_interval,
+            "first_delay": self.first_delay,
+            "max_consecutive_errors": self.max_consecutive_errors,
+            "started_at": self.started_at,
+            "deadline": self.deadline,
+        }
 
     @property
     @abc.abstractmethod

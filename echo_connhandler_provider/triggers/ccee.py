@@ -27,6 +27,7 @@ follow).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -105,10 +106,9 @@ class CceeDatasetUpdatedTrigger(_CceeTrigger):
         dataset: the CKAN dataset (id or name).
         year: only the resource of this year (None: any resource of the dataset).
         updated_after: an ISO 8601 time (naive: UTC).
-        poke_interval: seconds between polls (after every poll, errors included).
-        max_consecutive_errors: failed polls in a row that end the wait with the last error.
-        started_at: the first poke's time (ISO 8601), carried into every event.
-        deadline: the sensor's deadline (ISO 8601): a ``timeout`` event once it has passed.
+        polling: the polling's arguments (:class:`~echo_connhandler_provider.triggers.base.
+            PollingTrigger`: ``poke_interval``, ``max_consecutive_errors``, ``started_at``,
+            ``deadline``), as the sensor gives them.
 
     The event is ``{"status": "success", "publication": ...}`` (see
     :func:`echo_connhandler.publication_after`) or an error event (``error_type``, ``message``,
@@ -122,18 +122,9 @@ class CceeDatasetUpdatedTrigger(_CceeTrigger):
         dataset: str,
         year: int | None = None,
         updated_after: str,
-        poke_interval: float = 60.0,
-        max_consecutive_errors: int = 3,
-        started_at: str | None = None,
-        deadline: str | None = None,
+        polling: Mapping[str, Any],
     ) -> None:
-        super().__init__(
-            conn_id=conn_id,
-            poke_interval=poke_interval,
-            max_consecutive_errors=max_consecutive_errors,
-            started_at=started_at,
-            deadline=deadline,
-        )
+        super().__init__(conn_id=conn_id, **polling)
         self.dataset = check_dataset(dataset)
         self.year = year_or_none(year)
         self.updated_after = iso_utc(utc_moment(updated_after, "updated_after"))

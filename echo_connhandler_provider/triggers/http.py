@@ -40,58 +40,29 @@ class EchoHttpSensorTrigger(TriggerRequest, PollingTrigger):
     """Polls an endpoint until its status is accepted, and fires once (see the module).
 
     Args:
-        conn_type: ``echo_http``, ``bazefield``, ``ccee`` or ``ons`` (picks the hook).
-        conn_id: the connection (None: the type's default).
-        method: the HTTP method; a POST or PATCH needs ``idempotent=True``.
-        endpoint: the path after the connection's Base URL.
-        request_kwargs: ``params``, ``json``, ``data``, ``headers`` (plain JSON values).
-        response_ok: the statuses that end the wait (None: any that is not "not yet").
+        request: the request (:class:`~echo_connhandler_provider._requests.TriggerRequest`:
+            ``conn_type``, ``conn_id``, ``method``, ``endpoint``, ``request_kwargs``,
+            ``response_ok`` (the statuses that end the wait; None: any that is not "not
+            yet"), ``idempotent``; a POST or PATCH needs ``idempotent=True``).
+        polling: the polling's arguments (:class:`~echo_connhandler_provider.triggers.base.
+            PollingTrigger`: ``poke_interval``, ``first_delay``, ``max_consecutive_errors``,
+            ``started_at``, ``deadline``), as the sensor gives them.
         not_yet_statuses: the statuses that mean "not yet".
-        poke_interval: seconds slept after every poll that does not end the wait.
-        first_delay: seconds slept before the first poll.
-        max_consecutive_errors: failed polls in a row that end the wait with the last error.
-        idempotent: whether the request may be replayed.
         ship_body: send the whole body back (base64) for a ``response_check``.
         max_body_bytes: the largest body sent back.
-        started_at: the first poke's time (ISO 8601), carried into every event.
-        deadline: the sensor's deadline (ISO 8601): a ``timeout`` event once it has passed.
     """
 
     def __init__(
         self,
         *,
-        conn_type: str,
-        conn_id: str | None,
-        method: str,
-        endpoint: str,
-        request_kwargs: Mapping[str, Any] | None = None,
-        response_ok: Any = 200,
+        request: Mapping[str, Any],
+        polling: Mapping[str, Any],
         not_yet_statuses: Any = (404,),
-        poke_interval: float = 60.0,
-        first_delay: float = 0.0,
-        max_consecutive_errors: int = 3,
-        idempotent: bool | None = None,
         ship_body: bool = False,
         max_body_bytes: int = 65_536,
-        started_at: str | None = None,
-        deadline: str | None = None,
     ) -> None:
-        super().__init__(
-            conn_id=conn_id,
-            poke_interval=poke_interval,
-            max_consecutive_errors=max_consecutive_errors,
-            first_delay=first_delay,
-            started_at=started_at,
-            deadline=deadline,
-        )
-        self.set_request(
-            conn_type=conn_type,
-            endpoint=endpoint,
-            method=method,
-            request_kwargs=request_kwargs,
-            response_ok=response_ok,
-            idempotent=idempotent,
-        )
+        self.set_request(request)
+        super().__init__(conn_id=self.conn_id, **polling)
         self.not_yet_statuses = status_list(not_yet_statuses, "not_yet_statuses")
         self.ship_body = bool(ship_body)
         self.max_body_bytes = int(max_body_bytes)

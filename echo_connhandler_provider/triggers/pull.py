@@ -102,38 +102,26 @@ class PullTrigger(EchoTrigger):
 class RequestTrigger(TriggerRequest, EchoTrigger):
     """Sends one request in the triggerer and fires once with a small description of it.
 
-    ``request_kwargs`` holds ``params``, ``json``, ``data`` and ``headers`` (plain JSON values).
-    With ``output`` the body is written there atomically and not sent back. With ``ship_body``
-    the whole body comes back base64-encoded (for a ``response_check``/``response_filter``
-    run on resume), up to ``max_body_bytes``. A POST or PATCH is sent by a trigger only when
+    ``request`` is the request (:class:`~echo_connhandler_provider._requests.TriggerRequest`:
+    ``conn_type``, ``conn_id``, ``method``, ``endpoint``, ``request_kwargs`` with ``params``,
+    ``json``, ``data`` and ``headers``, ``response_ok``, ``idempotent``; plain JSON). With
+    ``output`` the body is written there atomically and not sent back. With ``ship_body`` the
+    whole body comes back base64-encoded (for a ``response_check``/``response_filter`` run on
+    resume), up to ``max_body_bytes``. A POST or PATCH is sent by a trigger only when
     ``idempotent`` is True: a triggerer restart runs the trigger again.
     """
 
     def __init__(
         self,
         *,
-        conn_type: str,
-        conn_id: str | None,
-        method: str,
-        endpoint: str,
-        request_kwargs: Mapping[str, Any] | None = None,
-        response_ok: Any = 200,
-        idempotent: bool | None = None,
+        request: Mapping[str, Any],
         output: str | None = None,
         ship_body: bool = False,
         max_body_bytes: int = 65_536,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
+        self.set_request(request)
         _output_text(output)
-        self.conn_id = conn_id
-        self.set_request(
-            conn_type=conn_type,
-            endpoint=endpoint,
-            method=method,
-            request_kwargs=request_kwargs,
-            response_ok=response_ok,
-            idempotent=idempotent,
-        )
         self.output = output
         self.ship_body = bool(ship_body)
         self.max_body_bytes = int(max_body_bytes)
@@ -141,13 +129,7 @@ class RequestTrigger(TriggerRequest, EchoTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
             payload, _ = await request_job(
-                conn_type=self.conn_type,
-                conn_id=self.conn_id,
-                method=self.method,
-                endpoint=self.endpoint,
-                request_kwargs=self.request_kwargs,
-                response_ok=self.response_ok,
-                idempotent=self.idempotent,
+                **self.request,
                 output=self.output,
                 ship_body=self.ship_body,
                 max_body_bytes=self.max_body_bytes,

@@ -94,7 +94,7 @@ def test_an_idempotent_post_is_sent_again_by_a_restarted_trigger(sb: Sandbox, co
         _post(conn_id, idempotent=True, deferrable=True).execute(CONTEXT)  # type: ignore[arg-type]
     trigger = info.value.trigger
     assert isinstance(trigger, RequestTrigger)
-    assert trigger.serialize()[1]["idempotent"] is True
+    assert trigger.serialize()[1]["request"]["idempotent"] is True
 
     first = asyncio.run(_events(_restarted(trigger)))
     second = asyncio.run(_events(_restarted(trigger)))  # after the "restart"
@@ -110,12 +110,14 @@ def test_an_idempotent_post_from_a_trigger_is_retried_after_a_500(
     """What idempotent=True allows: a 500 after sending is retried, by the trigger too."""
     sb.faults("bazefield").script(ENDPOINT, status=500)
     trigger = RequestTrigger(
-        conn_type="echo_http",
-        conn_id=conn_id,
-        method="POST",
-        endpoint=ENDPOINT,
-        request_kwargs={"json": SERIES},
-        idempotent=True,
+        request={
+            "conn_type": "echo_http",
+            "conn_id": conn_id,
+            "method": "POST",
+            "endpoint": ENDPOINT,
+            "request_kwargs": {"json": SERIES},
+            "idempotent": True,
+        }
     )
     events = asyncio.run(_events(_restarted(trigger)))
     assert [e["status"] for e in events] == ["success"]
@@ -133,14 +135,16 @@ def test_a_post_that_is_not_idempotent_is_never_deferred(
     assert _sent(sb) == 0
 
     stored = RequestTrigger(
-        conn_type="echo_http",
-        conn_id=conn_id,
-        method="POST",
-        endpoint=ENDPOINT,
-        request_kwargs={"json": SERIES},
-        idempotent=True,
+        request={
+            "conn_type": "echo_http",
+            "conn_id": conn_id,
+            "method": "POST",
+            "endpoint": ENDPOINT,
+            "request_kwargs": {"json": SERIES},
+            "idempotent": True,
+        }
     ).serialize()[1]
-    tampered = {**stored, "idempotent": idempotent}
+    tampered = {**stored, "request": {**stored["request"], "idempotent": idempotent}}
     with pytest.raises(ValueError, match=r"a deferred POST needs idempotent=True"):
         RequestTrigger(**tampered)
     assert _sent(sb) == 0

@@ -161,7 +161,9 @@ def test_non_idempotent_method_is_not_deferred(conns: Any, method: str) -> None:
     with pytest.raises(ValueError, match="idempotent=True"):
         op.execute(CONTEXT)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="idempotent=True"):
-        RequestTrigger(conn_type="echo_http", conn_id="c", method=method, endpoint="x")
+        RequestTrigger(
+            request={"conn_type": "echo_http", "conn_id": "c", "method": method, "endpoint": "x"}
+        )
 
 
 def test_post_in_the_worker_needs_no_idempotent_flag(conns: Any, sb: Sandbox) -> None:

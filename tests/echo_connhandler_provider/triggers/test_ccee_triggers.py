@@ -254,12 +254,14 @@ async def test_without_a_state_store_it_keeps_memory_only(
 
 
 def _updated_trigger(**changes: Any) -> CceeDatasetUpdatedTrigger:
+    polling_keys = {"poke_interval", "max_consecutive_errors", "started_at", "deadline"}
+    polling = {"poke_interval": 0.05, **{k: v for k, v in changes.items() if k in polling_keys}}
     kwargs: dict[str, Any] = {
         "conn_id": "ccee_json",
         "dataset": DATASET,
         "updated_after": "2024-06-01T00:00:00",
-        "poke_interval": 0.05,
-        **changes,
+        "polling": polling,
+        **{k: v for k, v in changes.items() if k not in polling_keys},
     }
     trigger = CceeDatasetUpdatedTrigger(**kwargs)
     classpath, serialised = trigger.serialize()

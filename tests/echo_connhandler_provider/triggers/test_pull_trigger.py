@@ -127,19 +127,21 @@ def test_pull_trigger_serialization_round_trip(tmp_path: Path) -> None:
 def test_request_trigger_serialization_round_trip(tmp_path: Path) -> None:
     """The same for RequestTrigger: ranges and sets of statuses become sorted lists."""
     trigger = RequestTrigger(
-        conn_type="echo_http",
-        conn_id="echo_http_json",
-        method="put",
-        endpoint="things/1",
-        request_kwargs={"json": {"a": (1, 2)}, "params": {"x": 1}, "headers": None},
-        response_ok=range(200, 205),
+        request={
+            "conn_type": "echo_http",
+            "conn_id": "echo_http_json",
+            "method": "put",
+            "endpoint": "things/1",
+            "request_kwargs": {"json": {"a": (1, 2)}, "params": {"x": 1}, "headers": None},
+            "response_ok": range(200, 205),
+        },
         output=str(tmp_path / "body.bin"),
     )
     classpath, kwargs = trigger.serialize()
     assert classpath == "echo_connhandler_provider.triggers.pull.RequestTrigger"
-    assert kwargs["method"] == "PUT"
-    assert kwargs["request_kwargs"] == {"json": {"a": [1, 2]}, "params": {"x": 1}}
-    assert kwargs["response_ok"] == [200, 201, 202, 203, 204]
+    assert kwargs["request"]["method"] == "PUT"
+    assert kwargs["request"]["request_kwargs"] == {"json": {"a": [1, 2]}, "params": {"x": 1}}
+    assert kwargs["request"]["response_ok"] == [200, 201, 202, 203, 204]
     rebuilt = import_string(classpath)(**deserialize(serialize(kwargs)))
     assert rebuilt.serialize() == (classpath, kwargs)
 
@@ -342,10 +344,12 @@ async def test_request_trigger_events(conns: Any, sb: Sandbox, tmp_path: Path) -
     """One success event with a small description; an HTTP error as an error event."""
     ok = await _only_event(
         RequestTrigger(
-            conn_type="echo_http",
-            conn_id="echo_http_json",
-            method="GET",
-            endpoint="allocationTypes",
+            request={
+                "conn_type": "echo_http",
+                "conn_id": "echo_http_json",
+                "method": "GET",
+                "endpoint": "allocationTypes",
+            }
         )
     )
     assert ok["status"] == "success"
@@ -355,10 +359,12 @@ async def test_request_trigger_events(conns: Any, sb: Sandbox, tmp_path: Path) -
     assert not {"set-cookie", "authorization"} & {k.lower() for k in ok["headers"]}
     failed = await _only_event(
         RequestTrigger(
-            conn_type="echo_http",
-            conn_id="echo_http_json",
-            method="GET",
-            endpoint="allocations/31337",
+            request={
+                "conn_type": "echo_http",
+                "conn_id": "echo_http_json",
+                "method": "GET",
+                "endpoint": "allocations/31337",
+            }
         )
     )
     assert failed["error_type"] == "HttpStatusError"
@@ -448,13 +454,15 @@ async def test_a_request_event_stored_by_airflow_masks_issued_tokens(token_serve
     """A request trigger's event is stored in Airflow's database: a token the server issued in
     a response header (X-Subject-Token, ...) is masked there already, not only in the XCom."""
     trigger = RequestTrigger(
-        conn_type="echo_http",
-        conn_id=token_server.conn_id,
-        method="POST",
-        endpoint="v3/auth/tokens",
-        request_kwargs={"json": {"auth": {}}},
-        response_ok=201,
-        idempotent=True,
+        request={
+            "conn_type": "echo_http",
+            "conn_id": token_server.conn_id,
+            "method": "POST",
+            "endpoint": "v3/auth/tokens",
+            "request_kwargs": {"json": {"auth": {}}},
+            "response_ok": 201,
+            "idempotent": True,
+        }
     )
     event = await _only_event(trigger)
     assert event["status"] == "success"
@@ -467,4 +475,6 @@ async def test_a_request_event_stored_by_airflow_masks_issued_tokens(token_serve
 
 def test_a_request_trigger_refuses_a_method_that_is_not_a_token() -> None:
     with pytest.raises(ValueError, match=r"method must be an HTTP method token .* got ' POST'"):
-        RequestTrigger(conn_type="echo_http", conn_id="x", method=" POST", endpoint="a")
+        RequestTrigger(
+            request={"conn_type": "echo_http", "conn_id": "x", "method": " POST", "endpoint": "a"}
+        )
