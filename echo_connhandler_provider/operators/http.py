@@ -59,27 +59,19 @@ ResponseFilter = Callable[[httpx.Response], Any]
 class EchoHttpOperator(HttpRequestArguments):
     """One HTTP request through an ``echo_http`` (or other provider) connection.
 
+    The request's arguments (``endpoint``, ``conn_id``, ``conn_type``, ``method``, ``query``,
+    ``json``, ``data``, ``headers``, ``response_ok``, ``idempotent``, ``max_body_bytes``) are
+    those of :class:`~echo_connhandler_provider._requests.HttpRequestArguments`; a status
+    outside ``response_ok`` fails the task with :class:`echo_connhandler.HttpStatusError`.
+
     Args:
-        endpoint: the path after the connection's Base URL (or a full URL on the same host).
-        conn_id: the connection (default: the connection type's ``<type>_default``).
-        conn_type: ``echo_http``, ``bazefield``, ``ccee`` or ``ons`` (picks the hook).
-        method: the HTTP method.
-        query: the query string parameters (httpx's ``params``; not called ``params``, which
-            is Airflow's own task argument).
-        json: a JSON body.
-        data: a form (mapping) or text body.
-        headers: extra headers.
-        response_ok: accepted status codes (an int, a collection, or None for any); another
-            status fails the task with :class:`echo_connhandler.HttpStatusError`.
         response_check: ``(response) -> bool``; False fails the task.
         response_filter: ``(response) -> value``; the value is the task's XCom.
         output: a path or URL the body is written to (atomically).
-        idempotent: whether the request may be replayed (retries; and for deferral of a POST
-            or PATCH, which requires True).
-        max_body_bytes: the largest body returned in the XCom (or, deferred with a callable,
-            sent back from the trigger).
-        deferrable: send the request from the triggerer.
-        **kwargs: the arguments of ``BaseOperator`` (``task_id``, ``retries``, ...).
+        deferrable: send the request from the triggerer (deferred with a callable, the body
+            comes back from the trigger, up to ``max_body_bytes``).
+        **kwargs: the request's arguments (above), and those of ``BaseOperator``
+            (``task_id``, ``retries``, ...).
     """
 
     template_fields: Sequence[str] = (*HttpRequestArguments.request_template_fields, "output_path")

@@ -295,17 +295,17 @@ class BazefieldTimeseriesOperator(PullOperator):
         end: the end of ``[start, end)``, excluded; default: the run's data interval end.
         interval: the aggregation interval (``"1h"``, ``"10m"``, ``"1d"``).
         time_zone: the zone of the series (Bazefield's ``TimeZone``).
-        window: the longest span of one request (a timedelta or seconds; default 30 days).
-        points_per_request: the most points in one request.
-        max_values_per_request: the most values (objects x points x aggregates x steps) in
-            one request.
         max_missing_steps: the gaps accepted knowingly, per object, point and aggregate in each
             request window (an object or point absent from an answer lacks all its steps).
             ``0`` (default): any missing time step fails the pull with
             :class:`~echo_connhandler.DataConsistencyError` and writes nothing; ``N``: up to N
             are accepted; ``None``: any number. The steps accepted are counted in the summary
             (``tolerated["missing_steps"]``), never silent.
-        **kwargs: the arguments of :class:`PullOperator` and ``BaseOperator``.
+        **kwargs: the source's tuning arguments, passed to
+            :class:`~echo_connhandler.pull.BazefieldTimeseriesSource` as given (``window``: the
+            longest span of one request, a timedelta or seconds, default 30 days;
+            ``points_per_request``; ``max_values_per_request``), and the arguments of
+            :class:`PullOperator` and ``BaseOperator``.
     """
 
     source_class = BazefieldTimeseriesSource
@@ -363,7 +363,19 @@ class BazefieldTimeseriesOperator(PullOperator):
 
 
 class _OnsFilesOperator(PullOperator):
-    """ONS exports: one file per period (``split``) into the ``output`` folder."""
+    """ONS exports: one file per period (``split``) into the ``output`` folder.
+
+    Args:
+        conn_id: an ``ons`` connection whose ``login_target`` is the export's system (default
+            ``ons_default``).
+        start: the first day; default: the run's data interval start (whole days at midnight
+            UTC, or local midnights of the DAG's timezone: a daily run exports its one day).
+        end: the day after the last (``[start, end)``); default: the run's data interval end.
+        split: ``"month"`` (one file per calendar month) or ``"none"`` (one file).
+        file_name: the files' name template (default: the source's, e.g.
+            ``sager_{start:%Y%m%d}_{end:%Y%m%d}.xlsx``).
+        **kwargs: the arguments of :class:`PullOperator` and ``BaseOperator``.
+    """
 
     template_fields: Sequence[str] = (*PullOperator.template_fields, "start", "end")
 
@@ -429,20 +441,10 @@ class OnsSagerReportOperator(_OnsFilesOperator):
         ids_fontes: only these sources (as ``ids_conjuntos``).
         apenas_agentes_favoritos: only the user's favourite agents.
         periodo_base: sent as ``periodoBase`` (text).
-        **kwargs: ``conn_id``, ``start``, ``end``, ``split``, ``file_name`` (below), and the
-            arguments of :class:`PullOperator` and ``BaseOperator``.
-
-    Keyword Args:
-        conn_id (str | None): an ``ons`` connection with ``login_target`` SAGER (default
-            ``ons_default``).
-        start (datetime | date | str | None): the first day; default: the run's data interval
-            start (whole days at midnight UTC, or local midnights of the DAG's timezone: a
-            daily run exports its one day).
-        end (datetime | date | str | None): the day after the last (``[start, end)``);
-            default: the run's data interval end.
-        split (str): ``"month"`` (one file per calendar month) or ``"none"`` (one file).
-        file_name (str | None): the files' name template (default
-            ``sager_{start:%Y%m%d}_{end:%Y%m%d}.xlsx``).
+        **kwargs: ``conn_id`` (``login_target`` SAGER), ``start``, ``end``, ``split`` and
+            ``file_name`` (default ``sager_{start:%Y%m%d}_{end:%Y%m%d}.xlsx``) as in
+            ``_OnsFilesOperator``, and the arguments of :class:`PullOperator` and
+            ``BaseOperator``.
     """
 
     source_class = OnsSagerReportSource
@@ -512,19 +514,10 @@ class OnsSinapseExportOperator(_OnsFilesOperator):
         destino: only requests to this destination (None: not sent).
         status: only requests in this status (None: not sent).
         mensagem: only requests whose subject or message holds this text (None: not sent).
-        **kwargs: ``conn_id``, ``start``, ``end``, ``split``, ``file_name`` (below), and the
-            arguments of :class:`PullOperator` and ``BaseOperator``.
-
-    Keyword Args:
-        conn_id (str | None): an ``ons`` connection with ``login_target`` SINAPSE (default
-            ``ons_default``).
-        start (datetime | date | str | None): the first day; default: the run's data interval
-            start.
-        end (datetime | date | str | None): the day after the last (``[start, end)``);
-            default: the run's data interval end.
-        split (str): ``"month"`` (one file per calendar month) or ``"none"`` (one file).
-        file_name (str | None): the files' name template (default
-            ``sinapse_{start:%Y%m%d}_{end:%Y%m%d}.csv``).
+        **kwargs: ``conn_id`` (``login_target`` SINAPSE), ``start``, ``end``, ``split`` and
+            ``file_name`` (default ``sinapse_{start:%Y%m%d}_{end:%Y%m%d}.csv``) as in
+            ``_OnsFilesOperator``, and the arguments of :class:`PullOperator` and
+            ``BaseOperator``.
     """
 
     source_class = OnsSinapseExportSource

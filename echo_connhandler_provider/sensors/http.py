@@ -57,33 +57,25 @@ ResponseCheck = Callable[[httpx.Response], bool]
 class EchoHttpSensor(EchoSensor, HttpRequestArguments):
     """Polls an endpoint through a provider connection until it answers as expected.
 
+    The request's arguments (``endpoint``, ``conn_id``, ``conn_type``, ``method``, ``query``,
+    ``json``, ``data``, ``headers``, ``response_ok``, ``idempotent``, ``max_body_bytes``) are
+    those of :class:`~echo_connhandler_provider._requests.HttpRequestArguments`. Here
+    ``response_ok`` is the statuses that end the wait (None: any that is not "not yet"; with
+    ``response_check``, the statuses whose response is checked), and ``max_body_bytes`` also
+    bounds the body a deferred trigger sends back for ``response_check`` (a larger one fails
+    the task).
+
     Args:
-        endpoint: the path after the connection's Base URL (or a full URL on the same host).
-        conn_id: the connection (default: the connection type's ``<type>_default``).
-        conn_type: ``echo_http``, ``bazefield``, ``ccee`` or ``ons`` (picks the hook).
-        method: the HTTP method (any case); deferred, a POST or PATCH needs
-            ``idempotent=True``. Text that is not a method token (``" POST"``) is a
-            ``ValueError``.
-        query: the query string parameters (httpx's ``params``).
-        json: a JSON body.
-        data: a form (mapping) or text body.
-        headers: extra headers.
-        response_ok: the statuses that end the wait (an int, a collection, or None: any status
-            that is not "not yet"); with ``response_check``, the statuses whose response is
-            checked.
         not_yet_statuses: the statuses that mean "not yet" (default 404); they must not be in
             ``response_ok``.
         response_check: ``(response) -> bool``; False means "not yet". It runs in the worker,
             deferred or not; what it raises fails the task.
         max_consecutive_errors: failed polls in a row after which the task fails with the last
             error (default 3).
-        idempotent: whether the request may be replayed (the handler's retries; required True
-            for a deferred POST or PATCH).
-        max_body_bytes: the largest body in the XCom and, deferred with ``response_check``, the
-            largest body the trigger sends back (a larger one fails the task).
         deferrable: poll from the triggerer.
-        **kwargs: the arguments of ``BaseSensorOperator`` (``poke_interval``, ``timeout``,
-            ``soft_fail``, ``mode``, ...) and ``BaseOperator``.
+        **kwargs: the request's arguments (above), and those of ``BaseSensorOperator``
+            (``poke_interval``, ``timeout``, ``soft_fail``, ``mode``, ...) and
+            ``BaseOperator``.
     """
 
     template_fields: Sequence[str] = HttpRequestArguments.request_template_fields

@@ -1,11 +1,12 @@
 """The main job end to end: the example DAGs on a real local Airflow, then the secret scan.
 
-``python -m deploy.local_airflow demo`` runs exactly as ``make demo`` does (its own process, a
-fresh AIRFLOW_HOME here): api-server, scheduler, dag-processor and triggerer as separate
-processes on SQLite, every example DAG started, the outputs checked, every process stopped,
-and what the deployment left scanned for every credential, token and session id. This is what
-``dag.test()`` cannot show: defer kwargs through the database, the real triggerer loop,
-cleanup, connections read through the Execution API.
+The session's shared deployment (``conftest.py``) runs ``deploy.demo.run_demo``, the code of
+``make demo``: api-server, scheduler, dag-processor and triggerer as separate processes on
+SQLite, every example DAG started, the outputs checked, every process stopped, and what the
+deployment left scanned for every credential, token and session id. This is what ``dag.test()``
+cannot show: defer kwargs through the database, the real triggerer loop, cleanup, connections
+read through the Execution API. (The restart drills run on the same deployment before its stop,
+so the scan covers them too.)
 
 The scanner itself is tested on planted secrets (it must be able to find a leak).
 """
@@ -13,10 +14,7 @@ The scanner itself is tested on planted secrets (it must be able to find a leak)
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,41 +22,19 @@ import pyarrow.parquet as pq
 import pytest
 from cryptography.fernet import Fernet
 
-from deploy.local_airflow import (
-    DAGS_FOLDER,
-    TABLE_WIDTH,
-    UI_TEST_BODY_KEYS,
-    TaskRow,
-    dag_file_count,
-    format_table,
-    scan_for_secrets,
-    ui_test_body,
-)
+from deploy.airflow_home import DAGS_FOLDER
+from deploy.demo import TABLE_WIDTH, TaskRow, dag_file_count, format_table
+from deploy.rest_api import UI_TEST_BODY_KEYS, ui_test_body
+from deploy.secret_scan import scan_for_secrets
 from echo_connhandler.sandbox import DEMO_CREDENTIALS
 from echo_connhandler_provider import DOCS_PATH
 from echo_connhandler_provider._fields import CONNECTION_TYPES
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Run the demo once for the module; its report and its output."""
-    home = tmp_path_factory.mktemp("airflow-home")
-    report_path = home.parent / "report.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYTEST"))}
-    command = ["deploy.local_airflow", "demo", "--home", str(home), "--report", str(report_path)]
-    done = subprocess.run(  # noqa: S603 - our own module
-        [sys.executable, "-m", *command],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
-    return {"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr, **report}
+def demo_run(shared_deployment: Any) -> dict[str, Any]:
+    """The demo's exit code, output and report, on the session's deployment."""
+    return dict(shared_deployment.demo)
 
 
 def _explain(run: dict[str, Any]) -> str:
@@ -66,6 +42,7 @@ def _explain(run: dict[str, Any]) -> str:
 
 
 @pytest.mark.deployment
+@pytest.mark.xdist_group("deployment")
 def test_every_example_dag_succeeds(demo_run: dict[str, Any]) -> None:
     assert demo_run["returncode"] == 0, _explain(demo_run)
     assert demo_run["ok"] is True
@@ -84,8 +61,10 @@ def test_every_example_dag_succeeds(demo_run: dict[str, Any]) -> None:
 
 
 @pytest.mark.deployment
+@pytest.mark.xdist_group("deployment")
 def test_deferrable_tasks_really_deferred(demo_run: dict[str, Any]) -> None:
-    """The task logs of the deployment say which tasks went to the triggerer."""
+    """The audit log (``deferred`` events, through the REST API) says which tasks went to the
+    triggerer."""
     deferred = {(t["dag_id"], t["task_id"]) for t in demo_run["tasks"] if t["deferred"]}
     assert {
         ("ccee_pld_horario_yearly", "pull_pld_horario"),
@@ -101,6 +80,7 @@ def test_deferrable_tasks_really_deferred(demo_run: dict[str, Any]) -> None:
 
 
 @pytest.mark.deployment
+@pytest.mark.xdist_group("deployment")
 def test_outputs_hold_what_the_summaries_say(demo_run: dict[str, Any]) -> None:
     by_task = {(t["dag_id"], t["task_id"]): t for t in demo_run["tasks"]}
     yearly = by_task[("ccee_pld_horario_yearly", "pull_pld_horario")]
@@ -123,6 +103,7 @@ def test_outputs_hold_what_the_summaries_say(demo_run: dict[str, Any]) -> None:
 
 
 @pytest.mark.deployment
+@pytest.mark.xdist_group("deployment")
 def test_no_secret_anywhere_the_deployment_wrote(demo_run: dict[str, Any]) -> None:
     scan = demo_run["scan"]
     assert scan["leaks"] == []
@@ -140,15 +121,16 @@ def test_no_secret_anywhere_the_deployment_wrote(demo_run: dict[str, Any]) -> No
 
 
 @pytest.mark.deployment
+@pytest.mark.xdist_group("deployment")
 def test_every_process_was_stopped(demo_run: dict[str, Any]) -> None:
     """No process of the deployment outlives the demo (their command lines or environment
-    name its AIRFLOW_HOME; ``ps e`` shows the environment)."""
-    home = demo_run["home"]
-    ps = subprocess.run(["ps", "axeww", "-o", "args"], capture_output=True, text=True, check=True)  # noqa: S607
-    assert [line for line in ps.stdout.splitlines() if home in line] == []
+    name its AIRFLOW_HOME; ``ps e`` shows the environment; looked at right after the demo)."""
+    assert demo_run["returncode"] is not None, _explain(demo_run)
+    assert demo_run["processes_left"] == []
 
 
 @pytest.mark.deployment
+@pytest.mark.xdist_group("deployment")
 def test_the_test_button_works_for_every_connection(demo_run: dict[str, Any]) -> None:
     """The body the UI's Test button sends (replayed on the real API server while the demo
     ran) passes for the five connections: Airflow 3.3.2 answered 400 "The host or port to test
@@ -170,6 +152,7 @@ def test_the_test_button_works_for_every_connection(demo_run: dict[str, Any]) ->
 
 
 @pytest.mark.deployment
+@pytest.mark.xdist_group("deployment")
 def test_stored_connections_show_every_form_field(demo_run: dict[str, Any]) -> None:
     """Each connection stores every extra field of its type's form (the edit form shows only
     stored extras), a description, and its Base URL's port in ``port``."""
@@ -191,6 +174,7 @@ def test_stored_connections_show_every_form_field(demo_run: dict[str, Any]) -> N
 
 
 @pytest.mark.deployment
+@pytest.mark.xdist_group("deployment")
 def test_providers_page_entry_and_its_documentation(demo_run: dict[str, Any]) -> None:
     """The Providers page's entry says what the provider does; the documentation its
     ``documentation-url`` names is served by the deployment (checked while it ran)."""
@@ -208,6 +192,7 @@ def test_providers_page_entry_and_its_documentation(demo_run: dict[str, Any]) ->
 
 
 @pytest.mark.deployment
+@pytest.mark.xdist_group("deployment")
 def test_the_integrity_drill_fails_the_pull_and_writes_nothing(demo_run: dict[str, Any]) -> None:
     """The demo's drill: the yearly CCEE pull against a sandbox that ignores offset (a cache in
     front of CKAN) fails in its first try with DataConsistencyError, nothing at the output."""
@@ -219,6 +204,7 @@ def test_the_integrity_drill_fails_the_pull_and_writes_nothing(demo_run: dict[st
 
 
 @pytest.mark.deployment
+@pytest.mark.xdist_group("deployment")
 def test_services_listen_on_loopback_on_free_ports(demo_run: dict[str, Any]) -> None:
     """Every socket the deployment's processes listen on is on loopback; the log server is the
     runner's own (one, on a free port), not Airflow's two on 8793/8794 on every interface."""
@@ -230,6 +216,7 @@ def test_services_listen_on_loopback_on_free_ports(demo_run: dict[str, Any]) -> 
 
 
 @pytest.mark.deployment
+@pytest.mark.xdist_group("deployment")
 def test_quiet_logs_and_a_readable_table(demo_run: dict[str, Any]) -> None:
     """No ``InsecureKeyLengthWarning`` (the JWT secrets are long enough for HS512); the table
     and the lines around it fit a 120-column terminal; no sandbox URL is cut."""
