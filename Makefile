@@ -39,8 +39,11 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
+# On every core (pytest-xdist): the tests spend much of their time waiting on sockets, sleeps and
+# subprocesses, so two workers on 2 cores take about 60% of one process's time. loadgroup keeps
+# the tests marked xdist_group(name) on one worker (tests/deploy's one shared deployment).
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

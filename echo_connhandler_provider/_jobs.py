@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import concurrent.futures
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, TypeVar
 
 import httpx
 
@@ -46,9 +47,12 @@ __all__ = [
     "hook_for_source",
     "rebuild_error",
     "request_job",
+    "run_job",
     "run_pull_job",
     "write_output",
 ]
+
+T = TypeVar("T")
 
 #: The hook of each connection type.
 HOOKS: dict[str, type[HandlerHook[Any]]] = {
@@ -168,6 +172,18 @@ def rebuild_error(event: Mapping[str, Any]) -> Exception:
     return error
 
 
+def run_job(job: Coroutine[Any, Any, T]) -> T:
+    """Run a job's coroutine to its end from a task's synchronous code: ``asyncio.run``, or,
+    when this thread already runs an event loop (``airflow dags test`` resumes a deferred task
+    from inside its own), in a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(job)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="echo-job") as pool:
+        return pool.submit(asyncio.run, job).result()
+
+
 async def run_pull_job(
     *,
     conn_id: str | None,
@@ -179,15 +195,19 @@ async def run_pull_job(
     on_progress: Callable[[Progress], object] | None = None,
     log: PullLog | None = None,
     progress_every: float = PROGRESS_EVERY_S,
+    stage: str = "all",
+    where: str = "worker",
+    decode: str = "thread",
 ) -> PullSummary:
-    """A whole pull on the handler's async path: connect once, pull, always close.
+    """A pull on the handler's async path: connect once, pull, always close.
 
     ``source`` is a registered source's name and ``arguments`` its keyword arguments
     (:meth:`~echo_connhandler.pull.Source.arguments`); the connection type is the one of the
     source's handler. ``concurrency=None`` takes the connection's ``concurrency`` option
     (default 4). The pull says what it does on ``log`` (a task's or a trigger's own logger: its
     lines reach the task log once); the summary's ``seconds`` count from before the connection
-    is looked up.
+    is looked up. ``stage``, ``where`` and ``decode`` are :func:`~echo_connhandler.pull.
+    run_pull`'s: a trigger runs ``stage="fetch"`` (it moves bytes), the resumed task the rest.
     """
     started = time.monotonic()
     pull_source = build_source(source, arguments)
@@ -206,6 +226,9 @@ async def run_pull_job(
             progress_every=progress_every,
             log=log,
             started=started,
+            stage=stage,
+            where=where,
+            decode=decode,
         )
     finally:
         await hook.aclose()

@@ -117,6 +117,8 @@ def built_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @needs_mkdocs
 @pytest.mark.parametrize(("page", "package"), PAGES.items())
+# One worker under pytest-xdist (make unit): built_site, the whole strict docs build, runs once.
+@pytest.mark.xdist_group("docs-site")
 def test_every_public_name_is_rendered(built_site: Path, page: str, package: str) -> None:
     """Each name of ``__all__`` has its heading (anchor ``package.Name``) on its page."""
     html_file = built_site / page.removesuffix(".md") / "index.html"

@@ -14,6 +14,12 @@ Layout, in ``<output>.parts-<fingerprint>/`` next to the output (docs/pulls.md, 
     fetched again.
 ``part-<index>.<format>``
     One part per finished chunk, written atomically before its record.
+``part-<index>.raw``
+    A chunk fetched *as delivered* (``run_pull(stage="fetch")``: an Airflow trigger moves the
+    bytes, the task decodes them): the answer's body, and in its record what decodes it (the
+    source's decode function by name, its arguments, the answer's status and content type).
+    A later run decodes it into ``part-<index>.<format>`` instead of fetching it again
+    (docs/airflow/deferrable-pulls.md, "What runs where").
 
 Nothing in the folder is trusted as it is. On resume every recorded part is checked against
 its record (size, then SHA-256) and a part that is missing, truncated or altered is fetched
@@ -88,6 +94,9 @@ class ChunkRecord:
     #: For a source of files: where the delivered file is (storage path) and its URL.
     file_path: str | None = None
     file: str | None = None
+    #: For a chunk fetched as delivered (``part-<index>.raw``): how to decode it
+    #: (:func:`raw_description`); None for a decoded part.
+    raw: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -103,6 +112,8 @@ class ChunkRecord:
             document["counts"] = dict(self.counts)
         if self.file_path is not None:
             document["file_path"], document["file"] = self.file_path, self.file
+        if self.raw is not None:
+            document["raw"] = dict(self.raw)
         return document
 
     @classmethod
@@ -119,6 +130,7 @@ class ChunkRecord:
             counts={str(k): int(v) for k, v in dict(counts).items()},
             file_path=None if raw.get("file_path") is None else str(raw["file_path"]),
             file=None if raw.get("file") is None else str(raw["file"]),
+            raw=None if raw.get("raw") is None else dict(raw["raw"]),
         )
 
     def done(self, chunk: Chunk) -> ChunkDone:
@@ -241,7 +253,9 @@ class Checkpoint:
                 continue
             problems: list[str] = []
             for record in candidates:
-                path = record.file_path or self.part(chunk, extension)
+                path = record.file_path or self.part(
+                    chunk, "raw" if record.raw is not None else extension
+                )
                 problem = self._problem(path, record)
                 if problem is None:
                     self.done[chunk.index] = record

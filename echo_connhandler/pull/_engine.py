@@ -65,13 +65,18 @@ from echo_connhandler.pull._plan import (
     Rows,
     Source,
 )
+from echo_connhandler.pull._raw import raw_description, raw_page
 from echo_connhandler.pull._storage import Storage, storage_for
 
-__all__ = ["DECODE_MODES", "Progress", "PullSummary", "run_pull"]
+__all__ = ["DECODE_MODES", "STAGES", "Progress", "PullSummary", "run_pull"]
 
 #: Where a :class:`RawPage` is decoded and encoded: ``"thread"`` (the pull's worker thread,
 #: default) or ``"process"`` (the process pool, outside this process's GIL).
 DECODE_MODES = ("process", "thread")
+#: How far a run goes: ``"all"`` (the output) or ``"fetch"`` (every chunk into the checkpoint,
+#: pages kept as delivered: no decoding, no encoding, no assembly; a later ``"all"`` run of the
+#: same pull finishes it, elsewhere).
+STAGES = ("all", "fetch")
 
 logger = logging.getLogger("echo_connhandler.pull")
 
@@ -104,6 +109,12 @@ class PullSummary(TypedDict):
     #: Irregularities accepted knowingly (a source's tolerance, such as Bazefield's
     #: ``max_missing_steps``), summed over the chunks: ``{"missing_steps": 6}``.
     tolerated: dict[str, int]
+    #: ``"done"`` (the output is in place), or ``"fetched"`` for ``stage="fetch"`` (every
+    #: chunk is in the checkpoint, some as delivered; the output is not written yet).
+    stage: str
+    #: Where each phase ran and how long it took, in order: ``{"phase": "fetch" |
+    #: "decode" | "assemble", "where": ..., "seconds": ..., "chunks": ...}``.
+    phases: list[dict[str, Any]]
 
 
 @dataclass
@@ -116,6 +127,12 @@ class Progress:
     bytes: int
     seconds: float
     chunks_resumed: int
+    #: Chunks fetched as delivered (``stage="fetch"``): bytes, no rows yet.
+    kept: bool = False
+
+    @property
+    def bytes_per_second(self) -> str:
+        return human_bytes(int(self.bytes / self.seconds)) if self.seconds > 0 else "0 B"
 
     @property
     def rows_per_second(self) -> float:
@@ -132,11 +149,15 @@ class Progress:
     def line(self) -> str:
         eta = self.eta_seconds
         finished = self.chunks_done >= self.chunks_planned
-        return (
-            f"{self.chunks_done}/{plural(self.chunks_planned, 'chunk')}, "
-            f"{plural(self.rows, 'row')}, {human_bytes(self.bytes)}, "
-            f"{self.rows_per_second:.0f} rows/s"
-            + (f", ETA {eta:.0f} s" if eta is not None and not finished else "")
+        if self.kept:  # fetched as delivered: no rows counted yet
+            done = f"{human_bytes(self.bytes)} as delivered, {self.bytes_per_second}/s"
+        else:
+            done = (
+                f"{plural(self.rows, 'row')}, {human_bytes(self.bytes)}, "
+                f"{self.rows_per_second:.0f} rows/s"
+            )
+        return f"{self.chunks_done}/{plural(self.chunks_planned, 'chunk')}, {done}" + (
+            f", ETA {eta:.0f} s" if eta is not None and not finished else ""
         )
 
 
@@ -183,6 +204,8 @@ async def run_pull(
     decode: str = "thread",
     log: PullLog | None = None,
     started: float | None = None,
+    stage: str = "all",
+    where: str = "here",
 ) -> PullSummary:
     """Pull ``source`` through ``handler`` into ``output`` and return a summary.
 
@@ -208,9 +231,19 @@ async def run_pull(
             the default) or ``"process"`` (worker processes shared by every pull of this
             process: the work leaves this process's GIL; measured in docs/performance.md,
             "Decoding in a worker process").
+        stage: ``"all"`` (default): the whole pull; ``"fetch"``: fetch every chunk into the
+            checkpoint, each page kept as delivered (no decoding, encoding or assembly: what
+            an Airflow trigger does, so that it only waits), and return a summary with
+            ``stage="fetched"``; a later ``"all"`` run of the same pull decodes the kept pages
+            (no request for them) and writes the output. Every check still holds: pages are
+            checked when they are decoded, versions before the output is written.
+        where: a name for the place this run happens (``"triggerer"``, ``"worker"``), kept
+            in the summary's ``phases``.
     """
     if decode not in DECODE_MODES:
         raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     needs = getattr(source, "handler_class", None)
     if needs is not None and not isinstance(handler, needs):
         raise TypeError(
@@ -261,13 +294,18 @@ async def run_pull(
         plan = checkpoint.plan
         assert plan is not None
         done = checkpoint.done
-        chunks_resumed = len(done)
+        kept = {i for i, record in done.items() if record.raw is not None}
+        # Pages kept as delivered count as resumed only for a run that does not decode them.
+        chunks_resumed = len(done) - (len(kept) if stage == "all" else 0)
         if resumed:
             say.info(
-                "%s: resuming from the checkpoint, %d of %s already done",
+                "%s: resuming from the checkpoint, %d of %s already done%s",
                 name,
                 chunks_resumed,
                 plural(len(plan.chunks), "chunk"),
+                f", {len(kept)} fetched as delivered to decode here"
+                if kept and stage == "all"
+                else "",
             )
         else:
             say.info(
@@ -277,7 +315,10 @@ async def run_pull(
                 concurrency,
                 time.monotonic() - started,
             )
-        todo = [c for c in plan.chunks if c.index not in done]
+        # Pages kept as delivered are decoded here (no request), unless this run only fetches.
+        todo = [
+            c for c in plan.chunks if c.index not in done or (c.index in kept and stage == "all")
+        ]
         neighbours = _Neighbours(source, plan, done)
         try:
             for chunk in plan.chunks:
@@ -287,8 +328,49 @@ async def run_pull(
             await offload(checkpoint.discard)  # recorded chunks that do not follow each other
             raise
 
+        async def kept_page(chunk: Chunk) -> RawPage | None:
+            """A page an earlier run kept as delivered, rebuilt from its verified part."""
+            record = checkpoint.done.get(chunk.index)
+            if record is None or record.raw is None:
+                return None
+            content = await offload(
+                checkpoint.recorded_bytes, checkpoint.part(chunk, "raw"), record
+            )
+            try:
+                if content is None:
+                    raise DataConsistencyError("its part changed after it was verified")
+                return raw_page(record.raw, content, source)
+            except DataConsistencyError as exc:
+                say.warning(
+                    "chunk %s (%s) kept as delivered: %s; fetching it again",
+                    chunk.index,
+                    chunk.key,
+                    exc,
+                )
+                return None
+
+        worked = {"fetch": 0, "decode": 0}  # chunks asked of the service / decoded from kept
+
         async def fetch(chunk: Chunk) -> ChunkRecord:
-            result = await source.fetch(handler, chunk, plan)
+            result: RawPage | DecodedPage | Rows | FilePart | None = await kept_page(chunk)
+            if result is None:
+                result = await source.fetch(handler, chunk, plan)
+                worked["fetch"] += 1
+            else:
+                worked["decode"] += 1
+            if isinstance(result, RawPage) and stage == "fetch":
+                # Moved, not computed: the body is kept as it came, decoded by a later run.
+                description = raw_description(result, source)
+                content = result.response.content
+                await offload(storage.write_atomic, checkpoint.part(chunk, "raw"), content)
+                return ChunkRecord(
+                    chunk.index,
+                    chunk.key,
+                    rows=0,
+                    bytes=len(content),
+                    sha256=await offload(sha256_hex, content),
+                    raw=description,
+                )
             if isinstance(result, FilePart):
                 target = storage.join(path, result.name)
                 await offload(storage.makedirs, path)
@@ -334,9 +416,11 @@ async def run_pull(
                 counts=encoded.counts,
             )
 
-        progress = _ProgressLog(len(plan.chunks), chunks_resumed, started)
-        for record in done.values():
-            progress.add(record)
+        progress = _ProgressLog(len(plan.chunks), chunks_resumed, started, stage == "fetch")
+        for index, record in done.items():
+            if index not in kept or stage == "fetch":
+                progress.add(record)
+        window_started = time.monotonic()
         last_log = -math.inf  # the first chunk's line at once, then every progress_every
 
         async def flush_when_due() -> None:
@@ -374,7 +458,49 @@ async def run_pull(
             with contextlib.suppress(Exception):
                 await offload(checkpoint.flush)
 
+        phases: list[dict[str, Any]] = []
+        fetched, decoded = worked["fetch"], worked["decode"]
+        window_seconds = round(time.monotonic() - window_started, 3)
+        if fetched or stage == "fetch":
+            phases.append(
+                {"phase": "fetch", "where": where, "seconds": window_seconds, "chunks": fetched}
+            )
+        if decoded:
+            phases.append(
+                {"phase": "decode", "where": where, "seconds": window_seconds, "chunks": decoded}
+            )
+        ordered = [done[c.index] for c in plan.chunks]
+        tolerated: dict[str, int] = {}
+        for record in ordered:
+            for kind, count in record.counts.items():
+                tolerated[kind] = tolerated.get(kind, 0) + int(count)
+        if stage == "fetch":
+            summary = PullSummary(
+                output=storage.url(path),
+                format=fmt or "files",
+                rows=sum(r.rows for r in ordered),
+                chunks=len(plan.chunks),
+                bytes=sum(r.bytes for r in ordered),
+                seconds=round(time.monotonic() - started, 3),
+                retries=handler.retry_count - retries_before,
+                chunks_resumed=chunks_resumed,
+                source_ids=list(plan.source_ids),
+                files=[r.file for r in ordered if r.file is not None],
+                tolerated=tolerated,
+                stage="fetched",
+                phases=phases,
+            )
+            say.info(
+                "%s: every chunk fetched (%s kept as delivered, %s): the output is written "
+                "when the pull is finished",
+                name,
+                plural(sum(1 for r in ordered if r.raw is not None), "page"),
+                human_bytes(summary["bytes"]),
+            )
+            return summary
+
         # Nothing reaches the output's name unless the service still has what was planned.
+        assembling = time.monotonic()
         await source.check_versions(handler, plan)
         if fmt is not None:
             await offload(_assemble, storage, path, checkpoint, plan, fmt, extension)
@@ -384,11 +510,15 @@ async def run_pull(
             await offload(_verify_files, checkpoint, plan)
             size = sum(record.bytes for record in checkpoint.done.values())
         await offload(checkpoint.discard)
+        phases.append(
+            {
+                "phase": "assemble",
+                "where": where,
+                "seconds": round(time.monotonic() - assembling, 3),
+                "chunks": len(plan.chunks),
+            }
+        )
         ordered = [done[c.index] for c in plan.chunks]
-        tolerated: dict[str, int] = {}
-        for record in ordered:
-            for kind, count in record.counts.items():
-                tolerated[kind] = tolerated.get(kind, 0) + int(count)
         summary = PullSummary(
             output=storage.url(path),
             format=fmt or "files",
@@ -401,6 +531,8 @@ async def run_pull(
             source_ids=list(plan.source_ids),
             files=[r.file for r in ordered if r.file is not None],
             tolerated=tolerated,
+            stage="done",
+            phases=phases,
         )
         say.info("%s: done, %s", name, summary_line(summary))
         return summary
@@ -418,8 +550,8 @@ class _Neighbours:
             if later in self.checked or not 0 < later < len(self.chunks):
                 continue
             before, after = self.done.get(later - 1), self.done.get(later)
-            if before is None or after is None:
-                continue
+            if before is None or after is None or before.raw is not None or after.raw is not None:
+                continue  # a page kept as delivered is checked once it is decoded
             self.source.check_next(
                 before.done(self.chunks[later - 1]), after.done(self.chunks[later])
             )
@@ -427,8 +559,8 @@ class _Neighbours:
 
 
 class _ProgressLog:
-    def __init__(self, planned: int, resumed: int, started: float) -> None:
-        self.planned, self.resumed, self.started = planned, resumed, started
+    def __init__(self, planned: int, resumed: int, started: float, kept: bool = False) -> None:
+        self.planned, self.resumed, self.started, self.kept = planned, resumed, started, kept
         self.chunks = self.rows = self.bytes = 0
 
     def add(self, record: ChunkRecord | None) -> Progress:
@@ -443,6 +575,7 @@ class _ProgressLog:
             self.bytes,
             time.monotonic() - self.started,
             self.resumed,
+            self.kept,
         )
 
 

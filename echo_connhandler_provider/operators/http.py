@@ -30,7 +30,6 @@ body, and a request with the method and URL only), so the body must fit ``max_bo
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -41,7 +40,7 @@ from airflow.sdk.exceptions import AirflowException
 
 from echo_connhandler_provider._checks import check_path_text
 from echo_connhandler_provider._defaults import default_deferrable
-from echo_connhandler_provider._jobs import rebuild_error, request_job
+from echo_connhandler_provider._jobs import rebuild_error, request_job, run_job
 from echo_connhandler_provider._requests import (
     HttpRequestArguments,
     http_method,
@@ -135,7 +134,7 @@ class EchoHttpOperator(HttpRequestArguments):
                 method_name="execute_complete",
                 timeout=self.execution_timeout,
             )
-        payload, response = asyncio.run(
+        payload, response = run_job(
             request_job(**request, output=output, max_body_bytes=self.max_body_bytes)
         )
         return self._finish(payload, response)

@@ -4,10 +4,13 @@ Each operator names a source of :mod:`echo_connhandler.pull` and its arguments; 
 :class:`PullOperator` runs the pull:
 
 * ``deferrable=True``: the task defers once to a :class:`~echo_connhandler_provider.triggers.
-  pull.PullTrigger` that runs the **whole** pull in the triggerer (one login, every chunk,
-  the checkpoint and the atomic output), then resumes in ``execute_complete``, which returns
-  the pull's summary (the task's XCom) or raises the library's error again, with its type and
-  message. The output must be a path or URL both the triggerer and the workers reach.
+  pull.PullTrigger` that fetches the **whole** pull in the triggerer (one login, every chunk
+  into the checkpoint as delivered: the triggerer only waits on the network), then resumes in
+  ``execute_complete``, which decodes, checks, encodes and assembles those pages in the worker
+  (in worker processes for a large pull) and returns the pull's summary (the task's XCom;
+  ``phases`` says where each phase ran and how long it took), or raises the library's error
+  again, with its type and message. The output must be a path or URL both the triggerer and
+  the workers reach.
 * ``deferrable=False`` (default: ``[operators] default_deferrable``): the same engine runs in
   the worker (``asyncio.run`` of connect, pull, close).
 
@@ -17,7 +20,6 @@ write the same file. A task retry, or a triggerer restart, resumes from the chec
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import os
 from collections.abc import Mapping, Sequence
@@ -47,9 +49,14 @@ from echo_connhandler_provider._jobs import (
     PROGRESS_EVERY_S,
     hook_for_source,
     rebuild_error,
+    run_job,
     run_pull_job,
 )
 from echo_connhandler_provider.triggers.pull import PullTrigger
+
+#: A deferred pull of at least this many chunks is decoded in worker processes when the task
+#: resumes (fewer: in a thread; a process pool's start is not worth it).
+PROCESS_DECODE_CHUNKS = 16
 
 __all__ = [
     "BazefieldTimeseriesOperator",
@@ -154,7 +161,7 @@ class PullOperator(BaseOperator):
         if self.deferrable:
             output = self._output_text()
             self.log.info(
-                "Deferring: %s into %s runs in the triggerer",
+                "Deferring: %s into %s is fetched by the triggerer, then finished here",
                 source.describe(),
                 output,
             )
@@ -173,7 +180,7 @@ class PullOperator(BaseOperator):
             )
         output = self.output_path if hasattr(self.output_path, "fs") else self._output_text()
         # The pull says what it does (planning, progress, its summary) on this task's log.
-        summary: PullSummary = asyncio.run(
+        summary: PullSummary = run_job(
             run_pull_job(
                 conn_id=self.conn_id,
                 source=source.name,
@@ -190,15 +197,46 @@ class PullOperator(BaseOperator):
     def execute_complete(
         self, context: Context, event: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
-        """Resume after the trigger: the summary, or the library's error raised again."""
+        """Resume after the trigger: finish the pull here (decode, check, encode and assemble
+        the pages the triggerer kept as delivered), or raise the library's error again."""
         if event is None:
             raise RuntimeError(f"{type(self).__name__} resumed without a trigger event")
         if event.get("status") != "success":
             raise rebuild_error(event)
-        summary = dict(event["summary"])
-        # The trigger's lines (progress, the summary) are in this task's log already.
-        self.log.info("The pull in the triggerer succeeded: its summary is this task's XCom")
-        return summary
+        fetched = dict(event["summary"])
+        if fetched.get("stage") != "fetched":
+            return fetched  # a trigger that did the whole pull (an earlier provider version)
+        self.log.info(
+            "The triggerer fetched %d chunks (%d bytes as delivered) in %s s: decoding and "
+            "writing them here",
+            fetched["chunks"],
+            fetched["bytes"],
+            fetched["seconds"],
+        )
+        summary: PullSummary = run_job(
+            run_pull_job(
+                conn_id=self.conn_id,
+                source=str(event["source"]),
+                arguments=dict(event["arguments"]),
+                output=self._output_text(),
+                format=self.format,
+                concurrency=self.concurrency,
+                log=self.log,
+                progress_every=self.progress_every,
+                where="worker",
+                # Many pages: decoded in worker processes, on the worker's cores.
+                decode="process" if fetched["chunks"] >= PROCESS_DECODE_CHUNKS else "thread",
+            )
+        )
+        result = dict(summary)
+        result["phases"] = [*fetched.get("phases", []), *summary["phases"]]
+        result["seconds"] = round(float(fetched["seconds"]) + summary["seconds"], 3)
+        result["retries"] = int(fetched["retries"]) + summary["retries"]
+        # Resumed: what the triggerer found done by an earlier attempt (the chunks it kept for
+        # this task are not resumed), unless this task had to pull afresh.
+        if not any(p["phase"] == "fetch" for p in summary["phases"]):
+            result["chunks_resumed"] = int(fetched["chunks_resumed"])
+        return result
 
 
 class CceeDatastoreOperator(PullOperator):

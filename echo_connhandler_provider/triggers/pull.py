@@ -1,10 +1,13 @@
 """Triggers of the provider's jobs: a whole pull in one trigger, and one HTTP request.
 
-:class:`PullTrigger` runs a complete :func:`echo_connhandler.pull.run_pull` in the triggerer:
-the connection is opened once (one login), every chunk is fetched, written and checkpointed
-there, and one event comes back with the pull's summary. The operator never defers once per
-page. A trigger may run again after a triggerer restart: the engine's checkpoint then fetches
-only the chunks still missing, and the output appears atomically.
+:class:`PullTrigger` runs the fetching of a pull in the triggerer
+(:func:`echo_connhandler.pull.run_pull` with ``stage="fetch"``): the connection is opened once
+(one login), every chunk is fetched and written to the checkpoint *as delivered* (no decoding,
+no encoding: the triggerer's event loop, shared by every trigger, only waits on the network),
+and one event comes back. The operator never defers once per page. The task, resumed in a
+worker, decodes, checks, encodes and assembles the kept pages there, with the worker's cores
+(docs/airflow/deferrable-pulls.md, "What runs where"). A trigger may run again after a
+triggerer restart: the checkpoint then fetches only the chunks still missing.
 
 :class:`RequestTrigger` sends one request (for :class:`~echo_connhandler_provider.operators.http.
 EchoHttpOperator`), optionally writes the body atomically to ``output``, and sends back a small
@@ -42,7 +45,11 @@ def _output_text(output: Any) -> None:
 
 
 class PullTrigger(EchoTrigger):
-    """Runs a whole pull in the triggerer and fires once, with its summary or its error.
+    """Fetches a pull's chunks in the triggerer and fires once, with its summary or its error.
+
+    The success event is ``{"status": "success", "summary": ..., "source": ...,
+    "arguments": ...}``: the fetch stage's summary (``stage="fetched"``) and the pull's source
+    and arguments, so that the resumed task finishes exactly this pull.
 
     Args:
         conn_id: the Airflow connection (of the type whose handler the source reads through).
@@ -90,12 +97,19 @@ class PullTrigger(EchoTrigger):
                 concurrency=self.concurrency,
                 log=self.log,
                 progress_every=self.progress_every,
+                stage="fetch",
+                where="triggerer",
             )
         except Exception as exc:
             payload = error_payload(exc)
             self.log.error("The pull failed: %s: %s", payload["error_type"], payload["message"])
         else:
-            payload = {"status": "success", "summary": dict(summary)}
+            payload = {
+                "status": "success",
+                "summary": dict(summary),
+                "source": self.source,
+                "arguments": self.arguments,
+            }
         yield TriggerEvent(payload)  # type: ignore[no-untyped-call]
 
 

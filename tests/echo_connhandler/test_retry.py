@@ -709,8 +709,12 @@ async def test_exhaustion_reraises_the_last_transport_error_async(
     check_last_transport_error(server, key, info)
 
 
+# Ids of their own: the HTTP date changes every second, and pytest-xdist's workers must collect
+# the same test ids.
 RETRY_AFTER = pytest.mark.parametrize(
-    "retry_after", ["100", email.utils.formatdate(time.time() + 3600, usegmt=True)]
+    "retry_after",
+    ["100", email.utils.formatdate(time.time() + 3600, usegmt=True)],
+    ids=["seconds", "http-date"],
 )
 
 

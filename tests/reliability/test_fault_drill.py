@@ -89,6 +89,9 @@ class Drill:
     exact: bool = True
     fired: list[int] = field(default_factory=list)
     at_start: dict[str, int] | None = None
+    #: Faults per path counted inside the runs of run_pull so far (a deferred pull runs twice:
+    #: the triggerer fetches, the task decodes; what happens between them is not the pull's).
+    during: dict[str, int] = field(default_factory=dict)
 
     def arm(self) -> None:
         """Configure the mix (re-seeding its generator) and zero the counters."""
@@ -99,8 +102,13 @@ class Drill:
     def start(self) -> None:
         self.at_start = self.sb.faults(self.service).faulted
 
+    def stop(self) -> None:
+        assert self.at_start is not None, "run_pull never started"
+        for path, count in self.sb.faults(self.service).faulted.items():
+            self.during[path] = self.during.get(path, 0) + count - self.at_start.get(path, 0)
+
     def on_progress(self, progress: Progress) -> None:
-        if progress.chunks_done == self.at_chunk:
+        if progress.chunks_done == self.at_chunk and not self.fired:
             self.fired.append(progress.chunks_done)
             self.credential_fault()
 
@@ -111,9 +119,10 @@ class Drill:
     def faulted_during_pull(self) -> tuple[int, int]:
         """Requests faulted while the pull ran: (on the data path, on other paths)."""
         assert self.at_start is not None, "run_pull never started"
+        if not self.during:  # started by hand (a source drill): counted until now
+            self.stop()
         data = other = 0
-        for path, count in self.sb.faults(self.service).faulted.items():
-            during = count - self.at_start.get(path, 0)
+        for path, during in self.during.items():
             if self.data_path in path:
                 data += during
             else:
@@ -157,7 +166,10 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> Callable[[Drill], None]:
                     logger(progress)
 
             kwargs["on_progress"] = on_progress
-            return await real(handler, source, output, **kwargs)
+            try:
+                return await real(handler, source, output, **kwargs)
+            finally:
+                drill.stop()
 
         monkeypatch.setattr(jobs_module, "run_pull", wrapped)
 

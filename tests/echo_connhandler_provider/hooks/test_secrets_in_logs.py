@@ -250,9 +250,11 @@ def test_sync_logins_give_airflow_credentials_only(conns: Any, sb: Sandbox) -> N
 
 async def test_async_logins_do_not_grow_airflow_masker(conns: Any, sb: Sandbox) -> None:
     """Logins, refreshes and re-logins on the async path add no pattern to Airflow's masker."""
-    warm = BazefieldHook("bazefield_uri")  # the password: a credential, once for good
-    await warm.aget_conn()
-    await warm.aclose()
+    # The passwords are credentials, given to Airflow's masker once for good: first use of
+    # each connection here, so that the count below sees only what the logins add.
+    for warm in (BazefieldHook("bazefield_uri"), OnsHook("ons_sinapse_json")):
+        await warm.aget_conn()
+        await warm.aclose()
     before = _airflow_patterns()
     secrets = _Secrets()
     ons = OnsHook("ons_sinapse_json")

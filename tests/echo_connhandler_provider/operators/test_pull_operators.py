@@ -62,6 +62,8 @@ SUMMARY_KEYS = {
     "source_ids",
     "files",
     "tolerated",
+    "stage",
+    "phases",
 }
 BAZE_API = "BazeField.Services/api"
 
@@ -211,7 +213,9 @@ def test_ccee_concurrency_defaults_to_the_connection_option(
     _ccee_op("c", tmp_path / "c.jsonl", deferrable=False, years=[2024], concurrency=3).execute(
         context
     )
-    assert seen == [2, 2, 3]  # ccee_json sets concurrency 2
+    # ccee_json sets concurrency 2: the deferred pull's two runs (the triggerer's fetch, the
+    # task's finish), the worker's run, then the value given
+    assert seen == [2, 2, 2, 3]
 
 
 def test_ccee_templated_fields_render(conns: Any, sb: Sandbox, tmp_path: Path) -> None:

@@ -57,6 +57,20 @@ async def _only_event(trigger: Any) -> dict[str, Any]:
     return payload
 
 
+async def _finish(event: dict[str, Any], output: Any, **kwargs: Any) -> Any:
+    """What the resumed task does with a success event: finish the pull, in the worker."""
+    assert event["status"] == "success", event
+    assert event["summary"]["stage"] == "fetched"
+    return await trigger_module.run_pull_job(
+        conn_id=kwargs.pop("conn_id", "ccee_json"),
+        source=event["source"],
+        arguments=event["arguments"],
+        output=str(output),
+        where="worker",
+        **kwargs,
+    )
+
+
 def _ccee_trigger(output: Any, **changes: Any) -> PullTrigger:
     kwargs: dict[str, Any] = {
         "conn_id": "ccee_json",
@@ -166,30 +180,47 @@ def test_trigger_arguments_are_checked(tmp_path: Path) -> None:
 async def test_pull_trigger_success_event(
     conns: Any, sb: Sandbox, tmp_path: Path, closed: list[str]
 ) -> None:
-    """One success event with the summary; the file holds the year's rows; the hook closed."""
+    """One success event: every page fetched as delivered (nothing decoded in the triggerer),
+    the pull's source and arguments; the hook closed. The resumed task writes the year's rows."""
     output = tmp_path / "pld.jsonl"
     event = await _only_event(_ccee_trigger(output))
     assert event["status"] == "success"
-    summary = event["summary"]
+    assert event["source"] == "ccee_datastore"
+    assert event["arguments"] == {"dataset": "pld_media_diaria", "years": [2024], "page_size": 400}
+    fetched = event["summary"]
+    assert fetched["stage"] == "fetched"
+    assert fetched["chunks"] == 4  # 1464 rows in pages of 400
+    assert fetched["rows"] == 0  # counted when decoded, in the worker
+    assert fetched["bytes"] > 0
+    assert [p["where"] for p in fetched["phases"]] == ["triggerer"]
+    assert not output.exists()
+    assert closed == ["ccee_json"]
+    searches = sb.faults("ccee").stats["requests"].get("/api/3/action/datastore_search", 0)
+    summary = await _finish(event, output)
+    assert sb.faults("ccee").stats["requests"].get("/api/3/action/datastore_search", 0) == (
+        searches
+    )
     assert summary["rows"] == 366 * 4
-    assert summary["chunks"] == 4  # 1464 rows in pages of 400
     assert summary["output"] == str(output)
     assert summary["chunks_resumed"] == 0
+    assert [(p["phase"], p["where"]) for p in summary["phases"]] == [
+        ("decode", "worker"),
+        ("assemble", "worker"),
+    ]
     lines = output.read_text("utf-8").splitlines()
     assert len(lines) == 366 * 4
     first, last = json.loads(lines[0]), json.loads(lines[-1])
     assert (first["_id"], first["DIA"], first["SUBMERCADO"]) == (1, "2024-01-01", "SUDESTE")
     assert (last["_id"], last["DIA"], last["SUBMERCADO"]) == (1464, "2024-12-31", "NORTE")
-    assert closed == ["ccee_json"]
 
 
 async def test_a_second_run_gives_the_same_file(conns: Any, sb: Sandbox, tmp_path: Path) -> None:
     """A triggerer restart runs the trigger again: same summary counts, same bytes."""
     output = tmp_path / "pld.csv.gz"
-    first = await _only_event(_ccee_trigger(output, format="csv.gz"))
+    first = await _finish(await _only_event(_ccee_trigger(output, format="csv.gz")), output)
     content = output.read_bytes()
-    second = await _only_event(_ccee_trigger(output, format="csv.gz"))
-    assert first["summary"]["rows"] == second["summary"]["rows"] == 366 * 4
+    second = await _finish(await _only_event(_ccee_trigger(output, format="csv.gz")), output)
+    assert first["rows"] == second["rows"] == 366 * 4
     assert output.read_bytes() == content
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pld.csv.gz"]
 
@@ -218,29 +249,46 @@ async def test_pull_trigger_error_event_and_hook_closed(
     ("kind", "options", "match"),
     [
         ("ignore_offset", {}, "does not follow the page before it"),
-        ("republish", {"after": 2}, "republished during the pull"),
         ("drop_column", {"after": 1}, "lacks 'PLD_MEDIA_DIA'"),
     ],
 )
-async def test_a_misbehaving_server_is_an_error_event_in_the_triggerer_too(
+async def test_a_misbehaving_server_fails_the_pull_where_pages_are_decoded(
     conns: Any, sb: Sandbox, tmp_path: Path, kind: str, options: dict[str, Any], match: str
 ) -> None:
-    """The integrity checks run in the triggerer as in a worker: a typed error, no output."""
+    """The triggerer only moves bytes; the integrity checks run where the pages are decoded,
+    in the resumed task: a typed error, no output."""
     sb.faults("ccee").misbehave(kind, **options)
     output = tmp_path / "pld.parquet"
     event = await _only_event(_ccee_trigger(output))
-    assert event["status"] == "error"
-    assert event["error_type"] == "DataConsistencyError"
-    assert match in event["message"]
-    assert isinstance(rebuild_error(event), DataConsistencyError)
+    with pytest.raises(DataConsistencyError, match=match):
+        await _finish(event, output)
     assert not output.exists()
 
 
-async def test_a_bazefield_gap_fails_in_the_triggerer_unless_accepted(
+async def test_a_republication_while_the_triggerer_fetched_is_pulled_again_by_the_task(
+    conns: Any, sb: Sandbox, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The resource changed while the triggerer fetched: the task sees another version than
+    the one planned and pulls afresh, so the output holds one version, never a mix."""
+    sb.faults("ccee").misbehave("republish", after=2)
+    output = tmp_path / "pld.jsonl"
+    event = await _only_event(_ccee_trigger(output))
+    sb.faults("ccee").behave()
+    with caplog.at_level("WARNING", logger="echo_connhandler.pull"):
+        summary = await _finish(event, output)
+    assert "starting this pull afresh" in caplog.text
+    assert summary["phases"][0] == {**summary["phases"][0], "phase": "fetch", "chunks": 4}
+    reference = tmp_path / "reference.jsonl"
+    await _finish(await _only_event(_ccee_trigger(reference)), reference)
+    assert output.read_bytes() == reference.read_bytes()
+
+
+async def test_a_bazefield_gap_fails_the_pull_unless_accepted(
     conns: Any, sb: Sandbox, tmp_path: Path
 ) -> None:
-    """A Bazefield object missing from one window: an error event by default; accepted with
-    max_missing_steps, the count reaches the summary through the event."""
+    """A Bazefield object missing from one window: an error by default (when the pages are
+    decoded, in the resumed task); accepted with max_missing_steps, the count reaches the
+    summary."""
     sb.faults("bazefield").misbehave("drop_object", object="1002", at="2024-01-01T09:00:00Z")
     kwargs = {
         "objects": ["1001", "1002"],
@@ -260,17 +308,20 @@ async def test_a_bazefield_gap_fails_in_the_triggerer_unless_accepted(
             output=str(output),
         )
 
-    failed = await _only_event(trigger(tmp_path / "strict.jsonl"))
-    assert failed["error_type"] == "DataConsistencyError"
-    assert (
-        "object 1002 point ActivePower aggregate Average has 0 of the 24 steps"
-        in (failed["message"])
+    strict = tmp_path / "strict.jsonl"
+    event = await _only_event(trigger(strict))
+    with pytest.raises(
+        DataConsistencyError,
+        match="object 1002 point ActivePower aggregate Average has 0 of the 24 steps",
+    ):
+        await _finish(event, strict, conn_id="bazefield_json")
+    assert not strict.exists()
+    ok = tmp_path / "ok.jsonl"
+    accepted = await _finish(
+        await _only_event(trigger(ok, max_missing_steps=24)), ok, conn_id="bazefield_json"
     )
-    assert not (tmp_path / "strict.jsonl").exists()
-    accepted = await _only_event(trigger(tmp_path / "ok.jsonl", max_missing_steps=24))
-    assert accepted["status"] == "success"
-    assert accepted["summary"]["tolerated"] == {"missing_steps": 24}
-    assert accepted["summary"]["rows"] == 2 * 144 - 24
+    assert accepted["tolerated"] == {"missing_steps": 24}
+    assert accepted["rows"] == 2 * 144 - 24
 
 
 async def test_missing_connection_is_an_airflow_not_found_error(conns: Any, tmp_path: Path) -> None:
@@ -309,13 +360,13 @@ async def test_progress_goes_to_the_trigger_log(
     monkeypatch.setattr(PullTrigger, "log", Log())
     event = await _only_event(trigger)
     assert event["status"] == "success"
-    progress = [line for line in lines if "rows/s" in line]
+    progress = [line for line in lines if "as delivered, " in line and "/4 chunks" in line]
     assert len(progress) == 4  # one per chunk with progress_every=0
-    assert progress[-1].startswith("CCEE pld_media_diaria: 4/4 chunks, 1464 rows")
+    assert progress[-1].startswith("CCEE pld_media_diaria: 4/4 chunks, ")
     assert lines[1].startswith("CCEE pld_media_diaria: planning the pull into ")
     assert lines[2].startswith("CCEE pld_media_diaria: 4 chunks planned, ")
-    # The summary once, the source named one way
-    assert [line for line in lines if "1464 rows in 4 chunks" in line] == [lines[-1]]
+    # What was done once, the source named one way
+    assert lines[-1].startswith("CCEE pld_media_diaria: every chunk fetched (4 pages kept")
     assert not [line for line in lines if "ccee_datastore" in line]
 
 
@@ -335,7 +386,7 @@ async def test_progress_lines_are_throttled(
     monkeypatch.setattr(PullTrigger, "log", Log())
     event = await _only_event(_ccee_trigger(tmp_path / "x.jsonl", progress_every=3600))
     assert event["status"] == "success"
-    assert [line for line in lines if "rows/s" in line] == [
+    assert [line for line in lines if "/4 chunks" in line] == [
         next(line for line in lines if "1/4 chunks" in line)
     ]
 
@@ -443,10 +494,11 @@ async def test_a_trigger_cancelled_mid_pull_resumes_with_the_missing_chunks(
     summary = resumed["summary"]
     assert summary["chunks_resumed"] >= 3
     assert fetched == summary["chunks"] - summary["chunks_resumed"]
+    await _finish(resumed, output)
 
     clean = tmp_path / "clean" / "pld.jsonl"
     clean.parent.mkdir()
-    await _only_event(_ccee_trigger(clean, concurrency=1))
+    await _finish(await _only_event(_ccee_trigger(clean, concurrency=1)), clean)
     assert output.read_bytes() == clean.read_bytes()
 
 
