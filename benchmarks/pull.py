@@ -397,6 +397,9 @@ class Stopwatch:
         self.cpu = cpu_seconds()
         self.started = time.perf_counter()
 
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
     def result(self, **detail: Any) -> dict[str, Any]:
         return {
             "seconds": time.perf_counter() - self.started,
@@ -477,9 +480,11 @@ async def _echo(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     source_kwargs: dict[str, Any] = {"resource_ids": [args.resource_id]}
     if args.echo_page_size:
         source_kwargs["page_size"] = args.echo_page_size
-    stalls = StallWatch()
+    stalls: StallWatch | None = StallWatch()
+    assert stalls is not None
     watch = Stopwatch()
     stalls.start()
+    stall = 0.0
     try:
         if trigger_cls is not None:
             trigger = trigger_cls(
@@ -496,8 +501,24 @@ async def _echo(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             payload = dict(event.payload)
             if payload.get("status") != "success":
                 raise RuntimeError(f"the trigger failed: {payload}")
-            summary = payload["summary"]
-            path = "PullTrigger.run()"
+            fetched = payload["summary"]
+            trigger_s = watch.elapsed()
+            stall = await stalls.stop()
+            stalls = None
+            # The resumed task's part, as the operator's execute_complete runs it: the kept
+            # pages decoded, checked and encoded on the worker's cores, then joined.
+            props = HttpConnProperties(host=args.ccee)
+            async with CceeHttpHandler(props, skip_connect=True) as ccee:
+                source = CceeDatastoreSource(**payload["arguments"])
+                decode = "thread"  # what the operator's execute_complete uses
+                summary = dict(
+                    await run_pull(ccee, source, str(out), concurrency=CONCURRENCY, decode=decode)
+                )
+            summary["retries"] = int(fetched["retries"]) + int(summary["retries"])
+            path = (
+                f"PullTrigger.run() (fetch, {trigger_s:.2f} s) + finish in the worker "
+                f"({decode}, {watch.elapsed() - trigger_s:.2f} s)"
+            )
         else:
             props = HttpConnProperties(host=args.ccee)
             async with CceeHttpHandler(props, skip_connect=True) as ccee:
@@ -505,7 +526,8 @@ async def _echo(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                 summary = dict(await run_pull(ccee, source, str(out), concurrency=CONCURRENCY))
             path = "run_pull()" + fallback
     finally:
-        stall = await stalls.stop()
+        if stalls is not None:
+            stall = await stalls.stop()
     from echo_connhandler._json import FAST_JSON
 
     return watch.result(

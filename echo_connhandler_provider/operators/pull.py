@@ -7,7 +7,7 @@ Each operator names a source of :mod:`echo_connhandler.pull` and its arguments; 
   pull.PullTrigger` that fetches the **whole** pull in the triggerer (one login, every chunk
   into the checkpoint as delivered: the triggerer only waits on the network), then resumes in
   ``execute_complete``, which decodes, checks, encodes and assembles those pages in the worker
-  (in worker processes for a large pull) and returns the pull's summary (the task's XCom;
+  and returns the pull's summary (the task's XCom;
   ``phases`` says where each phase ran and how long it took), or raises the library's error
   again, with its type and message. The output must be a path or URL both the triggerer and
   the workers reach.
@@ -53,10 +53,6 @@ from echo_connhandler_provider._jobs import (
     run_pull_job,
 )
 from echo_connhandler_provider.triggers.pull import PullTrigger
-
-#: A deferred pull of at least this many chunks is decoded in worker processes when the task
-#: resumes (fewer: in a thread; a process pool's start is not worth it).
-PROCESS_DECODE_CHUNKS = 16
 
 __all__ = [
     "BazefieldTimeseriesOperator",
@@ -224,8 +220,10 @@ class PullOperator(BaseOperator):
                 log=self.log,
                 progress_every=self.progress_every,
                 where="worker",
-                # Many pages: decoded in worker processes, on the worker's cores.
-                decode="process" if fetched["chunks"] >= PROCESS_DECODE_CHUNKS else "thread",
+                # In this task's own process, off its event loop. Not the engine's process pool:
+                # its forkserver children re-import the task runner's __main__, which fails
+                # outside a task (seen in the restart drill; docs/performance.md).
+                decode="thread",
             )
         )
         result = dict(summary)
@@ -403,6 +401,9 @@ class BazefieldTimeseriesOperator(PullOperator):
 class _OnsFilesOperator(PullOperator):
     """ONS exports: one file per period (``split``) into the ``output`` folder.
 
+    ``output``, ``concurrency``, ``deferrable`` and ``progress_every`` are those of
+    :class:`PullOperator` (``format`` does not apply: the files are written as delivered).
+
     Args:
         conn_id: an ``ons`` connection whose ``login_target`` is the export's system (default
             ``ons_default``).
@@ -464,10 +465,8 @@ class _OnsFilesOperator(PullOperator):
 
 
 class OnsSagerReportOperator(_OnsFilesOperator):
-    """SAGER reports (.xlsx), one per period, into the ``output`` folder.
-
-    ``output``, ``concurrency``, ``deferrable`` and ``progress_every`` are those of
-    :class:`PullOperator` (``format`` does not apply: the files are written as delivered).
+    """SAGER reports (.xlsx), one per period, into the ``output`` folder (see
+    ``_OnsFilesOperator`` for the arguments all ONS exports share).
 
     Args:
         tipo_relatorio: 1 (general report) or 2 (reference generation).
@@ -541,10 +540,8 @@ class OnsSagerReportOperator(_OnsFilesOperator):
 
 
 class OnsSinapseExportOperator(_OnsFilesOperator):
-    """SINAPSE exports (CSV), one per period, into the ``output`` folder.
-
-    ``output``, ``concurrency``, ``deferrable`` and ``progress_every`` are those of
-    :class:`PullOperator` (``format`` does not apply: the files are written as delivered).
+    """SINAPSE exports (CSV), one per period, into the ``output`` folder (see
+    ``_OnsFilesOperator`` for the arguments all ONS exports share).
 
     Args:
         analitico: the analytic export (``solicitacao/pesquisa/exportar-analitico``).
