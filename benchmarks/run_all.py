@@ -99,7 +99,8 @@ def from_overhead(output: str) -> list[dict[str, str]]:
 
 def from_targets(bench: str, document: dict[str, Any]) -> list[dict[str, str]]:
     """The ``targets`` list of a results JSON: pull.py's and triggerer_load.py's shape (target,
-    shown, goal, verdict, reason) or throughput.py's (target, share, met)."""
+    shown, goal, verdict, reason) or throughput.py's (target, share, met, reason when a
+    contender did not run)."""
     found = []
     for t in document.get("targets") or []:
         if "verdict" in t:
@@ -124,6 +125,8 @@ def from_targets(bench: str, document: dict[str, Any]) -> list[dict[str, str]]:
                     f"{share:.2f}x" if isinstance(share, int | float) else "n/a",
                     f">= {goal.split(' x ')[0]}x" if goal else "",
                     "met" if t.get("met") else "not met",
+                    # A contender that did not run (Airflow's HTTP provider not installed).
+                    str(t.get("reason") or ""),
                 )
             )
     return found

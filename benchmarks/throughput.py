@@ -3,18 +3,29 @@
 Contenders, each on ONE client object, every request a ``GET`` of a small JSON body, read whole:
 
 ``handler``
-    ``HttpHandler.async_get`` (httpx's own transport, the default);
+    ``HttpHandler.async_get``, the default install (httpx's transport over the handler's own
+    connection pool, ``echo_connhandler._pool``);
 ``handler_aiohttp``
     the same handler with ``HttpConnProperties(async_transport="aiohttp")``;
 ``httpx``
-    a bare ``httpx.AsyncClient`` with the handler's client settings (base URL, timeouts, pool
-    limits: 100 connections, 20 kept alive);
+    a bare ``httpx.AsyncClient`` with the handler's base URL and timeouts on httpx's stock
+    transport (httpcore's pool: 100 connections, 20 kept alive);
 ``httpx_aiohttp``
     the same bare ``httpx.AsyncClient`` over the aiohttp transport (what httpx's client layer
     costs on its own);
 ``aiohttp``
     a bare ``aiohttp.ClientSession`` (what Airflow's http provider's async hook uses), default
-    connector (100 connections).
+    connector (100 connections);
+``hook_session``
+    ``HttpAsyncHook`` of apache-airflow-providers-http (the Airflow peer) with one
+    ``hook.session()`` for every request: one aiohttp session, its pool shared;
+``hook_run``
+    the same hook as its triggers use it (``HttpTrigger``): a new ``aiohttp.ClientSession`` per
+    request, passed to ``hook.run(session=...)``, so a new connection per request.
+
+The hook's contenders need ``apache-airflow-providers-http`` (not a dependency of the project);
+without it they are skipped with a line saying so. Their connection comes from an
+``AIRFLOW_CONN_*`` variable set in the child process (no metadata database is touched).
 
 C coroutines each send requests one after the other until N have been sent (so C requests are
 in flight all the time). Each contender runs in its own child process: one warm-up pass
@@ -62,7 +73,19 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "throughput.json"
-CONTENDERS = ("handler", "handler_aiohttp", "httpx", "httpx_aiohttp", "aiohttp")
+CONTENDERS = (
+    "handler",
+    "handler_aiohttp",
+    "httpx",
+    "httpx_aiohttp",
+    "aiohttp",
+    "hook_session",
+    "hook_run",
+)
+#: Contenders that need apache-airflow-providers-http.
+HOOK_CONTENDERS = ("hook_session", "hook_run")
+#: The Airflow connection id of the hook's contenders (from an ``AIRFLOW_CONN_*`` variable).
+HOOK_CONN_ID = "throughput_bench"
 BODY = b'{"id": 1, "name": "wind farm", "values": [1.5, 2.5, 3.5], "ok": true}'
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
@@ -70,8 +93,10 @@ RESPONSE = (
     + b"\r\n\r\n"
     + BODY
 )
-#: The issue's targets at the highest concurrency.
-TARGET_AIOHTTP_SHARE = 0.5  # handler_aiohttp >= half of aiohttp
+#: The targets at the highest concurrency (issue 18: against Airflow's own HTTP hook).
+TARGET_HOOK_RUN_SHARE = 1.0  # handler (default install) >= HttpAsyncHook.run(), as its triggers
+TARGET_HOOK_SESSION_SHARE = 1.0  # handler_aiohttp >= HttpAsyncHook with one session()
+TARGET_AIOHTTP_SHARE = 0.5  # handler_aiohttp >= half of bare aiohttp (an earlier target)
 TARGET_HANDLER_SHARE = 1.0  # handler (default transport) never below bare httpx
 
 
@@ -189,6 +214,8 @@ async def open_contender(
         return httpx_get
     import aiohttp
 
+    if name in HOOK_CONTENDERS:
+        return await open_hook(name, url, stack)
     session = await stack.enter_async_context(aiohttp.ClientSession())
     target = url + "/api/items"
 
@@ -199,6 +226,45 @@ async def open_contender(
                 raise RuntimeError(f"HTTP {response.status}")
 
     return aiohttp_get
+
+
+async def open_hook(
+    name: str, url: str, stack: contextlib.AsyncExitStack
+) -> Callable[[], Awaitable[None]]:
+    """Airflow's ``HttpAsyncHook``: one ``session()`` or, as ``HttpTrigger`` does, a session per
+    request. Its connection is resolved once (``hook.config()`` caches it), before the passes."""
+    import aiohttp
+
+    os.environ[f"AIRFLOW_CONN_{HOOK_CONN_ID.upper()}"] = url
+    from airflow.providers.http.hooks.http import HttpAsyncHook
+
+    hook = HttpAsyncHook(method="GET", http_conn_id=HOOK_CONN_ID)
+    await hook.config()
+    if name == "hook_session":
+        http = await stack.enter_async_context(hook.session())
+
+        async def hook_session_get() -> None:
+            response = await http.run(endpoint="api/items")  # raises for an error status
+            await response.read()
+
+        return hook_session_get
+
+    async def hook_run_get() -> None:
+        # airflow/providers/http/triggers/http.py, HttpTrigger._get_response.
+        async with aiohttp.ClientSession() as session:
+            response = await hook.run(session=session, endpoint="api/items")
+            await response.read()
+
+    return hook_run_get
+
+
+def hook_available() -> bool:
+    """Whether apache-airflow-providers-http is installed (the hook's contenders need it)."""
+    try:
+        version("apache-airflow-providers-http")
+    except PackageNotFoundError:
+        return False
+    return True
 
 
 async def run_contender(
@@ -369,7 +435,15 @@ def machine() -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     versions = {}
-    for dist in ("httpx", "httpcore", "h11", "anyio", "aiohttp", "uvloop"):
+    for dist in (
+        "httpx",
+        "httpcore",
+        "h11",
+        "anyio",
+        "aiohttp",
+        "uvloop",
+        "apache-airflow-providers-http",
+    ):
         with contextlib.suppress(PackageNotFoundError):
             versions[dist] = version(dist)
     commit = ""
@@ -418,13 +492,29 @@ def table(medians: dict[str, dict[str, dict[str, float]]], concurrencies: list[i
 def verdicts(
     medians: dict[str, dict[str, dict[str, float]]], concurrencies: list[int]
 ) -> list[dict[str, Any]]:
-    """The issue's targets: the opt-in transport at the highest concurrency, the default at
-    every concurrency ("never below bare httpx")."""
+    """The targets: against Airflow's hook and bare aiohttp at the highest concurrency, the
+    default transport against bare httpx at every concurrency ("never below bare httpx").
+    A hook target whose contender did not run (the provider not installed) is reported
+    unmet, with the reason."""
     top = max(concurrencies)
-    checks = [("handler_aiohttp", "aiohttp", TARGET_AIOHTTP_SHARE, top)]
+    checks = [
+        ("handler", "hook_run", TARGET_HOOK_RUN_SHARE, top),
+        ("handler_aiohttp", "hook_session", TARGET_HOOK_SESSION_SHARE, top),
+        ("handler_aiohttp", "aiohttp", TARGET_AIOHTTP_SHARE, top),
+    ]
     checks += [("handler", "httpx", TARGET_HANDLER_SHARE, c) for c in concurrencies]
-    found = []
+    found: list[dict[str, Any]] = []
     for name, base, goal, c in checks:
+        if name in medians and base in HOOK_CONTENDERS and not hook_available():
+            found.append(
+                {
+                    "target": f"{name} >= {goal:g} x {base} at {c} concurrent",
+                    "share": None,
+                    "met": False,
+                    "reason": "apache-airflow-providers-http not installed",
+                }
+            )
+            continue
         if name not in medians or base not in medians:
             continue
         share = medians[name][str(c)]["rps"] / medians[base][str(c)]["rps"]
@@ -472,6 +562,12 @@ def main(argv: list[str] | None = None) -> None:
     unknown = set(names) - set(CONTENDERS)
     if unknown:
         parser.error(f"unknown contenders: {', '.join(sorted(unknown))}")
+    if not hook_available() and set(names) & set(HOOK_CONTENDERS):
+        print(
+            "apache-airflow-providers-http is not installed: "
+            f"{', '.join(HOOK_CONTENDERS)} skipped (pip install apache-airflow-providers-http)"
+        )
+        names = [name for name in names if name not in HOOK_CONTENDERS]
     cores = os.cpu_count() or 1
     url, server = start_server(cpu=cores - 1 if args.pin else None)
     info = machine()
@@ -507,7 +603,9 @@ def main(argv: list[str] | None = None) -> None:
         top = max(args.concurrency)
         found = verdicts(medians, args.concurrency)
         for v in found:
-            print(f"{v['target']}: {v['share']:.2f}x, {'met' if v['met'] else 'NOT met'}")
+            share = "n/a" if v["share"] is None else f"{v['share']:.2f}x"
+            why = f" ({v['reason']})" if v.get("reason") else ""
+            print(f"{v['target']}: {share}, {'met' if v['met'] else 'NOT met'}{why}")
         profiled = (
             profile(url, server.pid, args.n * 2, top, args.profile.split(","))
             if args.profile

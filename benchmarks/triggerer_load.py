@@ -15,7 +15,16 @@ Figures, for each mode:
   the references are pulled one at a time, in another process, before the load);
 * the longest event-loop stall: a monitor coroutine sleeps 10 ms in a loop and records how late
   it wakes up (target < 0.1 s; Airflow's triggerer warns when a trigger blocks the loop 0.2 s);
+* the longest *loop CPU* between two wake-ups: the loop thread's own CPU time in that interval,
+  what the code on the loop costs whatever else the machine runs (a stall with little of it is
+  the loop waiting for a core or for the GIL), and the machine's load average;
+* the garbage collector's passes (count and longest pause per generation);
 * the total time, and the peak RSS of the load process (``VmHWM``, /proc/self/status).
+
+Experiments, patched in the load process only (docs/performance.md, "Start-up burst"):
+``--pace`` paces every request of the handler's async path (``pull._offload.pace``),
+``--freeze-every S`` calls ``gc.freeze()`` every S seconds, ``--pull-threads N`` sets the pulls'
+shared threads, ``--switch-interval S`` the interpreter's GIL switch interval.
 
 Modes, each in a fresh child process (Airflow imported, as in a triggerer):
 
@@ -31,20 +40,37 @@ Modes, each in a fresh child process (Airflow imported, as in a triggerer):
     ``warm``, then ``gc.freeze()`` (docs/performance.md: half of the loop's stall in a process
     with Airflow loaded is the collector's full passes over long-lived objects).
 
-``warm_shared_worker``
-    an experiment, not the library as shipped: ``warm``, with the engine's one worker thread
-    *per pull* replaced by one worker thread shared by every pull of the process (patched in
-    this benchmark's process only). With 200 pulls the engine starts 200 threads (each start
-    blocks the loop until the new thread runs) that all compete with the loop for the GIL.
+``warm_thread_per_pull``
+    an experiment, not the library as shipped: ``warm``, with the engine's blocking calls in
+    one new thread *per pull*, as the library did before its threads were shared by every pull
+    (``echo_connhandler.pull._offload.PULL_THREADS``; patched in this benchmark's process only).
+    With 200 pulls that starts 200 threads, each start blocking the loop until the new thread
+    runs, and 200 threads then compete with the loop for the GIL.
+``mix1000``
+    ``warm``, and Airflow's default capacity of one triggerer (1,000 triggers) filled with the
+    200 pulls, ``--sensors`` deferred ``EchoHttpSensor`` triggers polling every 5 s (most of
+    them an answer that stays "not yet" until their deadline, one in four a dataset that is
+    there after its first delay) and ``--timers`` of Airflow's ``DateTimeTrigger``, all in the
+    one loop. Each event must be the expected one: the pulls' bytes, the sensors' ``timeout``
+    or HTTP 200, the timers' moment (and how late a timer fired is reported).
+``mix1000_gc_frozen``
+    ``mix1000`` after ``gc.freeze()``.
+
+How the triggers start (``--start``): ``airflow`` (default) as the triggerer's
+``TriggerRunner.create_triggers`` does, one trigger after the other with two
+``asyncio.sleep(0)`` around building each (so the loop runs between two triggers' starts);
+``at-once``: every task created in one go, which makes the first steps of all the triggers one
+loop turn (harsher than Airflow).
 
 ``--slow-callbacks`` runs once more in asyncio's debug mode (``slow_callback_duration`` 50 ms)
 and lists the callbacks that held the loop longest (debug mode slows everything: its times are
 not figures). Results: a markdown table on stdout, ``benchmarks/results/triggerer_load.json``
 (not versioned). Run::
 
-    python benchmarks/triggerer_load.py                  # 200 triggers, the three modes
+    python benchmarks/triggerer_load.py                  # 200 triggers, every mode
     python benchmarks/triggerer_load.py --triggers 40 --modes warm   # a smoke run
     python benchmarks/triggerer_load.py --slow-callbacks # and what held the loop
+    python benchmarks/triggerer_load.py --modes mix1000 --pace --freeze-every 1  # 1,000 triggers
 """
 
 from __future__ import annotations
@@ -53,12 +79,14 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import functools
 import gc
 import hashlib
 import json
 import logging
 import os
 import platform
+import random
 import re
 import resource
 import shutil
@@ -81,11 +109,21 @@ CCEE_ROWS = 2_000
 CCEE_PAGE = 500
 CONCURRENCY = 2
 LATENCY_MS = 20.0
-MODES = ("cold", "warm", "warm_gc_frozen", "warm_shared_worker")
+MODES = (
+    "cold",
+    "warm",
+    "warm_gc_frozen",
+    "warm_thread_per_pull",
+    "mix1000",
+    "mix1000_gc_frozen",
+)
 MAX_STALL_S = 0.1
 AIRFLOW_WARNS_S = 0.2
 STALL_PERIOD_S = 0.010
 CHILD_TIMEOUT_S = 1800
+MIX_TRIGGERS = 1000  # Airflow's default [triggerer] capacity
+SENSOR_POKE_S = 5.0
+SENSOR_SHARE_FOUND = 4  # one sensor in 4 polls a dataset that is there
 
 CCEE_DATASETS = ("pld_horario", "pld_media_diaria", "geracao_horaria_submercado")
 CCEE_YEARS = (2021, 2022, 2023, 2024, 2025)
@@ -159,11 +197,15 @@ def sha256(path: Path) -> str:
 
 
 class StallWatch:
-    """A coroutine that sleeps ``period`` in a loop and records how late it wakes up."""
+    """A coroutine that sleeps ``period`` in a loop and records how late it wakes up, and for
+    each wake-up the CPU time the loop's thread and the whole process used meanwhile: a stall
+    with little loop CPU is the loop waiting (for the GIL, or for a core the machine gave to
+    another process), one with as much loop CPU as wall time is the loop computing."""
 
     def __init__(self, period: float = STALL_PERIOD_S) -> None:
         self.period = period
-        self.stalls: list[tuple[float, float]] = []  # (lateness, seconds since start)
+        # (lateness, seconds since start, loop thread CPU, process CPU) per wake-up
+        self.stalls: list[tuple[float, float, float, float]] = []
         self.samples = 0
         self._task: asyncio.Task[None] | None = None
         self._started = 0.0
@@ -173,11 +215,13 @@ class StallWatch:
         loop = asyncio.get_running_loop()
         while True:
             before = loop.time()
+            cpu, process = time.thread_time(), time.process_time()
             await asyncio.sleep(self.period)
             late = loop.time() - before - self.period
             self.beat = time.monotonic()
             self.samples += 1
-            self.stalls.append((late, before - self._started))
+            cpu, process = time.thread_time() - cpu, time.process_time() - process
+            self.stalls.append((late, before - self._started, cpu, process))
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -189,15 +233,55 @@ class StallWatch:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        lateness = sorted((late for late, _ in self.stalls), reverse=True)
+        lateness = sorted((stall[0] for stall in self.stalls), reverse=True)
         worst = sorted(self.stalls, reverse=True)[:5]
         return {
             "max_s": round(lateness[0], 4) if lateness else 0.0,
             "p99_s": round(lateness[len(lateness) // 100], 4) if lateness else 0.0,
             "over_0_1_s": sum(1 for late in lateness if late >= MAX_STALL_S),
             "over_0_2_s": sum(1 for late in lateness if late >= AIRFLOW_WARNS_S),
-            "worst": [{"stall_s": round(a, 4), "at_s": round(b, 2)} for a, b in worst],
+            # The loop thread's own CPU time between two wake-ups: what the code on the loop
+            # costs, whatever else the machine runs (a stall with little of it is the loop
+            # waiting for a core or the GIL).
+            "loop_cpu_max_s": round(max((stall[2] for stall in self.stalls), default=0.0), 4),
+            "loop_cpu_over_0_1_s": sum(1 for stall in self.stalls if stall[2] >= MAX_STALL_S),
+            "loop_cpu_over_0_05_s": sum(1 for stall in self.stalls if stall[2] >= 0.05),
+            "worst": [
+                {
+                    "stall_s": round(late, 4),
+                    "at_s": round(at, 2),
+                    "loop_cpu_s": round(cpu, 3),
+                    "process_cpu_s": round(process, 3),
+                }
+                for late, at, cpu, process in worst
+            ],
             "samples": self.samples,
+        }
+
+
+class GcPauses:
+    """The garbage collector's passes during the load (``gc.callbacks``): a full pass over the
+    objects of a process with Airflow loaded holds the loop (it runs in whichever thread
+    allocates, the loop's included)."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        else:
+            self.pauses[info["generation"]].append(time.perf_counter() - self.started)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            f"gen{generation}": {
+                "passes": len(pauses),
+                "max_s": round(max(pauses, default=0.0), 4),
+                "total_s": round(sum(pauses), 3),
+            }
+            for generation, pauses in self.pauses.items()
         }
 
 
@@ -216,24 +300,30 @@ class SlowCallbacks(logging.Handler):
 
 
 #: Innermost frames of a thread that waits for work (left out of the stall samples).
-IDLE = ("_worker (futures/thread.py:81)", "wait (python3.11/threading.py", "_wait_for_tstate_lock")
+IDLE = ("_worker (futures/thread.py:", "wait (python3.11/threading.py", "_wait_for_tstate_lock")
 
 
 class StallSampler(threading.Thread):
     """While the monitor is late by more than ``threshold``, samples the stacks of every
     thread (``sys._current_frames``) every 5 ms: what the loop's thread, and the others, are
     doing during the stalls. A sample needs the GIL: a stall in one C call shows up as the
-    frame that made the call."""
+    frame that made the call, and a loop thread shown in ``select`` is one waiting for the GIL
+    (other threads hold it) rather than running code of its own.
+
+    Each stall is one *episode* (its start, length and its own most frequent stacks), so the
+    causes of the start-up burst can be told apart from those of the steady state."""
 
     def __init__(self, watch: StallWatch, loop_thread: int, threshold: float = 0.05) -> None:
         super().__init__(name="stall-sampler", daemon=True)
         self.watch, self.loop_thread, self.threshold = watch, loop_thread, threshold
         self.stacks: collections.Counter[str] = collections.Counter()
+        self.episodes: list[dict[str, Any]] = []
         self.stop_event = threading.Event()
+        self.origin = watch._started  # loop.time() is time.monotonic(): same clock
 
     @staticmethod
     def _stack(frame: Any, depth: int = 7) -> str:
-        parts = []
+        parts: list[str] = []
         while frame is not None and len(parts) < depth:
             code = frame.f_code
             where = "/".join(Path(code.co_filename).parts[-2:])
@@ -241,19 +331,52 @@ class StallSampler(threading.Thread):
             frame = frame.f_back
         return " < ".join(parts)
 
+    def _close(self, episode: dict[str, Any] | None) -> None:
+        if episode is None:
+            return
+        loop_stacks: collections.Counter[str] = episode.pop("loop")
+        others: collections.Counter[str] = episode.pop("others")
+        episode["stall_s"] = round(self.watch.beat - episode.pop("beat") - self.watch.period, 3)
+        episode["loop_stacks"] = [f"{n}x {s}" for s, n in loop_stacks.most_common(4)]
+        episode["other_threads"] = [f"{n}x {s}" for s, n in others.most_common(4)]
+        self.episodes.append(episode)
+
     def run(self) -> None:
         me = threading.get_ident()
+        episode: dict[str, Any] | None = None
         while not self.stop_event.wait(0.005):
-            if time.monotonic() - self.watch.beat < self.threshold + self.watch.period:
+            beat = self.watch.beat
+            if time.monotonic() - beat < self.threshold + self.watch.period:
+                if episode is not None and beat != episode["beat"]:
+                    self._close(episode)
+                    episode = None
                 continue
+            if episode is not None and beat != episode["beat"]:
+                self._close(episode)  # the loop woke in between: a new stall
+                episode = None
+            if episode is None:
+                episode = {
+                    "at_s": round(beat - self.origin, 3),
+                    "beat": beat,
+                    "samples": 0,
+                    "loop": collections.Counter(),
+                    "others": collections.Counter(),
+                }
+            episode["samples"] += 1
             for ident, frame in sys._current_frames().items():
                 if ident == me:
                     continue
                 who = "loop" if ident == self.loop_thread else "other thread"
-                stack = self._stack(frame)
-                if who != "loop" and stack.startswith(IDLE):
-                    continue  # a worker thread waiting for work
-                self.stacks[f"[{who}] {stack}"] += 1
+                if who == "loop":
+                    stack = self._stack(frame, 12)
+                    episode["loop"][stack] += 1
+                else:
+                    stack = self._stack(frame)
+                    if stack.startswith(IDLE):
+                        continue  # a worker thread waiting for work
+                    episode["others"][stack] += 1
+                self.stacks[f"[{who}] {self._stack(frame)}"] += 1
+        self._close(episode)
 
 
 # -- the child processes ---------------------------------------------------------------------------
@@ -268,14 +391,47 @@ def build_trigger(spec: dict[str, Any], output: Path) -> Any:
     return import_string(classpath)(**json.loads(json.dumps(kwargs)))
 
 
-async def consume(trigger: Any) -> dict[str, Any]:
+async def consume(trigger: Any) -> Any:
     """What the triggerer does with a trigger: iterate ``run()`` until its first event."""
     events = trigger.run()
     try:
         event = await anext(events)
     finally:
         await events.aclose()
-    return dict(event.payload)
+    payload = event.payload
+    return dict(payload) if isinstance(payload, dict) else payload
+
+
+async def finish_pulls(done: list[tuple[dict[str, Any], Path, dict[str, Any]]]) -> int:
+    """What the resumed tasks do in the workers, outside the timed part: finish each pull whose
+    trigger only fetched (``stage="fetched"``: pages kept as delivered in the checkpoint) into
+    its output, so that the bytes can be compared. Returns how many were finished here."""
+    from echo_connhandler.pull import build_source, run_pull
+    from echo_connhandler_provider.hooks import BazefieldHook, CceeHook
+
+    limit = asyncio.Semaphore(8)
+
+    async def finish(spec: dict[str, Any], output: Path) -> None:
+        trigger = spec["trigger"]
+        hook_class = CceeHook if trigger["conn_id"] == "bench_ccee" else BazefieldHook
+        hook = hook_class(trigger["conn_id"])
+        async with limit:
+            try:
+                handler = await hook.aget_conn()
+                source = build_source(trigger["source"], trigger["arguments"])
+                await run_pull(
+                    handler, source, str(output), format=trigger["format"], concurrency=CONCURRENCY
+                )
+            finally:
+                await hook.aclose()
+
+    todo = [
+        (spec, output)
+        for spec, output, payload in done
+        if payload.get("status") == "success" and payload["summary"].get("stage") == "fetched"
+    ]
+    await asyncio.gather(*(finish(spec, output) for spec, output in todo))
+    return len(todo)
 
 
 def child_reference(args: argparse.Namespace) -> None:
@@ -290,6 +446,7 @@ def child_reference(args: argparse.Namespace) -> None:
         payload = asyncio.run(consume(build_trigger(spec, out / key)))
         if payload.get("status") != "success":
             raise RuntimeError(f"reference {key} failed: {payload}")
+        asyncio.run(finish_pulls([(spec, out / key, payload)]))
         digests[key] = sha256(out / key)
         rows[key] = int(payload["summary"]["rows"])
     seconds = time.perf_counter() - started
@@ -310,29 +467,178 @@ def warm_up() -> None:
     Connection.get("bench_ccee")
 
 
-def share_one_worker() -> None:
-    """The experiment of ``warm_shared_worker``: every pull's blocking work in one thread."""
+def thread_per_pull() -> None:
+    """The experiment of ``warm_thread_per_pull``: each pull's blocking calls in a new thread of
+    its own (the library before its threads were shared)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from echo_connhandler.pull import _engine, _offload
 
-    shared = ThreadPoolExecutor(1, thread_name_prefix="echo-pull-shared")
-    shared.submit(lambda: None).result()  # started now, not on the loop
-
-    class SharedWorker:
+    class OwnThread:
         def __enter__(self) -> ThreadPoolExecutor:
-            self._token = _offload._worker.set(shared)
-            return shared
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="echo-pull")
+            self._token = _offload._worker.set(self._executor)
+            return self._executor
 
         def __exit__(self, *exc: object) -> None:
             _offload._worker.reset(self._token)
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
-    _engine.pull_worker = SharedWorker  # type: ignore[assignment,misc]
+    _engine.pull_worker = OwnThread  # type: ignore[assignment,misc]
+
+
+def paced_requests() -> None:
+    """The experiment of ``--pace``: every request of the handler's async path paced
+    (``echo_connhandler.pull._offload.pace`` before it is sent and once its answer is in), as
+    proposed for the handler; patched in this benchmark's process only."""
+    from echo_connhandler import _handler
+    from echo_connhandler.pull._offload import pace
+
+    original = _handler.HttpHandler._exchange_async
+
+    async def paced(self: Any, client: Any, call: Any) -> Any:
+        await pace()
+        response = await original(self, client, call)
+        await pace()
+        return response
+
+    _handler.HttpHandler._exchange_async = paced  # type: ignore[method-assign]
+
+
+def mix_specs(args: argparse.Namespace, pulls: int) -> list[dict[str, Any]]:
+    """The sensors and timers of ``mix1000`` (``kind`` ``sensor`` or ``timer``); their deadlines
+    and moments are set when the load starts (``at`` and ``deadline_s``: seconds from then)."""
+    out: list[dict[str, Any]] = []
+    for i in range(args.sensors):
+        found = i % SENSOR_SHARE_FOUND == 0
+        out.append(
+            {
+                "name": f"s{i:03d}-{'found' if found else 'not-yet'}",
+                "kind": "sensor",
+                "found": found,
+                # "not yet" sensors poll until their deadline; the others fire at their first
+                # poll, spread over the run.
+                "first_delay": round((i * 7919 % 1000) / 1000 * SENSOR_POKE_S, 3),
+                "deadline_s": args.mix_seconds + (i % 10) * 0.5,
+                # First poll (first_delay + later_s) before the deadline, with a poke to spare.
+                "later_s": (i * 104729 % 1000)
+                / 1000
+                * max(0.0, args.mix_seconds - 2 * SENSOR_POKE_S)
+                if found
+                else 0.0,
+            }
+        )
+    for i in range(args.timers):
+        out.append(
+            {
+                "name": f"d{i:03d}-timer",
+                "kind": "timer",
+                "at_s": 1.0 + (i * 7919 % 1000) / 1000 * (args.mix_seconds - 1.0),
+            }
+        )
+    return out
+
+
+def build_mix_trigger(spec: dict[str, Any], origin: Any) -> Any:
+    """A sensor's or a timer's trigger, rebuilt from its serialised kwargs as a triggerer does."""
+    from datetime import timedelta
+
+    from airflow.sdk.module_loading import import_string
+
+    if spec["kind"] == "timer":
+        from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+        made: Any = DateTimeTrigger(origin + timedelta(seconds=spec["at_s"]))
+        classpath, kwargs = made.serialize()
+        return import_string(classpath)(**kwargs)  # a datetime: not JSON, passed as is
+    from echo_connhandler_provider.triggers.http import EchoHttpSensorTrigger
+
+    dataset = "pld_horario" if spec["found"] else "no_such_dataset"
+    made = EchoHttpSensorTrigger(
+        request={
+            "conn_type": "ccee",
+            "conn_id": "bench_ccee",
+            "method": "GET",
+            "endpoint": "api/3/action/package_show",
+            "request_kwargs": {"params": {"id": dataset}},
+            "response_ok": 200,
+        },
+        polling={
+            "poke_interval": SENSOR_POKE_S,
+            "first_delay": spec["first_delay"] + spec["later_s"],
+            "max_consecutive_errors": 3,
+            "started_at": origin.isoformat(),
+            "deadline": (origin + timedelta(seconds=spec["deadline_s"])).isoformat(),
+        },
+        not_yet_statuses=[404],
+    )
+    classpath, kwargs = made.serialize()
+    return import_string(classpath)(**json.loads(json.dumps(kwargs)))
+
+
+def check_mix(spec: dict[str, Any], payload: Any, origin: Any) -> str | None:
+    """What is wrong with a sensor's or a timer's event (None: the expected one)."""
+    from datetime import timedelta
+
+    if spec["kind"] == "timer":
+        moment = origin + timedelta(seconds=spec["at_s"])
+        return None if payload == moment else f"fired {payload!r}, expected {moment!r}"
+    if not isinstance(payload, dict):
+        return f"event {payload!r}"
+    if spec["found"]:
+        if payload.get("status") == "success" and payload.get("status_code") == 200:
+            return None
+        return f"expected HTTP 200, got {str(payload)[:200]}"
+    deadline = (origin + timedelta(seconds=spec["deadline_s"])).isoformat()
+    if payload.get("status") == "timeout" and payload.get("deadline") == deadline:
+        return None
+    return f"expected a timeout at {deadline}, got {str(payload)[:200]}"
+
+
+async def consume_timed(trigger: Any) -> tuple[Any, Any]:
+    """:func:`consume`, and when the event came (UTC)."""
+    from datetime import UTC, datetime
+
+    payload = await consume(trigger)
+    return payload, datetime.now(UTC)
+
+
+async def start_triggers(
+    args: argparse.Namespace, items: list[tuple[dict[str, Any], Any]]
+) -> list[asyncio.Task[Any]]:
+    """A task per trigger, started as ``--start`` says (``items``: spec and trigger factory)."""
+    if args.start == "at-once":
+        built = [(spec, make()) for spec, make in items]
+        return [
+            asyncio.create_task(consume_timed(trigger), name=spec["name"])
+            for spec, trigger in built
+        ]
+    tasks = []
+    for spec, make in items:
+        # As TriggerRunner.create_triggers: the loop runs before each trigger is built, and
+        # between building it and starting its task.
+        await asyncio.sleep(0)
+        trigger = make()
+        await asyncio.sleep(0)
+        tasks.append(asyncio.create_task(consume_timed(trigger), name=spec["name"]))
+    return tasks
+
+
+async def freeze_every(seconds: float) -> None:
+    """The experiment of ``--freeze-every``: ``gc.freeze()`` again and again, so that the
+    collector's full passes never walk the triggers' long-lived objects (a frozen object is
+    still freed by its reference count; only a cycle among frozen objects waits for
+    ``gc.unfreeze()``)."""
+    while True:
+        await asyncio.sleep(seconds)
+        gc.freeze()
 
 
 async def load(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    from datetime import UTC, datetime, timedelta
+
     all_specs = specs(args.triggers)
-    triggers = [build_trigger(s, out / s["name"]) for s in all_specs]
+    extra = mix_specs(args, args.triggers) if args.mode.startswith("mix1000") else []
     slow: SlowCallbacks | None = None
     if args.slow_callbacks:
         loop = asyncio.get_running_loop()
@@ -340,37 +646,78 @@ async def load(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         loop.slow_callback_duration = 0.05
         slow = SlowCallbacks()
         logging.getLogger("asyncio").addHandler(slow)
+    gc_pauses = GcPauses()
+    gc.callbacks.append(gc_pauses)
     watch = StallWatch()
     watch.start()
     sampler = None
     if args.sample_stalls:
         sampler = StallSampler(watch, threading.get_ident())
         sampler.start()
+    freezer = None
+    if args.freeze_every:
+        freezer = asyncio.ensure_future(freeze_every(args.freeze_every))
     await asyncio.sleep(0.05)  # the monitor runs before the first trigger
+    origin = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    items: list[tuple[dict[str, Any], Any]] = [
+        (spec, functools.partial(build_trigger, spec, out / spec["name"])) for spec in all_specs
+    ]
+    items += [(spec, functools.partial(build_mix_trigger, spec, origin)) for spec in extra]
+    if extra:  # the kinds interleaved, as a triggerer gets them from several DAGs
+        random.Random(18).shuffle(items)
     started = time.perf_counter()
     loop_cpu = time.thread_time()  # this thread: the event loop's own CPU time
-    tasks = [
-        asyncio.create_task(consume(t), name=s["name"])
-        for s, t in zip(all_specs, triggers, strict=True)
-    ]
-    payloads = await asyncio.gather(*tasks, return_exceptions=True)
+    tasks = await start_triggers(args, items)
+    done = await asyncio.gather(*tasks, return_exceptions=True)
     seconds = time.perf_counter() - started
     loop_cpu = time.thread_time() - loop_cpu
     stall = await watch.stop()
+    gc.callbacks.remove(gc_pauses)
+    if freezer is not None:
+        freezer.cancel()
+        gc.unfreeze()  # what was frozen is collected again (outside the timed part)
     if sampler is not None:
         sampler.stop_event.set()
         sampler.join()
+    by_name = {spec["name"]: result for (spec, _), result in zip(items, done, strict=True)}
     failed = {}
-    for spec, payload in zip(all_specs, payloads, strict=True):
-        if isinstance(payload, BaseException):
-            failed[spec["name"]] = f"{type(payload).__name__}: {payload}"
-        elif payload.get("status") != "success":
+    payloads = []
+    finished: list[tuple[dict[str, Any], Path, dict[str, Any]]] = []
+    for spec in all_specs:
+        outcome = by_name[spec["name"]]
+        if isinstance(outcome, BaseException):
+            failed[spec["name"]] = f"{type(outcome).__name__}: {outcome}"
+            continue
+        payload = outcome[0]
+        payloads.append(payload)
+        finished.append((spec, out / spec["name"], payload))
+        if payload.get("status") != "success":
             failed[spec["name"]] = f"{payload.get('error_type')}: {payload.get('message')}"
+    wrong: dict[str, str] = {}
+    timer_late = []
+    for spec in extra:
+        outcome = by_name[spec["name"]]
+        if isinstance(outcome, BaseException):
+            wrong[spec["name"]] = f"{type(outcome).__name__}: {outcome}"
+            continue
+        payload, fired = outcome
+        problem = check_mix(spec, payload, origin)
+        if problem:
+            wrong[spec["name"]] = problem
+        if spec["kind"] == "timer":
+            timer_late.append((fired - (origin + timedelta(seconds=spec["at_s"]))).total_seconds())
+    # Outside the timed part: the resumed tasks' work (a worker's, not the triggerer's).
+    finish_s = time.perf_counter()
+    finished_here = await finish_pulls(finished)
     result: dict[str, Any] = {
+        "total": len(items),
+        "pulls_finished_after": finished_here,
+        "finish_s": round(time.perf_counter() - finish_s, 3),
         "seconds": round(seconds, 3),
         "loop_cpu_s": round(loop_cpu, 3),
         "loop_busy": round(loop_cpu / seconds, 3) if seconds else None,
         "stall": stall,
+        "gc": gc_pauses.summary(),
         "failed": failed,
         "retries": sum(
             int(p["summary"].get("retries") or 0)
@@ -378,10 +725,20 @@ async def load(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             if isinstance(p, dict) and p.get("status") == "success"
         ),
     }
+    if extra:
+        result["mix"] = {
+            "sensors": sum(1 for spec in extra if spec["kind"] == "sensor"),
+            "timers": len(timer_late),
+            "wrong": dict(sorted(wrong.items())[:20]),
+            "wrong_count": len(wrong),
+            # DateTimeTrigger sleeps 1 s at a time: up to 1 s late by design.
+            "timer_late_max_s": round(max(timer_late), 3) if timer_late else None,
+        }
     if sampler is not None:
         result["stall_stacks"] = [
             {"samples": n, "stack": stack} for stack, n in sampler.stacks.most_common(25)
         ]
+        result["stall_episodes"] = sorted(sampler.episodes, key=lambda e: -e["stall_s"])[:20]
     if slow is not None:
         result["slow_callbacks"] = [
             {"seconds": s, "callback": text} for s, text in sorted(slow.found, reverse=True)[:15]
@@ -394,15 +751,22 @@ def child_load(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.WARNING)
     import airflow  # noqa: F401 - a triggerer has Airflow loaded (and its objects tracked)
 
+    from echo_connhandler.pull import _offload
     from echo_connhandler_provider.triggers import pull  # noqa: F401
 
-    warm = args.mode.startswith("warm")
+    if args.pull_threads:
+        _offload.PULL_THREADS = args.pull_threads  # before the first pull starts the pool
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
+    warm = args.mode.startswith(("warm", "mix1000"))
     setup = time.perf_counter()
     if warm:
         warm_up()
-    if args.mode == "warm_shared_worker":
-        share_one_worker()
-    if args.mode == "warm_gc_frozen":
+    if args.mode == "warm_thread_per_pull":
+        thread_per_pull()
+    if args.pace:
+        paced_requests()
+    if args.mode.endswith("gc_frozen"):
         gc.collect()
         gc.freeze()
     setup_s = time.perf_counter() - setup
@@ -410,6 +774,8 @@ def child_load(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rss_idle = peak_rss_mb()
     result = asyncio.run(load(args, out))
+    # The machine's load (other processes on the same cores make the loop wait too).
+    result["loadavg_1m"] = round(os.getloadavg()[0], 2)
     result["rss_peak_mb"] = round(peak_rss_mb(), 1)
     result["rss_before_mb"] = round(rss_idle, 1)
     result["warm_up_s"] = round(setup_s, 3)
@@ -422,19 +788,26 @@ def child_load(args: argparse.Namespace) -> None:
         if not path.exists() or sha256(path) != reference[spec["key"]]:
             mismatched.append(spec["name"])
     result["mismatched"] = mismatched
-    result["exact"] = args.triggers - len(mismatched) - len(result["failed"])
+    wrong = result.get("mix", {}).get("wrong_count", 0)
+    result["exact"] = result["total"] - len(mismatched) - len(result["failed"]) - wrong
     shutil.rmtree(out, ignore_errors=True)
     print("RESULT " + json.dumps(result), flush=True)
 
 
 # -- the parent ------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def sandbox_process(rows: int, latency_ms: float) -> Iterator[dict[str, str]]:
-    """``python -m echo_connhandler.sandbox`` in a child process; yields its base URLs."""
+def sandbox_process(rows: int, latency_ms: float, nice: int = 0) -> Iterator[dict[str, str]]:
+    """``python -m echo_connhandler.sandbox`` in a child process; yields its base URLs.
+
+    ``nice``: the sandbox's lower CPU priority, so that on a small machine the emulated
+    services (remote machines in a deployment) take the cores the triggerer leaves."""
     command = [sys.executable, "-m", "echo_connhandler.sandbox", "--port-base", "0"]
     command += ["--ccee-rows", str(rows), "--latency-ms", str(latency_ms)]
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        command, stdout=subprocess.PIPE, text=True
+        command,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=(lambda: os.nice(nice)) if nice else None,  # before any thread exists
     )
     urls: dict[str, str] = {}
     try:
@@ -532,10 +905,11 @@ def machine() -> dict[str, Any]:
     }
 
 
-def targets(results: dict[str, dict[str, Any]], count: int) -> list[dict[str, Any]]:
+def targets(results: dict[str, dict[str, Any]], pulls: int) -> list[dict[str, Any]]:
     """Per mode: every output exact, and the longest stall under 0.1 s."""
     found = []
     for mode, r in results.items():
+        count = r.get("total", pulls)
         if "error" in r:
             found.append(
                 {
@@ -558,7 +932,8 @@ def targets(results: dict[str, dict[str, Any]], count: int) -> list[dict[str, An
                 "verdict": "met" if exact == count else "not met",
                 "reason": ""
                 if exact == count
-                else f"failed {sorted(r['failed'])[:3]}, mismatched {r['mismatched'][:3]}",
+                else f"failed {sorted(r['failed'])[:3]}, mismatched {r['mismatched'][:3]}, "
+                f"wrong events {list(r.get('mix', {}).get('wrong', {}).items())[:3]}",
             }
         )
         stall = r["stall"]["max_s"]
@@ -579,21 +954,25 @@ def targets(results: dict[str, dict[str, Any]], count: int) -> list[dict[str, An
     return found
 
 
-def markdown(results: dict[str, dict[str, Any]], found: list[dict[str, Any]], count: int) -> str:
+def markdown(results: dict[str, dict[str, Any]], found: list[dict[str, Any]], pulls: int) -> str:
     lines = [
         "| mode | triggers | exact outputs | total s | loop thread CPU | longest stall s "
-        "| stalls >= 0.1 s | stalls >= 0.2 s | p99 lateness s | peak RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| stalls >= 0.1 s | stalls >= 0.2 s | p99 lateness s | longest loop CPU s "
+        "| loop CPU >= 0.05 s | load avg | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for mode, r in results.items():
+        count = r.get("total", pulls)
         if "error" in r:
-            lines.append(f"| {mode} | {count} | failed | | | | | | | |")
+            lines.append(f"| {mode} | {count} | failed | | | | | | | | | | |")
             continue
         s = r["stall"]
         lines.append(
             f"| {mode} | {count} | {r['exact']}/{count} | {r['seconds']:.2f} | "
             f"{r['loop_busy']:.0%} | {s['max_s']:.3f} | "
-            f"{s['over_0_1_s']} | {s['over_0_2_s']} | {s['p99_s']:.3f} | {r['rss_peak_mb']:.0f} |"
+            f"{s['over_0_1_s']} | {s['over_0_2_s']} | {s['p99_s']:.3f} | "
+            f"{s['loop_cpu_max_s']:.3f} | {s['loop_cpu_over_0_05_s']} | "
+            f"{r.get('loadavg_1m', '')} | {r['rss_peak_mb']:.0f} |"
         )
     lines += ["", "| target | measured | goal | verdict |", "|---|---:|---|---|"]
     for t in found:
@@ -619,7 +998,7 @@ def main_parent(args: argparse.Namespace) -> int:
     results: dict[str, dict[str, Any]] = {}
     work = Path(tempfile.mkdtemp(prefix="echo-bench-triggerer-"))
     try:
-        with sandbox_process(args.ccee_rows, args.latency_ms) as urls:
+        with sandbox_process(args.ccee_rows, args.latency_ms, args.sandbox_nice) as urls:
             env = child_env(urls, str(work / "airflow-home"))
             common = ["--triggers", str(args.triggers), "--workdir", str(work)]
             reference = run_child(["--child", "reference", *common], env)
@@ -636,6 +1015,14 @@ def main_parent(args: argparse.Namespace) -> int:
             load_args = [*common, "--reference", str(work / "reference.json")]
             if args.sample_stalls:
                 load_args.append("--sample-stalls")
+            load_args += ["--start", args.start, "--pull-threads", str(args.pull_threads)]
+            if args.pace:
+                load_args.append("--pace")
+            if args.freeze_every:
+                load_args += ["--freeze-every", str(args.freeze_every)]
+            load_args += ["--switch-interval", str(args.switch_interval)]
+            load_args += ["--sensors", str(args.sensors), "--timers", str(args.timers)]
+            load_args += ["--mix-seconds", str(args.mix_seconds)]
             for mode in modes:
                 run = run_child(["--child", "load", "--mode", mode, *load_args], env)
                 results[mode] = run
@@ -665,6 +1052,18 @@ def main_parent(args: argparse.Namespace) -> int:
             "latency_ms": args.latency_ms,
             "stall_period_s": STALL_PERIOD_S,
             "modes": modes,
+            "start": args.start,
+            "paced_requests": args.pace,
+            "sandbox_nice": args.sandbox_nice,
+            "freeze_every_s": args.freeze_every,
+            "pull_threads": args.pull_threads or "library default",
+            "switch_interval_s": args.switch_interval or sys.getswitchinterval(),
+            "mix": {
+                "sensors": args.sensors,
+                "timers": args.timers,
+                "seconds": args.mix_seconds,
+                "sensor_poke_s": SENSOR_POKE_S,
+            },
         },
         "reference": {"distinct_pulls": distinct, "seconds": round(reference["seconds"], 3)},
         "results": results,
@@ -678,13 +1077,23 @@ def main_parent(args: argparse.Namespace) -> int:
     return 1 if any("error" in r for r in results.values()) else 0
 
 
-def describe(run: dict[str, Any], count: int) -> str:
+def describe(run: dict[str, Any], pulls: int) -> str:
     if "error" in run:
         return f"FAILED {run['error']}"
     s = run["stall"]
+    mix = run.get("mix")
+    extra = (
+        ""
+        if not mix
+        else (
+            f", {mix['sensors']} sensors and {mix['timers']} timers (a timer fired at most "
+            f"{mix['timer_late_max_s']} s late; wrong events: {mix['wrong_count']})"
+        )
+    )
     return (
-        f"{run['exact']}/{count} exact, {run['seconds']:.2f} s (loop thread busy "
-        f"{run['loop_busy']:.0%}), longest stall "
+        f"{run['exact']}/{run.get('total', pulls)} exact{extra}, {run['seconds']:.2f} s "
+        f"(loop thread busy {run['loop_busy']:.0%}), longest loop CPU between two wake-ups "
+        f"{s['loop_cpu_max_s']:.3f} s, longest stall "
         f"{s['max_s']:.3f} s (worst: {s['worst'][:3]}), peak RSS {run['rss_peak_mb']:.0f} MB, "
         f"{run['retries']} retries"
     )
@@ -705,6 +1114,49 @@ def main(argv: list[str] | None = None) -> int:
         "--sample-stalls",
         action="store_true",
         help="sample every thread's stack while the loop is late (diagnosis; adds overhead)",
+    )
+    parser.add_argument(
+        "--start",
+        choices=["airflow", "at-once"],
+        default="airflow",
+        help="start the triggers as Airflow's TriggerRunner does, or all tasks in one go",
+    )
+    parser.add_argument(
+        "--pull-threads",
+        type=int,
+        default=0,
+        help="threads shared by the pulls (0: the library's PULL_THREADS); an experiment",
+    )
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        default=0.0,
+        help="sys.setswitchinterval() in the load process (0: Python's 5 ms); an experiment",
+    )
+    parser.add_argument(
+        "--sandbox-nice",
+        type=int,
+        default=10,
+        help="the sandbox process's niceness (0: the same priority as the load)",
+    )
+    parser.add_argument(
+        "--pace",
+        action="store_true",
+        help="an experiment: the handler's async requests paced (pull._offload.pace)",
+    )
+    parser.add_argument(
+        "--freeze-every",
+        type=float,
+        default=0.0,
+        help="an experiment: gc.freeze() every so many seconds during the load (0: never)",
+    )
+    parser.add_argument("--sensors", type=int, default=700, help="mix1000: sensor triggers")
+    parser.add_argument("--timers", type=int, default=100, help="mix1000: DateTimeTriggers")
+    parser.add_argument(
+        "--mix-seconds",
+        type=float,
+        default=30.0,
+        help="mix1000: the sensors' deadline and the last timer, from the start",
     )
     parser.add_argument("--json", default=str(RESULTS), help="where the results are written")
     # internal: the child processes

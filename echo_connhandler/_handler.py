@@ -35,8 +35,10 @@ import logging
 import ssl
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
+from http.cookiejar import CookieJar
 from types import TracebackType
 from typing import Any, BinaryIO, ClassVar, Generic, Self, TypeVar, cast
 
@@ -51,6 +53,8 @@ from echo_connhandler._exceptions import (
     UnexpectedContentError,
     UnsafeRedirectError,
 )
+from echo_connhandler._pace import pace
+from echo_connhandler._pool import PooledHTTPTransport
 from echo_connhandler._properties import HttpConnProperties, is_sensitive_name
 from echo_connhandler._retry import (
     DEFAULT_RETRY_AFTER_CAP,
@@ -84,6 +88,8 @@ _BODY_RIVALS = {"json": ("data", "content", "files"), "data": ("json", "content"
 ClientT = TypeVar("ClientT", httpx.Client, httpx.AsyncClient)
 #: Connections per client, and requests per client inside httpx at once.
 POOL_SIZE = 100
+#: Parsed URLs a handler keeps (see ``HttpHandler._parsed_url``).
+_URL_CACHE_SIZE = 256
 
 
 @functools.cache
@@ -162,6 +168,62 @@ class _Deadline:
         for chunk in response.iter_bytes():
             self.check(response.request)
             yield chunk
+
+
+_CookieTypes = httpx.Cookies | CookieJar | dict[str, str] | list[tuple[str, str]]
+
+
+class _Cookies(httpx.Cookies):
+    """httpx's cookies, but a response without ``Set-Cookie`` skips the cookie jar.
+
+    httpx hands every response to the standard library's ``CookieJar``, through a
+    ``urllib.request.Request`` and an ``email.message.Message`` built for it: about 25 µs a
+    response, for nothing when there is no cookie to keep (docs/performance.md,
+    "Async throughput"). The jar would find none either: the result is the same.
+    """
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        headers = response.headers
+        if "set-cookie" in headers or "set-cookie2" in headers:
+            super().extract_cookies(response)
+
+
+class _Client(httpx.Client):
+    """``httpx.Client`` with :class:`_Cookies` (httpx's client reads them as ``self.cookies``)."""
+
+    def __init__(self, *, cookies: _CookieTypes | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cookies = cookies
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._handler_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: _CookieTypes | None) -> None:
+        self._handler_cookies: httpx.Cookies = _Cookies(cookies)
+
+
+class _AsyncClient(httpx.AsyncClient):
+    """``httpx.AsyncClient`` with :class:`_Cookies`, as :class:`_Client`."""
+
+    def __init__(self, *, cookies: _CookieTypes | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cookies = cookies
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._handler_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: _CookieTypes | None) -> None:
+        self._handler_cookies: httpx.Cookies = _Cookies(cookies)
+
+
+def _environment_proxies() -> bool:
+    """Whether httpx would mount proxies from the environment (HTTP(S)_PROXY, ALL_PROXY)."""
+    found = urllib.request.getproxies()
+    return any(found.get(scheme) for scheme in ("http", "https", "all"))
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
@@ -389,7 +451,9 @@ class HttpHandler:
             which serves the async client too; a proxy or a custom ``HTTPTransport``).
         async_transport: the httpx transport of the async client (default: ``transport`` when
             it can serve both paths, else the one ``props.async_transport`` names: httpx's own
-            or aiohttp's, :class:`echo_connhandler._transports.AiohttpTransport`).
+            over the handler's connection pool, :class:`echo_connhandler._pool.
+            PooledHTTPTransport` (httpx's stock one when the environment names proxies), or
+            aiohttp's, :class:`echo_connhandler._transports.AiohttpTransport`).
     """
 
     #: The properties class this handler accepts.
@@ -459,6 +523,7 @@ class HttpHandler:
         #: Retries this handler has made so far (every request, both paths).
         self.retry_count = 0
         self._ssl_context_built = False
+        self._urls: dict[str, httpx.URL] = {}
         self._auth = self._build_auth()
         self._trusted = self._trusted_origins()
         self._sync: _ClientHolder[httpx.Client] = _ClientHolder(
@@ -686,6 +751,18 @@ class HttpHandler:
             raise self._too_large(response)
         response._content = b"".join(chunks)
 
+    def _parsed_url(self, url: str) -> httpx.URL:
+        """``httpx.URL(url)``, parsed once per URL: httpx's parser costs as much as the rest of
+        building a request, and a handler sends the same few URLs again and again (URLs are
+        immutable, so one parse serves every request and thread)."""
+        parsed = self._urls.get(url)
+        if parsed is None:
+            parsed = httpx.URL(url)
+            if len(self._urls) >= _URL_CACHE_SIZE:  # paged queries: bounded, newest kept
+                self._urls.clear()
+            self._urls[url] = parsed
+        return parsed
+
     def _count_retry(self) -> None:
         self.retry_count += 1
 
@@ -702,7 +779,7 @@ class HttpHandler:
         settings = self._client_settings()
         if self._transport is not None:
             settings.setdefault("transport", self._transport)
-        return httpx.Client(cookies=cookies, event_hooks=hooks, **settings)
+        return _Client(cookies=cookies, event_hooks=hooks, **settings)
 
     def _exchange_sync(
         self, client: httpx.Client, call: _Call, deadline: _Deadline
@@ -718,7 +795,7 @@ class HttpHandler:
             if isinstance(self._auth, SessionAuth):
                 self._auth.sync_connect(client)
             return None
-        request = client.build_request(call.method, call.url, **call.kwargs)
+        request = client.build_request(call.method, self._parsed_url(call.url), **call.kwargs)
         response = client.send(request, stream=True, **call.send_options)
         with contextlib.closing(response):
             if call.sink is not None:
@@ -763,12 +840,25 @@ class HttpHandler:
                 slot.client.close()
 
     def _run_sync(self, call: _Call) -> httpx.Response | None:
-        policy = self.retry_policy if call.replayable else self.retry_policy.single_attempt()
+        # The first attempt outside tenacity, as on the async path (see _run_async).
+        started = time.monotonic()
         used: _Slot[httpx.Client] | None = None
+        try:
+            used, outcome = self._send_sync(call, used)
+            return outcome if outcome is None else self._check(_result_or_raise(outcome), call)
+        except Exception as exc:
+            first: Exception | None = exc
+        policy = self.retry_policy if call.replayable else self.retry_policy.single_attempt()
         for attempt in policy.sync_attempts(
-            idempotent=call.idempotent, label=call.describe, on_retry=self._count_retry
+            idempotent=call.idempotent,
+            label=call.describe,
+            on_retry=self._count_retry,
+            started=started,
         ):
             with attempt:
+                if first is not None:
+                    failure, first = first, None
+                    raise failure
                 used, outcome = self._send_sync(call, used)
                 return outcome if outcome is None else self._check(_result_or_raise(outcome), call)
         raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover
@@ -913,7 +1003,18 @@ class HttpHandler:
         settings = self._client_settings()
         if self._async_transport is not None:
             settings.setdefault("transport", self._async_transport)
-        elif self._aiohttp_transport is not None and "transport" not in settings:
+        elif "transport" in settings:
+            pass  # a subclass's own
+        elif self._aiohttp_transport is None:
+            if not _environment_proxies():
+                # httpx's transport over a pool that finds a connection in constant time
+                # (httpcore's walks them all on every request; docs/performance.md,
+                # "Async throughput"). With proxies in the environment, httpx's stock transport:
+                # httpx mounts them only on a client that builds its own transport.
+                settings["transport"] = PooledHTTPTransport(
+                    settings["verify"], limits=settings["limits"]
+                )
+        else:
             # One pool per client, as httpx's own transport: a retry's fresh client gets a
             # fresh pool. Same SSL context, same size (POOL_SIZE) and idle expiry.
             limits: httpx.Limits = settings["limits"]
@@ -922,7 +1023,7 @@ class HttpHandler:
                 max_connections=limits.max_connections,
                 keepalive_expiry=limits.keepalive_expiry,
             )
-        return httpx.AsyncClient(cookies=cookies, event_hooks=hooks, **settings)
+        return _AsyncClient(cookies=cookies, event_hooks=hooks, **settings)
 
     async def _close_async(self, slot: _Slot[httpx.AsyncClient] | None) -> None:
         if slot is None:
@@ -940,7 +1041,10 @@ class HttpHandler:
             if isinstance(self._auth, SessionAuth):
                 await self._auth.async_connect(client)
             return None
-        request = client.build_request(call.method, call.url, **call.kwargs)
+        # Many requests of one loop (a triggerer's pulls) are prepared over several turns, not
+        # one long turn (docs/performance.md, "Start-up burst").
+        await pace()
+        request = client.build_request(call.method, self._parsed_url(call.url), **call.kwargs)
         if call.sink is not None:
             response = await client.send(request, stream=True, **call.send_options)
             try:
@@ -955,7 +1059,9 @@ class HttpHandler:
                 await response.aclose()
             return response
         if self.max_response_bytes is None:
-            return await client.send(request, **call.send_options)
+            response = await client.send(request, **call.send_options)
+            await pace()  # the answers handled in one turn are bounded the same way
+            return response
         response = await client.send(request, stream=True, **call.send_options)
         try:
             chunks: list[bytes] = []
@@ -968,6 +1074,7 @@ class HttpHandler:
         finally:
             await response.aclose()
         self._keep_body(response, chunks, size)
+        await pace()
         return response
 
     async def _send_async(
@@ -1011,12 +1118,28 @@ class HttpHandler:
             # "First use on an event loop". Built once per process and setting, then cached.
             await asyncio.to_thread(self._ssl_context)
             self._ssl_context_built = True
-        policy = self.retry_policy if call.replayable else self.retry_policy.single_attempt()
+        # The first attempt runs outside tenacity: most requests succeed at once, and a
+        # tenacity loop costs more than the rest of the handler's own work per request
+        # (docs/performance.md, "Async throughput"). A failure enters the loop as its first
+        # attempt's outcome, so that every retry decision, wait, log line and note is the same.
+        started = time.monotonic()
         used: _Slot[httpx.AsyncClient] | None = None
+        try:
+            used, outcome = await self._send_async(call, used)
+            return outcome if outcome is None else self._check(_result_or_raise(outcome), call)
+        except Exception as exc:
+            first: Exception | None = exc
+        policy = self.retry_policy if call.replayable else self.retry_policy.single_attempt()
         async for attempt in policy.async_attempts(
-            idempotent=call.idempotent, label=call.describe, on_retry=self._count_retry
+            idempotent=call.idempotent,
+            label=call.describe,
+            on_retry=self._count_retry,
+            started=started,
         ):
             with attempt:
+                if first is not None:
+                    failure, first = first, None
+                    raise failure
                 used, outcome = await self._send_async(call, used)
                 return outcome if outcome is None else self._check(_result_or_raise(outcome), call)
         raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover

@@ -222,6 +222,7 @@ class RetryPolicy:
         idempotent: bool,
         label: str | Callable[[], str],
         on_retry: Callable[[], object] | None,
+        started: float | None,
     ) -> dict[str, Any]:
         failures = {"login": 0, "request": 0}
 
@@ -238,6 +239,11 @@ class RetryPolicy:
                 return "login", self.max_login_retries
             return "request", self.max_retries
 
+        def elapsed(state: tenacity.RetryCallState) -> float:
+            if started is not None:  # the first attempt ran before the loop (see the handler)
+                return time.monotonic() - started
+            return state.seconds_since_start or 0.0
+
         def stop(state: tenacity.RetryCallState) -> bool:
             exc = state.outcome.exception() if state.outcome else None
             kind, allowed = budget(exc)
@@ -249,7 +255,7 @@ class RetryPolicy:
                 note = f"gave up after {state.attempt_number} attempts ({setting}={allowed})"
             elif (
                 self.time_budget is not None
-                and (state.seconds_since_start or 0.0) + state.upcoming_sleep > self.time_budget
+                and elapsed(state) + state.upcoming_sleep > self.time_budget
             ):
                 note = (
                     f"gave up after {state.attempt_number} attempts: the next one would start "
@@ -284,13 +290,19 @@ class RetryPolicy:
         idempotent: bool,
         label: str | Callable[[], str],
         on_retry: Callable[[], object] | None = None,
+        started: float | None = None,
     ) -> tenacity.Retrying:
         """``for attempt in policy.sync_attempts(...): with attempt: ...``.
 
         ``label`` names the operation in log lines (method and redacted URL); ``on_retry`` is
-        called before each wait (the handler counts its retries with it).
+        called before each wait (the handler counts its retries with it). ``started``: the
+        ``time.monotonic()`` at which the operation's first attempt began, when that attempt ran
+        before the loop (the handler's fast path: the loop's first attempt then re-raises its
+        failure); the time budget counts from it.
         """
-        settings = self._settings(idempotent=idempotent, label=label, on_retry=on_retry)
+        settings = self._settings(
+            idempotent=idempotent, label=label, on_retry=on_retry, started=started
+        )
         return tenacity.Retrying(**settings)
 
     def async_attempts(
@@ -299,9 +311,12 @@ class RetryPolicy:
         idempotent: bool,
         label: str | Callable[[], str],
         on_retry: Callable[[], object] | None = None,
+        started: float | None = None,
     ) -> tenacity.AsyncRetrying:
         """``async for attempt in policy.async_attempts(...): with attempt: ...``."""
-        settings = self._settings(idempotent=idempotent, label=label, on_retry=on_retry)
+        settings = self._settings(
+            idempotent=idempotent, label=label, on_retry=on_retry, started=started
+        )
         return tenacity.AsyncRetrying(**settings)
 
     def single_attempt(self) -> RetryPolicy:

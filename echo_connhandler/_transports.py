@@ -196,7 +196,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         try:
             response = await session.request(
                 request.method,
-                str(request.url),
+                # Already encoded by httpx: sent as is, not parsed and quoted a second time.
+                yarl.URL(str(request.url), encoded=True),
                 headers=headers,
                 data=data,
                 allow_redirects=False,

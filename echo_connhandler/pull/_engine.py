@@ -255,7 +255,7 @@ async def run_pull(
         storage, path = storage_for(output)
         files = source.kind == "files"
         fmt: OutputFormat | None = None if files else format_for(path, format)
-        if fmt == "parquet":
+        if fmt == "parquet" and stage == "all":  # a fetch stage keeps pages as delivered
             from echo_connhandler.pull._parquet import require_pyarrow
 
             # Importing pyarrow takes about 0.4 s: never on the event loop (a triggerer's).

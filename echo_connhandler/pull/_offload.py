@@ -1,23 +1,36 @@
-"""Where a pull's blocking work runs: one worker thread per pull.
+"""Where a pull's blocking work runs: a few threads shared by every pull, one call of a pull at
+a time.
 
-Decoding pages, encoding parts and writing files hold the GIL for most of their time (a page of
+Decoding pages, encoding parts and writing files hold the GIL for part of their time (a page of
 32 000 rows is one long C call to the JSON decoder). Several such threads at once gain nothing
 on throughput, since they take turns on the GIL, but the event loop then waits behind all of
 them in a row: with asyncio's default executor a triggerer's loop stalled 0.24 to 0.37 s while a
-pull decoded (docs/performance.md). One thread per pull keeps the work off the loop and lets the
-loop wait behind one call at a time. :func:`run_pull` sets the thread for its pull; a source
-calls :func:`offload` instead of ``asyncio.to_thread``.
+pull decoded (docs/performance.md). So a pull's calls run one at a time, in order (a pull's
+checkpoint is written by one call at a time), and a source calls :func:`offload` instead of
+``asyncio.to_thread``.
 
-One thread per pull still shares the GIL with the event loop, and many pulls in one process (a
-triggerer running 200 of them) make the loop wait behind them all for seconds
-(docs/performance.md, "Triggerer load"). So the heaviest work, decoding a page and encoding its
-rows, runs in worker processes (:func:`offload_to_process`): one pool per process, shared by
-every pull, started from a fork server (a process with threads must not ``fork``).
+The threads are shared by every pull of the process (:data:`PULL_THREADS` of them) rather than
+one per pull: a triggerer starting 200 pulls used to start 200 threads, each start blocking the
+loop until the new thread ran (``Thread.start`` waits for it, behind the GIL: 0.6 to 1.4 s
+stalls in the start-up burst), and then 200 threads competed with the loop for the GIL
+(docs/performance.md, "Start-up burst"). A pull queues its next call behind the other pulls'
+calls (round robin), so no pull holds a thread for a series of calls.
+
+The heaviest work, decoding a page and encoding its rows, can run in worker processes instead
+(:func:`offload_to_process`): one pool per process, shared by every pull, started from a fork
+server (a process with threads must not ``fork``).
+
+What stays on the event loop is each request's own handling (building it, parsing the answer,
+the handler's checks): about a millisecond of CPU each, and when hundreds of requests answer in
+the same turn of the loop (a triggerer's 200 pulls, concurrency 2 each) that turn lasts for all
+of them. :func:`pace` lets such work wait for a later turn once a turn has had
+:data:`PACE_BUDGET_S` of it, so the loop's other callbacks (timers, other triggers) run between.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import functools
 import multiprocessing
@@ -25,25 +38,64 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
-__all__ = ["DECODE_PROCESSES", "offload", "offload_to_process", "pull_worker"]
+from echo_connhandler._pace import PACE_BUDGET_S, pace
+
+__all__ = [
+    "DECODE_PROCESSES",
+    "PACE_BUDGET_S",
+    "PULL_THREADS",
+    "offload",
+    "offload_to_process",
+    "pace",
+    "pull_worker",
+]
 
 #: Worker processes of the decode pool: the cores, at most 4 (and at least 1).
 DECODE_PROCESSES = max(1, min(4, os.cpu_count() or 1))
 
+#: Threads shared by every pull of the process for their blocking calls. Enough for several
+#: pulls' writes to wait on a disk or an object store at once (a thread waiting on I/O does
+#: not hold the GIL); few enough that starting them costs the event loop little (each
+#: ``Thread.start`` waits for the new thread) and that few of them compete with the loop for
+#: the GIL when they compute. Measured in docs/performance.md, "Start-up burst".
+PULL_THREADS = 8
+
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_worker: contextvars.ContextVar[ThreadPoolExecutor | None] = contextvars.ContextVar(
+_worker: contextvars.ContextVar[Executor | None] = contextvars.ContextVar(
     "echo_connhandler_pull_worker", default=None
 )
 
+_threads: ThreadPoolExecutor | None = None
+_threads_lock = threading.Lock()
+
+
+def _shared_threads() -> ThreadPoolExecutor:
+    """The process's pull threads (started lazily by the pool, at most PULL_THREADS)."""
+    global _threads
+    with _threads_lock:
+        if _threads is None:
+            _threads = ThreadPoolExecutor(PULL_THREADS, thread_name_prefix="echo-pull")
+        return _threads
+
+
+def _forget_after_fork() -> None:
+    """In a forked child: the parent's threads and worker processes are not there, and a pool
+    that believes it has idle threads would queue work that no thread ever runs. The next pull
+    starts its own (the locks too: another thread may have held one at the fork)."""
+    global _threads, _threads_lock, _pool, _pool_started, _pool_lock
+    _threads, _threads_lock = None, threading.Lock()
+    _pool, _pool_started, _pool_lock = None, None, threading.Lock()
+
 
 async def offload(function: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-    """Run ``function`` in the pull's worker thread (``asyncio.to_thread`` outside a pull)."""
+    """Run ``function`` as the pull's next blocking call (``asyncio.to_thread`` outside a pull)."""
     executor = _worker.get()
     if executor is None:
         return await asyncio.to_thread(function, *args, **kwargs)
@@ -53,11 +105,94 @@ async def offload(function: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
     return await loop.run_in_executor(executor, call)
 
 
-class pull_worker:
-    """The worker thread of one pull: ``with pull_worker(): ...``."""
+class _PullQueue(Executor):
+    """One pull's blocking calls: run one at a time, in order, on the shared threads.
 
-    def __enter__(self) -> ThreadPoolExecutor:
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="echo-pull")
+    Only one call of the pull is ever queued in the shared pool; when it ends, the pull's next
+    call goes to the back of the pool's queue, behind the other pulls' calls. Nothing here
+    starts a thread: the pool starts its few threads on its first calls.
+    """
+
+    def __init__(self, threads: ThreadPoolExecutor) -> None:
+        self._threads = threads
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._calls: collections.deque[tuple[Future[Any], Callable[[], Any]]] = collections.deque()
+        self._running = False  # a call of this pull is queued in, or running on, the pool
+        self._shut = False
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+        with self._lock:
+            if self._shut:
+                raise RuntimeError("cannot schedule new calls after the pull ended")
+            self._calls.append((future, functools.partial(fn, *args, **kwargs)))
+            if self._running:
+                return future
+            self._running = True
+        self._hand_over()
+        return future
+
+    def _hand_over(self) -> None:
+        """Queue this pull's next call in the shared pool."""
+        try:
+            self._threads.submit(self._run_next)
+        except RuntimeError as exc:  # the pool refuses work: interpreter shutdown
+            self._fail_queued(exc)
+
+    def _fail_queued(self, exc: BaseException) -> None:
+        with self._lock:
+            calls, self._calls = list(self._calls), collections.deque()
+            self._running = False
+            self._idle.notify_all()
+        for future, _ in calls:
+            if future.set_running_or_notify_cancel():
+                future.set_exception(exc)
+
+    def _run_next(self) -> None:
+        with self._lock:
+            if not self._calls:
+                self._running = False
+                self._idle.notify_all()
+                return
+            future, call = self._calls.popleft()
+        if future.set_running_or_notify_cancel():
+            try:
+                result = call()
+            except BaseException as exc:  # as ThreadPoolExecutor: the caller gets any failure
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+            del future, call  # no reference to the result kept until the next call
+        with self._lock:
+            if not self._calls:
+                self._running = False
+                self._idle.notify_all()
+                return
+        self._hand_over()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """No new calls; ``cancel_futures`` drops the queued ones (a running call finishes);
+        ``wait`` waits for the running and queued calls. The shared threads stay."""
+        with self._lock:
+            self._shut = True
+            dropped: list[Future[Any]] = []
+            if cancel_futures:
+                dropped = [future for future, _ in self._calls]
+                self._calls.clear()
+        for future in dropped:
+            future.cancel()
+        if wait:
+            with self._lock:
+                self._idle.wait_for(lambda: not self._running)
+
+
+class pull_worker:
+    """The blocking calls of one pull, one at a time on the shared threads:
+    ``with pull_worker(): ...`` (what :func:`offload` uses inside)."""
+
+    def __enter__(self) -> Executor:
+        self._executor = _PullQueue(_shared_threads())
         self._token = _worker.set(self._executor)
         return self._executor
 
@@ -67,6 +202,7 @@ class pull_worker:
 
 
 _pool: ProcessPoolExecutor | None = None
+_pool_started: ProcessPoolExecutor | None = None  # the pool once its first call is submitted
 _pool_lock = threading.Lock()
 
 
@@ -75,7 +211,9 @@ def _process_pool() -> ProcessPoolExecutor:
     with _pool_lock:
         if _pool is None:
             # forkserver: a process with threads (the event loop's, the pulls') must not fork,
-            # and spawn would import the parent's __main__ (Airflow's CLI) in every worker.
+            # and spawn would import every module again in each worker. A worker still runs
+            # the parent's __main__ as __mp_main__ (multiprocessing's rule for both): under
+            # Airflow's CLI script, an import of airflow per worker (docs/performance.md).
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(
                 ["echo_connhandler.pull._forkserver_watch", "echo_connhandler.pull._engine"]
@@ -114,12 +252,33 @@ def _exit_with_parent(owner: int) -> None:
     threading.Thread(target=watch, name=f"exit-with-{owner}", daemon=True).start()
 
 
+def _first_submit(pool: ProcessPoolExecutor, call: Callable[[], T]) -> Future[T]:
+    """In a thread: the pool's first call, which starts the fork server and waits for it to
+    import its preloaded modules and fork the first worker (0.7 s measured, 2 cores)."""
+    global _pool_started
+    future = pool.submit(call)
+    with _pool_lock:
+        if _pool is pool:
+            _pool_started = pool
+    return future
+
+
 async def offload_to_process(function: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-    """Run ``function`` (picklable, as are its arguments and result) in the process pool."""
+    """Run ``function`` (picklable, as are its arguments and result) in the process pool.
+
+    The pool's first call is submitted from a thread: starting the fork server blocks the
+    caller until the server has forked the first worker, which on an event loop's thread is a
+    stall of most of a second (docs/performance.md, "Start-up burst"). Later calls are
+    submitted here (a worker started on demand is one fork of the fork server: milliseconds).
+    """
     pool = _process_pool()
-    loop = asyncio.get_running_loop()
+    call = functools.partial(function, *args, **kwargs)
     try:
-        return await loop.run_in_executor(pool, functools.partial(function, *args, **kwargs))
+        if pool is _pool_started:
+            future = pool.submit(call)
+        else:
+            future = await asyncio.to_thread(_first_submit, pool, call)
+        return await asyncio.wrap_future(future)
     except BrokenProcessPool:
         # A worker died (killed, out of memory): the next call gets a new pool.
         global _pool
@@ -128,3 +287,6 @@ async def offload_to_process(function: Callable[P, T], /, *args: P.args, **kwarg
                 _pool = None
         pool.shutdown(wait=False, cancel_futures=True)
         raise
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

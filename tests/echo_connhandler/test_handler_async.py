@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import http.cookiejar
 import logging
+import time
 from typing import Any
 
 import httpx
@@ -15,6 +17,7 @@ from echo_connhandler import (
     HttpHandler,
     HttpStatusError,
     HttpTransportError,
+    RetryPolicy,
     SessionAuth,
 )
 from echo_connhandler._auth import LoginFlow, derive_request
@@ -494,3 +497,109 @@ async def test_retry_replaces_only_the_client_that_failed() -> None:
     await handler.async_close()
     assert [r.json()["ok"] for r in responses] == [f"/item/{i}" for i in range(50)]
     assert Counting.built == 2
+
+
+# -- per-request costs: the first attempt outside the retry loop, cookies, parsed URLs ------------
+async def test_a_request_that_succeeds_builds_no_retry_loop(
+    make_async_handler: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first attempt runs outside tenacity (docs/performance.md, "Async throughput")."""
+
+    def no_loop(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a retry loop was built for a request that did not fail")
+
+    monkeypatch.setattr(RetryPolicy, "async_attempts", no_loop)
+    monkeypatch.setattr(RetryPolicy, "sync_attempts", no_loop)
+    handler = make_async_handler()
+    assert (await handler.async_get("x")).status_code == 200
+    assert handler.get("x").status_code == 200
+
+
+async def test_a_first_failure_enters_the_loop_as_its_first_attempt(
+    make_async_handler: Any, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Failed twice: three attempts in all, two retries counted and logged as attempts 1 and 2
+    of 3, and max_retries counts the attempt that ran before the loop."""
+    handler = make_async_handler(max_retries=2)
+    with caplog.at_level(logging.WARNING, logger="echo_connhandler.retry"):
+        response = await handler.async_get(f"flaky/{key}/2")
+    assert response.json()["attempt"] == 3
+    assert handler.retry_count == 2
+    retries = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Retrying")]
+    assert ["attempt 1 of 3" in retries[0], "attempt 2 of 3" in retries[1]] == [True, True]
+    failing = make_async_handler(max_retries=1)
+    with pytest.raises(HttpStatusError) as info:
+        await failing.async_get(f"flaky/{key}-b/5")
+    assert any("gave up after 2 attempts" in note for note in info.value.__notes__)
+
+
+def _fail_once_then_succeed(policy: RetryPolicy, started: float | None) -> int:
+    """Attempts made when the first one fails with HTTP 503 (a retryable answer)."""
+    attempts = 0
+    for attempt in policy.sync_attempts(idempotent=True, label="GET /", started=started):
+        with attempt:
+            attempts += 1
+            if attempts == 1:
+                raise HttpStatusError(
+                    "HTTP 503",
+                    response=httpx.Response(503, request=httpx.Request("GET", "http://h/")),
+                )
+    return attempts
+
+
+def test_the_time_budget_counts_the_attempt_before_the_loop() -> None:
+    """``started`` (the first attempt's start) is where the budget runs from: 10 s ago with a
+    5 s budget, the first failure ends the operation with the budget's note. Without it, the
+    budget runs from the loop's own start and the same failure is retried."""
+    policy = RetryPolicy(time_budget=5, min_wait=0, max_wait=0)
+    with pytest.raises(HttpStatusError) as info:
+        _fail_once_then_succeed(policy, started=time.monotonic() - 10)
+    assert any("time budget of 5 s" in note for note in info.value.__notes__)
+    assert _fail_once_then_succeed(policy, started=None) == 2
+    assert _fail_once_then_succeed(policy, started=time.monotonic()) == 2
+
+
+async def test_responses_without_set_cookie_skip_the_cookie_jar(
+    make_async_handler: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The standard library's jar parses only answers that set a cookie; those still do."""
+    parsed: list[object] = []
+    original = http.cookiejar.CookieJar.extract_cookies
+
+    def counting(self: http.cookiejar.CookieJar, response: Any, request: Any) -> None:
+        parsed.append(response)
+        original(self, response, request)
+
+    monkeypatch.setattr(http.cookiejar.CookieJar, "extract_cookies", counting)
+    handler = make_async_handler()
+    await handler.async_get("x")
+    assert parsed == []
+    await handler.async_get("cookie/sid/abc123")
+    assert len(parsed) == 1
+    assert handler.async_connection.cookies["sid"] == "abc123"
+    assert "sid=abc123" in (await handler.async_get("x")).json()["headers"]["cookie"]
+    handler.get("cookie/sync/1")  # the sync client alike
+    assert handler.connection.cookies["sync"] == "1"
+    assert len(parsed) == 2
+
+
+async def test_cookies_survive_the_retry_swap_of_client(
+    make_async_handler: Any, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built = count_async_clients(monkeypatch)
+    handler = make_async_handler()
+    await handler.async_get("cookie/sid/abc123")
+    echoed = (await handler.async_get(f"flaky/{key}/1")).json()
+    assert len(built) == 2  # a fresh client for the retry
+    assert "sid=abc123" in echoed["headers"]["cookie"]
+    assert handler.async_connection.cookies["sid"] == "abc123"
+
+
+def test_urls_are_parsed_once_and_the_cache_is_bounded(make_handler: Any) -> None:
+    handler = make_handler(skip_connect=True)
+    url = handler._url("api/items?page=1")
+    assert handler._parsed_url(url) is handler._parsed_url(url)
+    assert handler._parsed_url(url) == httpx.URL(url)
+    for page in range(1000):
+        handler._parsed_url(handler._url(f"api/items?page={page}"))
+    assert len(handler._urls) <= 256
