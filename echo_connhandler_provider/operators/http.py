@@ -60,7 +60,7 @@ class EchoHttpOperator(HttpRequestArguments):
 
     The request's arguments (``endpoint``, ``conn_id``, ``conn_type``, ``method``, ``query``,
     ``json``, ``data``, ``headers``, ``response_ok``, ``idempotent``, ``max_body_bytes``) are
-    those of :class:`~echo_connhandler_provider._requests.HttpRequestArguments`; a status
+    those of :class:`~echo_connhandler_provider.operators.HttpRequestArguments`; a status
     outside ``response_ok`` fails the task with :class:`echo_connhandler.HttpStatusError`.
 
     Args:

@@ -59,7 +59,7 @@ class EchoHttpSensor(EchoSensor, HttpRequestArguments):
 
     The request's arguments (``endpoint``, ``conn_id``, ``conn_type``, ``method``, ``query``,
     ``json``, ``data``, ``headers``, ``response_ok``, ``idempotent``, ``max_body_bytes``) are
-    those of :class:`~echo_connhandler_provider._requests.HttpRequestArguments`. Here
+    those of :class:`~echo_connhandler_provider.operators.HttpRequestArguments`. Here
     ``response_ok`` is the statuses that end the wait (None: any that is not "not yet"; with
     ``response_check``, the statuses whose response is checked), and ``max_body_bytes`` also
     bounds the body a deferred trigger sends back for ``response_check`` (a larger one fails
