@@ -510,7 +510,8 @@ async def _echo(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             props = HttpConnProperties(host=args.ccee)
             async with CceeHttpHandler(props, skip_connect=True) as ccee:
                 source = CceeDatastoreSource(**payload["arguments"])
-                decode = "thread"  # what the operator's execute_complete uses
+                # What the operator's execute_complete uses (PROCESS_DECODE_CHUNKS).
+                decode = "process" if fetched["chunks"] >= 16 else "thread"
                 summary = dict(
                     await run_pull(ccee, source, str(out), concurrency=CONCURRENCY, decode=decode)
                 )

@@ -35,8 +35,10 @@ import contextvars
 import functools
 import multiprocessing
 import os
+import sys
 import threading
 import time
+import types
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -224,6 +226,18 @@ def _process_pool() -> ProcessPoolExecutor:
                 initializer=_exit_with_parent,
                 initargs=(os.getpid(),),
             )
+            # The workers are started by the first submit, and each would run the parent's
+            # __main__ again: Airflow's task runner's is its CLI, which imports Airflow without
+            # its configuration and fails (docs/performance.md,
+            # "What runs where, and the figures now"). A decode needs nothing of it: the
+            # workers start with an empty __main__.
+            main = sys.modules.get("__main__")
+            sys.modules["__main__"] = types.ModuleType("__main__")
+            try:
+                _pool.submit(os.getpid)
+            finally:
+                if main is not None:
+                    sys.modules["__main__"] = main
         return _pool
 
 

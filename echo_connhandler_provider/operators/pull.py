@@ -54,6 +54,10 @@ from echo_connhandler_provider._jobs import (
 )
 from echo_connhandler_provider.triggers.pull import PullTrigger
 
+#: A deferred pull of at least this many chunks is decoded in worker processes when the task
+#: resumes (fewer: in a thread of the task's process; starting the pool is not worth it).
+PROCESS_DECODE_CHUNKS = 16
+
 __all__ = [
     "BazefieldTimeseriesOperator",
     "CceeDatastoreOperator",
@@ -220,10 +224,8 @@ class PullOperator(BaseOperator):
                 log=self.log,
                 progress_every=self.progress_every,
                 where="worker",
-                # In this task's own process, off its event loop. Not the engine's process pool:
-                # its forkserver children re-import the task runner's __main__, which fails
-                # outside a task (seen in the restart drill; docs/performance.md).
-                decode="thread",
+                # Many pages: decoded in worker processes, on the worker's cores.
+                decode="process" if fetched["chunks"] >= PROCESS_DECODE_CHUNKS else "thread",
             )
         )
         result = dict(summary)
