@@ -188,8 +188,9 @@ class _Cookies(httpx.Cookies):
             super().extract_cookies(response)
 
 
-class _Client(httpx.Client):
-    """``httpx.Client`` with :class:`_Cookies` (httpx's client reads them as ``self.cookies``)."""
+class _HandlerCookies:
+    """The cookies of :class:`_Client` and :class:`_AsyncClient`: a :class:`_Cookies` jar
+    (httpx's clients read and set them as ``self.cookies``)."""
 
     def __init__(self, *, cookies: _CookieTypes | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -204,20 +205,12 @@ class _Client(httpx.Client):
         self._handler_cookies: httpx.Cookies = _Cookies(cookies)
 
 
-class _AsyncClient(httpx.AsyncClient):
-    """``httpx.AsyncClient`` with :class:`_Cookies`, as :class:`_Client`."""
+class _Client(_HandlerCookies, httpx.Client):
+    """``httpx.Client`` with :class:`_Cookies`."""
 
-    def __init__(self, *, cookies: _CookieTypes | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.cookies = cookies
 
-    @property
-    def cookies(self) -> httpx.Cookies:
-        return self._handler_cookies
-
-    @cookies.setter
-    def cookies(self, cookies: _CookieTypes | None) -> None:
-        self._handler_cookies: httpx.Cookies = _Cookies(cookies)
+class _AsyncClient(_HandlerCookies, httpx.AsyncClient):
+    """``httpx.AsyncClient`` with :class:`_Cookies`."""
 
 
 def _environment_proxies() -> bool:
