@@ -43,6 +43,7 @@ __all__ = [
     "HOOKS",
     "PROGRESS_EVERY_S",
     "error_payload",
+    "hook_class",
     "hook_for",
     "hook_for_source",
     "rebuild_error",
@@ -89,15 +90,19 @@ _BUILTIN_ERRORS = frozenset(
 )
 
 
-def hook_for(conn_type: str, conn_id: str | None) -> HandlerHook[Any]:
-    """The hook of ``conn_type`` for ``conn_id`` (its default connection when None)."""
+def hook_class(conn_type: str) -> type[HandlerHook[Any]]:
+    """The hook class of ``conn_type`` (``ValueError`` naming the known types)."""
     try:
-        hook_cls = HOOKS[conn_type]
-    except KeyError:
+        return HOOKS[conn_type]
+    except (KeyError, TypeError):
         raise ValueError(
             f"unknown conn_type {conn_type!r}; expected one of {', '.join(sorted(HOOKS))}"
         ) from None
-    return hook_cls(conn_id)
+
+
+def hook_for(conn_type: str, conn_id: str | None) -> HandlerHook[Any]:
+    """The hook of ``conn_type`` for ``conn_id`` (its default connection when None)."""
+    return hook_class(conn_type)(conn_id)
 
 
 def hook_for_source(source: type[Source]) -> type[HandlerHook[Any]]:

@@ -155,7 +155,7 @@ class TriggerRequest:
         """Check ``request`` and keep it: ``method`` upper case (a POST or PATCH only when
         idempotent), ``request_kwargs`` (``params``, ``json``, ``data``, ``headers``) without
         None values and as plain JSON, ``response_ok`` as an int, a sorted list or None."""
-        from echo_connhandler_provider._jobs import HOOKS
+        from echo_connhandler_provider._jobs import hook_class
 
         unknown = sorted(set(request) - set(_REQUEST_KEYS))
         if unknown or not {"conn_type", "method", "endpoint"} <= set(request):
@@ -164,8 +164,7 @@ class TriggerRequest:
                 f"{', '.join(_REQUEST_KEYS)}; got {sorted(request)}"
             )
         self.conn_type = str(request["conn_type"])
-        if self.conn_type not in HOOKS:
-            raise ValueError(f"unknown conn_type {self.conn_type!r}")
+        hook_class(self.conn_type)  # an unknown type fails here, naming the known ones
         self.conn_id = request.get("conn_id")
         self.method = http_method(request["method"])
         self.idempotent = request.get("idempotent")
@@ -330,12 +329,9 @@ class HttpRequestArguments(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        from echo_connhandler_provider._jobs import HOOKS
+        from echo_connhandler_provider._jobs import hook_class
 
-        if conn_type not in HOOKS:
-            raise ValueError(
-                f"unknown conn_type {conn_type!r}; expected one of {', '.join(sorted(HOOKS))}"
-            )
+        hook_class(conn_type)  # a bad value fails when the DAG is parsed
         status_codes(response_ok, "response_ok")
         if not _is_template(method):
             http_method(method)  # a bad value fails when the DAG is parsed
