@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[sandbox,airflow,parquet,storage,fast,aiohttp,dev]'
+	$(BIN)/pip install -q -e '.[sandbox,airflow,openlineage,celery,parquet,storage,fast,aiohttp,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
