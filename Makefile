@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo airflow e2e test lint types unit docs bench clean sandbox-extra
+.PHONY: venv demo demo-scale airflow e2e test lint types unit docs bench clean sandbox-extra
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,15 @@ venv: $(STAMP)
 # stopped. AIRFLOW_HOME is .local-airflow/ (reused by the next run).
 demo: $(STAMP)
 	$(BIN)/python -m deploy.local_airflow demo
+
+# The scale-out mode: the same example DAGs on production's shape (PostgreSQL and Redis from the
+# distribution's packages, installed with apt-get when missing and run as root; CeleryExecutor with
+# two workers; two triggerers; the data lake on S3, moto's server), then its drills: a triggerer
+# SIGKILLed mid-pull, a Celery worker SIGKILLed mid-pull, 20 pulls at once with a triggerer killed;
+# each pull checked by bytes and by the requests the sandbox saw. Everything stopped at the end.
+# AIRFLOW_HOME is .local-airflow-scale/ (reused); the report is scale-report.json there.
+demo-scale: $(STAMP)
+	$(BIN)/python -m deploy.local_airflow demo --scale
 
 # The same stack left running with its UI on http://localhost:8080 until Ctrl-C.
 airflow: $(STAMP) docs

@@ -56,6 +56,8 @@ class HomeSecrets:
     #: Signs the tokens the API server shows the log server (``[api] secret_key``); without it
     #: Airflow writes a 16-byte one into airflow.cfg, too short for HS512.
     api_secret_key: str = ""
+    #: The metadata database's password (the scale-out mode's PostgreSQL; unused on SQLite).
+    database_password: str = ""
 
     @classmethod
     def load_or_create(cls, home: Path) -> HomeSecrets:
@@ -67,6 +69,7 @@ class HomeSecrets:
             "fernet_key": stored.get("fernet_key")
             or base64.urlsafe_b64encode(os.urandom(32)).decode("ascii"),
             "admin_password": stored.get("admin_password") or secrets.token_urlsafe(12),
+            "database_password": stored.get("database_password") or secrets.token_urlsafe(24),
         }
         # A home made by an older runner may hold a short secret: a new one only invalidates
         # the tokens issued so far (the Fernet key, which encrypts stored rows, stays).
@@ -108,8 +111,12 @@ def airflow_env(
     dags_folder: Path = DAGS_FOLDER,
     log_server_port: int = 0,
     extra_dag_bundles: Mapping[str, Path] | None = None,
+    executor: str = "LocalExecutor",
+    database_url: str | None = None,
 ) -> dict[str, str]:
-    """The environment of every Airflow process of the deployment."""
+    """The environment of every Airflow process of the deployment (``executor`` and
+    ``database_url``: the scale-out mode's CeleryExecutor and PostgreSQL; by default
+    LocalExecutor and ``<home>/airflow.db``)."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -124,14 +131,15 @@ def airflow_env(
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTOR": executor,
             "AIRFLOW__CORE__PARALLELISM": "8",
             "AIRFLOW__CORE__FERNET_KEY": home_secrets.fernet_key,
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
             "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url
+            or f"sqlite:///{home / 'airflow.db'}",
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(api_port),
             "AIRFLOW__API__WORKERS": "1",

@@ -20,6 +20,7 @@ __all__ = ["LOG_SERVER", "SERVICE_ARGS", "Processes", "tail"]
 SERVICE_ARGS: Mapping[str, tuple[str, ...]] = {
     "scheduler": ("--skip-serve-logs",),
     "triggerer": ("--skip-serve-logs",),
+    "celery worker": ("--skip-serve-logs",),
 }
 #: Airflow's log server (what ``serve_logs`` runs) bound to loopback, on the configured port.
 LOG_SERVER = """
@@ -72,18 +73,24 @@ class Processes:
         if done.returncode != 0:
             raise RuntimeError(f"airflow {' '.join(args)} failed; see {log_path}\n{tail(log_path)}")
 
-    def start(self, name: str, *args: str) -> None:
-        """Start ``airflow <name> <args>`` in the background, its output to ``<name>.log``
-        (``log-server``: Airflow's log server on loopback)."""
+    def start(self, name: str, *args: str, label: str | None = None) -> None:
+        """Start ``airflow <name> <args>`` in the background, its output to ``<label>.log``
+        (``log-server``: Airflow's log server on loopback). ``label`` (default: ``name``) names
+        the process here: two of one kind (the scale-out mode's triggerers, ``celery worker``)
+        each get their own, and their own PID file (Airflow refuses a second process of a kind
+        whose PID file names a live one)."""
+        label = label or name
         if name == "log-server":
             command = [sys.executable, "-c", LOG_SERVER]
         else:
-            command = [self.airflow, name, *args, *SERVICE_ARGS.get(name, ())]
-        log = (self.log_dir / f"{name}.log").open("ab")
+            command = [self.airflow, *name.split(), *args, *SERVICE_ARGS.get(name, ())]
+            if label != name:
+                command += ["--pid", str(self.log_dir / f"{label}.pid")]
+        log = (self.log_dir / f"{label}.log").open("ab")
         # A restarted process (the drills) keeps the offset of the first start: the log of
         # this deployment is everything since then.
-        self.log_offsets.setdefault(name, log.tell())
-        self.running[name] = subprocess.Popen(  # noqa: S603 - our own venv's airflow
+        self.log_offsets.setdefault(label, log.tell())
+        self.running[label] = subprocess.Popen(  # noqa: S603 - our own venv's airflow
             command,
             env=self.env,
             stdout=log,

@@ -21,6 +21,7 @@ from deploy.airflow_home import ADMIN_USER, DAGS_FOLDER, HomeSecrets, airflow_en
 from deploy.airflow_processes import Processes
 from deploy.rest_api import Api
 from deploy.sandbox_connections import connections_for
+from deploy.scale_out import EXECUTOR, ScaleOut, ScaleSettings
 from deploy.secret_scan import ScanReport, read_trigger_rows, scan_for_secrets, secret_values
 from echo_connhandler.sandbox import Sandbox, SandboxConfig
 
@@ -55,6 +56,7 @@ class Deployment:
         extra_dag_bundles: Mapping[str, Path] | None = None,
         data_lake: str | None = None,
         extra_env: Mapping[str, str] | None = None,
+        scale: ScaleSettings | None = None,
     ) -> None:
         """
         Args:
@@ -67,6 +69,9 @@ class Deployment:
             data_lake: the Variable ``echo_data_lake`` (default: ``<home>/data_lake``): a
                 folder or an fsspec URL (``s3://bucket/prefix``).
             extra_env: more environment for the Airflow processes (e.g. S3 endpoint settings).
+            scale: the scale-out mode (``deploy.scale_out``): PostgreSQL, CeleryExecutor with
+                Redis and its workers, several triggerers, the data lake on S3 (moto); None:
+                SQLite, LocalExecutor, one triggerer.
         """
         self.home = home.resolve()
         self.home.mkdir(parents=True, exist_ok=True)
@@ -75,7 +80,9 @@ class Deployment:
             json.dumps({ADMIN_USER: self.secrets.admin_password}), encoding="utf-8"
         )
         self.api_port = api_port or free_port()
-        self.data_lake = data_lake or str(self.home / "data_lake")
+        self.scale = ScaleOut(self.home, self.secrets, scale, say) if scale is not None else None
+        default_lake = self.scale.data_lake if self.scale else str(self.home / "data_lake")
+        self.data_lake = data_lake or default_lake
         self.env = airflow_env(
             self.home,
             self.secrets,
@@ -83,7 +90,11 @@ class Deployment:
             self.data_lake,
             dags_folder=dags_folder,
             extra_dag_bundles=extra_dag_bundles,
+            executor=EXECUTOR if self.scale else "LocalExecutor",
+            database_url=self.scale.database_url if self.scale else None,
         )
+        if self.scale:
+            self.env.update(self.scale.env())
         self.env.update(extra_env or {})
         self.dags_folder = dags_folder
         self.processes = Processes(self.home, self.env)
@@ -92,6 +103,9 @@ class Deployment:
         #: Trigger rows seen while the deployment ran, for the secret scan (``capture_triggers``).
         self.trigger_rows: dict[int, str] = {}
         self.started_at = time.time()
+        #: Seconds the start's phases took (``migrate``: the services and ``db migrate``;
+        #: ``start``: everything until the API answers and every component heartbeated).
+        self.timings: dict[str, float] = {}
 
     @property
     def url(self) -> str:
@@ -110,7 +124,11 @@ class Deployment:
 
     def start(self) -> None:
         say(f"AIRFLOW_HOME {self.home}")
+        t0 = time.monotonic()
+        if self.scale:
+            self.scale.start_services()
         self.processes.run("db", "migrate")
+        self.timings["migrate"] = time.monotonic() - t0
         self.sandbox.start()
         urls = self.sandbox.urls
         say("sandbox up (emulators on loopback):")
@@ -126,9 +144,20 @@ class Deployment:
         services_started = datetime.now(tz=UTC)
         self.processes.start("api-server", "--port", str(self.api_port), "--host", "127.0.0.1")
         for name in SERVICES:
-            self.processes.start(name)
+            if not (self.scale and name == "triggerer"):
+                self.processes.start(name)
+        if self.scale:
+            self.scale.start_airflow(self.processes)
         self.api.wait_until_ready(self.processes.check_alive, since=services_started)
         self.api.put_connections(connections_for(self.sandbox))
+        self.timings["start"] = time.monotonic() - t0
+        if self.scale:
+            say(
+                f"api-server, scheduler, dag-processor, {len(self.scale.triggerer_jobs)} "
+                f"triggerers, {self.scale.settings.workers} Celery workers (CeleryExecutor), "
+                f"log server up in {self.timings['start']:.0f} s; UI at {self.url}"
+            )
+            return
         say(
             "api-server, scheduler, dag-processor, triggerer (each heartbeating), log server up; "
             f"UI at {self.url}"
@@ -136,15 +165,23 @@ class Deployment:
 
     def stop(self) -> None:
         self.capture_triggers()
-        self.processes.stop_all()
-        self.api.close()
-        if self.sandbox.running:
-            self.sandbox.stop()
+        try:
+            self.processes.stop_all()
+        finally:
+            self.api.close()
+            if self.sandbox.running:
+                self.sandbox.stop()
+            if self.scale:
+                self.scale.stop_services()
 
     # -- reading the deployment's state ----------------------------------------------------------
     def capture_triggers(self) -> None:
         """Keep a copy of the trigger rows now in the database, for the secret scan (the rows
         go once their task resumes). A busy or not yet created database is tried next time."""
+        if self.scale:
+            with contextlib.suppress(Exception):  # PostgreSQL not (or no longer) up
+                self.trigger_rows.update(self.scale.trigger_rows())
+            return
         with contextlib.suppress(sqlite3.Error):
             self.trigger_rows.update(read_trigger_rows(self.home))
 
@@ -322,16 +359,27 @@ class Deployment:
         return {mark: sum(mark in line for line in lines) for mark in marks}
 
     def blocked_loop_warnings(self) -> list[str]:
-        """The triggerer's warnings of a blocked event loop since this deployment started."""
-        with (self.processes.log_dir / "triggerer.log").open("rb") as log:
-            log.seek(self.processes.log_offsets.get("triggerer", 0))
-            text = log.read().decode(errors="replace")
-        return [line.strip() for line in text.splitlines() if BLOCKED_MARK in line]
+        """The triggerers' warnings of a blocked event loop since this deployment started."""
+        lines = []
+        for name, offset in sorted(self.processes.log_offsets.items()):
+            if not name.startswith("triggerer"):
+                continue
+            with (self.processes.log_dir / f"{name}.log").open("rb") as log:
+                log.seek(offset)
+                text = log.read().decode(errors="replace")
+            lines += [line.strip() for line in text.splitlines() if BLOCKED_MARK in line]
+        return lines
 
     # -- the secret scan -------------------------------------------------------------------------
     def secret_values(self) -> list[str]:
         """Every credential, token and session id of this run (sandbox and deployment)."""
-        own = (self.secrets.admin_password, self.secrets.fernet_key, self.secrets.jwt_secret)
+        own = (
+            self.secrets.admin_password,
+            self.secrets.fernet_key,
+            self.secrets.jwt_secret,
+            self.secrets.api_secret_key,
+            self.secrets.database_password,
+        )
         return secret_values(self.sandbox, own)
 
     def scan(self, extra_texts: Mapping[str, str] | None = None) -> ScanReport:
@@ -341,6 +389,16 @@ class Deployment:
             self.secret_values(),
             fernet_key=self.secrets.fernet_key,
             trigger_rows=self.trigger_rows,
-            extra_texts=extra_texts,
+            extra_texts={
+                **{f"s3 object {k}": v for k, v in self._bucket_texts().items()},
+                **(extra_texts or {}),
+            },
             skip_files=[self.home / "deployment.json", self.home / "passwords.json"],
+            tables=self.scale.db_tables if self.scale else None,
         )
+
+    def _bucket_texts(self) -> dict[str, str]:
+        """The scale-out mode's S3 objects (read before moto stopped), as text."""
+        if not self.scale:
+            return {}
+        return {k: v.decode(errors="replace") for k, v in self.scale.bucket_objects.items()}

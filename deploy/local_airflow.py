@@ -21,6 +21,10 @@
    the trigger rows seen during the run decrypted) for every credential, token and session id
    used: none may appear.
 
+``python -m deploy.local_airflow demo --scale`` (``make demo-scale``): the same on production's
+shape (PostgreSQL, CeleryExecutor with Redis and two workers, two triggerers, the data lake on
+S3), then the failover drills: ``deploy.scale_out`` and ``deploy.scale_drills``.
+
 ``python -m deploy.local_airflow up`` (``make airflow``): the same stack left running with the
 UI on http://localhost:8080 (``--port``), the connections ready and the connection test
 enabled, until Ctrl-C.
@@ -33,7 +37,8 @@ The runner, by concern (this module is only the command line):
 - ``deploy.sandbox_connections``: the example DAGs' connections on the sandbox;
 - ``deploy.deployment``: the deployment (sandbox, processes, API) and what it reads of runs;
 - ``deploy.secret_scan``: the secret scan;
-- ``deploy.demo``: the example DAGs' knowledge, the table, the integrity drill, the commands.
+- ``deploy.demo``: the example DAGs' knowledge, the table, the integrity drill, the commands;
+- ``deploy.services``, ``deploy.scale_out``, ``deploy.scale_drills``: the scale-out mode.
 
 It is the project's own tooling (outside the two packages): it imports Airflow only in the
 processes it starts, never itself.
@@ -52,6 +57,8 @@ from deploy.airflow_home import DAGS_FOLDER, DEFAULT_HOME
 from deploy.demo import demo, up
 from deploy.deployment import Deployment, say
 from deploy.sandbox_connections import connections_for
+from deploy.scale_drills import demo_scale
+from deploy.scale_out import DEFAULT_SCALE_HOME
 
 # The names other code imports from here (the example DAGs' tests: the DAGs folder and the
 # connections on the sandbox).
@@ -67,7 +74,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m deploy.local_airflow", description=(__doc__ or "").split("\n")[0]
     )
     parser.add_argument("command", choices=["demo", "up"])
-    parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="AIRFLOW_HOME (reused)")
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help=f"AIRFLOW_HOME (reused; default {DEFAULT_HOME.name}/, "
+        f"{DEFAULT_SCALE_HOME.name}/ with --scale)",
+    )
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="the scale-out mode (demo): PostgreSQL, CeleryExecutor with Redis and two workers, "
+        "two triggerers, the data lake on S3 (moto), then its drills",
+    )
+    parser.add_argument(
+        "--no-drills", action="store_true", help="with --scale: the example DAGs only"
+    )
     parser.add_argument("--port", type=int, default=8080, help="API server / UI port (up)")
     parser.add_argument("--report", type=Path, default=None, help="write the demo's report (JSON)")
     args = parser.parse_args(argv)
@@ -75,10 +97,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # with it ignored, in the background).
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     signal.signal(signal.SIGINT, _raise_on_sigterm)
+    if args.scale and args.command != "demo":
+        parser.error("--scale goes with demo")
+    home = args.home or (DEFAULT_SCALE_HOME if args.scale else DEFAULT_HOME)
     try:
+        if args.scale:
+            return demo_scale(home, args.report, drills=not args.no_drills)
         if args.command == "demo":
-            return demo(args.home, args.report)
-        return up(args.home, args.port)
+            return demo(home, args.report)
+        return up(home, args.port)
     except KeyboardInterrupt:
         say("stopped")
         return 130

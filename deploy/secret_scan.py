@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from echo_connhandler.sandbox import DEMO_CREDENTIALS, Sandbox
 
@@ -73,6 +74,7 @@ def scan_for_secrets(
     trigger_rows: Mapping[int, str] | None = None,
     extra_texts: Mapping[str, str] | None = None,
     skip_files: Iterable[Path] = (),
+    tables: Iterable[tuple[str, Sequence[str], Iterable[Sequence[Any]]]] | None = None,
 ) -> ScanReport:
     """Look for every secret in what a deployment left.
 
@@ -82,6 +84,10 @@ def scan_for_secrets(
     ``variable.val`` decrypted (``connection`` rows stay encrypted: that is where credentials
     belong); the trigger kwargs captured during the run (``trigger_rows``: rows are deleted once
     their task resumes); and ``extra_texts`` (e.g. the runner's own output).
+
+    ``tables`` (name, columns, rows) replaces the SQLite file: the scale-out mode's PostgreSQL
+    tables, read before the database stopped. Its cluster's files under ``home`` are scanned as
+    files too (as stored: the same rows, still encrypted where Airflow encrypts).
     """
     from cryptography.fernet import Fernet, InvalidToken
 
@@ -107,22 +113,30 @@ def scan_for_secrets(
             continue
         report.files += 1
         check(str(path.relative_to(home)), path.read_bytes())
-    if database.is_file():
+
+    def check_table(table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        report.tables += 1
+        for row in rows:
+            report.db_rows += 1
+            for column, value in zip(columns, row, strict=True):
+                if value is None or isinstance(value, int | float):
+                    continue
+                if isinstance(value, memoryview):
+                    value = value.tobytes()
+                blob = value if isinstance(value, bytes) else str(value).encode()
+                if (table, column) in {("trigger", "kwargs"), ("variable", "val")}:
+                    blob += b"\n" + decrypt(blob.decode(errors="replace"))
+                check(f"table {table}.{column}", blob)
+
+    if tables is not None:
+        for table, columns, rows in tables:
+            check_table(table, columns, rows)
+    elif database.is_file():
         with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
-            tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-            for table in tables:
-                report.tables += 1
+            names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            for table in names:
                 cursor = db.execute(f'SELECT * FROM "{table}"')  # noqa: S608 - names from sqlite_master
-                columns = [c[0] for c in cursor.description]
-                for row in cursor:
-                    report.db_rows += 1
-                    for column, value in zip(columns, row, strict=True):
-                        if value is None or isinstance(value, int | float):
-                            continue
-                        blob = value if isinstance(value, bytes) else str(value).encode()
-                        if (table, column) in {("trigger", "kwargs"), ("variable", "val")}:
-                            blob += b"\n" + decrypt(blob.decode(errors="replace"))
-                        check(f"table {table}.{column}", blob)
+                check_table(table, [c[0] for c in cursor.description], cursor)
     for trigger_id, kwargs in (trigger_rows or {}).items():
         report.triggers += 1
         check(f"trigger {trigger_id} kwargs (captured during the run)", decrypt(kwargs))

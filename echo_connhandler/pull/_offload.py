@@ -285,6 +285,11 @@ async def offload_to_process(function: Callable[P, T], /, *args: P.args, **kwarg
     stall of most of a second (docs/performance.md, "Start-up burst"). Later calls are
     submitted here (a worker started on demand is one fork of the fork server: milliseconds).
     """
+    if multiprocessing.current_process().daemon:
+        # A daemonic process may not start children (multiprocessing's rule), and an Airflow
+        # task under Celery's prefork pool is one (it inherits its pool process's flag): the
+        # work runs in this pull's thread instead (docs/airflow/production.md, "Celery").
+        return await offload(function, *args, **kwargs)
     pool = _process_pool()
     call = functools.partial(function, *args, **kwargs)
     try:

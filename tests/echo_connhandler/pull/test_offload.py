@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import multiprocessing
 import os
 import signal
 import threading
@@ -343,6 +344,27 @@ async def test_the_process_pools_first_call_is_submitted_off_the_loop(
     assert submitted_from[0] != loop_thread
     assert submitted_from[1] == loop_thread
     assert _offload._pool_started is pool
+
+
+# -- a daemonic process (a task under Celery's prefork pool) may not have children ---------------
+def _process_call_in_daemon(results: Any) -> None:
+    signal.alarm(int(HANG_GUARD_S))  # a hang ends the child, and the test fails
+    try:
+        results.put(("ok", asyncio.run(_offload.offload_to_process(os.getpid))))
+    except BaseException as exc:
+        results.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def test_a_daemonic_process_runs_process_work_in_a_thread() -> None:
+    """Found on Celery: a deferred pull's finish (decode="process") failed with "daemonic
+    processes are not allowed to have children". The call runs in the process itself."""
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=_process_call_in_daemon, args=(results,), daemon=True)
+    child.start()
+    outcome, value = results.get(timeout=HANG_GUARD_S)
+    child.join(HANG_GUARD_S)
+    assert (outcome, value) == ("ok", child.pid)
 
 
 # -- a forked child: the parent's threads are not there ------------------------------------------
