@@ -76,4 +76,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) .venv-sandbox site .pytest_cache .mypy_cache .ruff_cache build .local-airflow
+	rm -rf $(VENV) .venv-sandbox site .pytest_cache .mypy_cache .ruff_cache build .local-airflow .local-airflow-scale

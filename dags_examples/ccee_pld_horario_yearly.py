@@ -12,12 +12,17 @@ service): the ``ccee_default`` connection (type ``ccee``) and the Airflow Variab
 Which year: the run's ``year`` param when given, else the year of its data interval. A
 scheduled run leaves it empty (the year that has just ended); the Trigger dialog shows the field
 empty too: leave it so for the last complete year, or type a year to pull that one (again).
+
+The pull's outlet is the asset ``ccee_pld_horario_yearly_parquet``: each successful run adds an
+asset event whose ``extra`` is the pull's summary (output, format, rows, bytes, chunks, the
+resources read and their versions), shown in the Assets view. ``ccee_pld_horario_check`` runs on
+it and checks the file.
 """
 
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param
 
 from echo_connhandler_provider.operators import CceeDatastoreOperator
 
@@ -26,6 +31,9 @@ from echo_connhandler_provider.operators import CceeDatastoreOperator
 LAKE = "{{ var.value.echo_data_lake }}"
 #: The year pulled: the ``year`` param, or the data interval's year when the param is empty.
 YEAR = "{{ params.year if params.year is not none else data_interval_start.year }}"
+#: What the pull produces, whatever the year and the lake: the asset ``ccee_pld_horario_check``
+#: is scheduled on (defined the same there). The event's extra says which file it was.
+PLD_YEARLY = Asset(name="ccee_pld_horario_yearly_parquet", uri="x-echo-lake://ccee/pld_horario")
 
 with DAG(
     dag_id="ccee_pld_horario_yearly",
@@ -59,4 +67,5 @@ with DAG(
         output=LAKE + "/ccee/pld_horario/" + YEAR + ".parquet",
         deferrable=True,
         retries=2,
+        outlets=[PLD_YEARLY],
     )

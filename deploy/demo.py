@@ -1,7 +1,8 @@
 """The demo: what the runner knows of the example DAGs (``dags_examples/``).
 
-``demo``: every example DAG run once on a fresh start of the deployment (the asset-scheduled one
-started by a CCEE publication, once the sensor waits in the triggerer and the watcher watches),
+``demo``: every example DAG run once on a fresh start of the deployment (the asset-scheduled ones
+by their asset's event: a CCEE publication, once the sensor waits in the triggerer and the
+watcher watches, or the yearly pull's outlet),
 the integrity drill (the yearly CCEE pull against a CCEE that ignores ``offset``: it must fail
 and write nothing), what the UI shows of the provider and the connections, the table of the
 runs, and the secret scan of everything the deployment left. ``up``: the same stack left running
@@ -301,9 +302,12 @@ def run_demo(
             dag_file_count(deployment.dags_folder), bundle=DEFAULT_DAG_BUNDLE
         )
         wanted: dict[str, str | None] = {}
-        for dag in sorted(dags, key=lambda d: d["dag_id"]):
+        # Asset-scheduled DAGs are switched on first: an asset event queues a run only for the
+        # DAGs not paused then (ccee_pld_horario_check runs on the yearly pull started below).
+        for dag in sorted(dags, key=lambda d: (not is_asset_scheduled(d), d["dag_id"])):
             if is_asset_scheduled(dag):
-                # Runs when its asset's watcher sees a CCEE publication: the first new run.
+                # Runs on its asset's next event (a CCEE publication its watcher sees, or the
+                # yearly pull's outlet): the first new run.
                 deployment.api.call("PATCH", f"dags/{dag['dag_id']}", json={"is_paused": False})
                 wanted[dag["dag_id"]] = None
             else:

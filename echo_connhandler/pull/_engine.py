@@ -105,6 +105,11 @@ class PullSummary(TypedDict):
     retries: int
     chunks_resumed: int
     source_ids: list[str]
+    #: Each source id's version where the service gives one (CCEE: the resource's
+    #: ``last_modified``, pinned when the pull was planned); ``{}`` otherwise.
+    source_versions: dict[str, str]
+    #: The output's columns in order, as ``[name, logical type]`` (the plan's); ``[]`` for files.
+    columns: list[list[str]]
     files: list[str]
     #: Irregularities accepted knowingly (a source's tolerance, such as Bazefield's
     #: ``max_missing_steps``), summed over the chunks: ``{"missing_steps": 6}``.
@@ -485,6 +490,8 @@ async def run_pull(
                 retries=handler.retry_count - retries_before,
                 chunks_resumed=chunks_resumed,
                 source_ids=list(plan.source_ids),
+                source_versions=_source_versions(plan),
+                columns=[[c.name, c.type] for c in plan.columns],
                 files=[r.file for r in ordered if r.file is not None],
                 tolerated=tolerated,
                 stage="fetched",
@@ -529,6 +536,8 @@ async def run_pull(
             retries=handler.retry_count - retries_before,
             chunks_resumed=chunks_resumed,
             source_ids=list(plan.source_ids),
+            source_versions=_source_versions(plan),
+            columns=[[c.name, c.type] for c in plan.columns],
             files=[r.file for r in ordered if r.file is not None],
             tolerated=tolerated,
             stage="done",
@@ -536,6 +545,12 @@ async def run_pull(
         )
         say.info("%s: done, %s", name, summary_line(summary))
         return summary
+
+
+def _source_versions(plan: Plan) -> dict[str, str]:
+    """The versions a source pinned in its plan (``facts["versions"]``: source id -> version)."""
+    versions = plan.facts.get("versions") or {}
+    return {str(k): str(v) for k, v in versions.items() if v}
 
 
 class _Neighbours:

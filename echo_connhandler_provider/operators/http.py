@@ -26,13 +26,17 @@ RequestTrigger` sends the request from the triggerer. A POST or PATCH is refused
 ``response_filter`` are callables, which a trigger cannot carry: they run in the worker on
 resume, on an ``httpx.Response`` rebuilt from the event (status code, the kept headers, the
 body, and a request with the method and URL only), so the body must fit ``max_body_bytes``.
+
+Lineage (Airflow's OpenLineage provider, in the worker once the task has succeeded, deferred or
+not): the input is the endpoint (namespace ``scheme://host[:port]``, name the URL's path), the
+output the file written, if any (:mod:`echo_connhandler_provider._lineage`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from airflow.sdk import Context
@@ -41,6 +45,7 @@ from airflow.sdk.exceptions import AirflowException
 from echo_connhandler_provider._checks import check_path_text
 from echo_connhandler_provider._defaults import default_deferrable
 from echo_connhandler_provider._jobs import rebuild_error, request_job, run_job
+from echo_connhandler_provider._lineage import request_lineage
 from echo_connhandler_provider._requests import (
     HttpRequestArguments,
     http_method,
@@ -48,6 +53,9 @@ from echo_connhandler_provider._requests import (
     xcom_headers,
 )
 from echo_connhandler_provider.triggers.pull import RequestTrigger
+
+if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
 __all__ = ["EchoHttpOperator", "http_method", "xcom_headers"]
 
@@ -92,6 +100,10 @@ class EchoHttpOperator(HttpRequestArguments):
         # ``output`` is BaseOperator's XComArg property: the value lives in output_path.
         self.output_path = output
         self.deferrable = deferrable
+        # Set in the worker when the response is in (execute or execute_complete): what
+        # lineage reports. The URL as sent (secrets masked; lineage keeps only its host and
+        # path), the body's size and where it was written.
+        self._lineage_request: dict[str, Any] | None = None
 
     def _output_text(self) -> str | None:
         output = self.output_path
@@ -149,6 +161,11 @@ class EchoHttpOperator(HttpRequestArguments):
         return self._finish(dict(event), response)
 
     def _finish(self, payload: dict[str, Any], response: httpx.Response | None) -> Any:
+        self._lineage_request = {
+            "url": payload.get("url"),
+            "bytes": payload["bytes"],
+            "output": payload.get("output"),
+        }
         self.log.info(
             "%s %s -> HTTP %s (%d bytes)%s",
             payload.get("method"),
@@ -163,3 +180,12 @@ class EchoHttpOperator(HttpRequestArguments):
             if self.response_filter is not None:
                 return self.response_filter(response)
         return self.result(payload, log=self.log, output=True)
+
+    def get_openlineage_facets_on_complete(
+        self, task_instance: Any
+    ) -> OperatorLineage[Any, Any] | None:
+        """What the request read (its endpoint) and wrote (``output``); Airflow's OpenLineage
+        provider calls this in the worker once the task has succeeded."""
+        if self._lineage_request is None:
+            return None
+        return request_lineage(self._lineage_request)

@@ -16,6 +16,10 @@ Each operator names a source of :mod:`echo_connhandler.pull` and its arguments; 
 
 Both ways build the source from the same JSON arguments, so they share the checkpoint and
 write the same file. A task retry, or a triggerer restart, resumes from the checkpoint.
+
+Both ways end in the worker, which keeps the summary for lineage (``get_openlineage_facets_on_
+complete``, reported by Airflow's OpenLineage provider: :mod:`echo_connhandler_provider.
+_lineage`) and gives it to the events of the task's ``outlets`` assets (:func:`asset_extra`).
 """
 
 from __future__ import annotations
@@ -24,9 +28,9 @@ import inspect
 import os
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, tzinfo
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Asset, BaseOperator, Context
 
 from echo_connhandler import parse_moment
 from echo_connhandler.pull import (
@@ -52,7 +56,16 @@ from echo_connhandler_provider._jobs import (
     run_job,
     run_pull_job,
 )
+from echo_connhandler_provider._lineage import (
+    InputKind,
+    connection_base_url,
+    lineage_enabled,
+    pull_lineage,
+)
 from echo_connhandler_provider.triggers.pull import PullTrigger
+
+if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
 #: A deferred pull of at least this many chunks is decoded in worker processes when the task
 #: resumes (fewer: in a thread of the task's process; starting the pool is not worth it).
@@ -64,7 +77,30 @@ __all__ = [
     "OnsSagerReportOperator",
     "OnsSinapseExportOperator",
     "PullOperator",
+    "asset_extra",
 ]
+
+
+def asset_extra(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """What a pull tells the events of its ``outlets`` assets (their ``extra``): plain JSON
+    from its summary, nothing secret.
+
+    ``output`` (the absolute path or URL written), ``format``, ``rows``, ``bytes`` (the
+    output's size, or the files' total), ``chunks``, ``files`` (a pull of files), ``source_ids``
+    and ``source_versions`` (what was read, and its version where the service has one).
+    """
+    return {
+        "output": str(summary["output"]),
+        "format": str(summary["format"]),
+        "rows": int(summary["rows"]),
+        "bytes": int(summary["bytes"]),
+        "chunks": int(summary["chunks"]),
+        "files": [str(f) for f in summary.get("files") or []],
+        "source_ids": [str(s) for s in summary.get("source_ids") or []],
+        "source_versions": {
+            str(k): str(v) for k, v in (summary.get("source_versions") or {}).items()
+        },
+    }
 
 
 class PullOperator(BaseOperator):
@@ -83,11 +119,20 @@ class PullOperator(BaseOperator):
         **kwargs: the arguments of ``BaseOperator`` (``task_id``, ``retries``, ...).
 
     Returns (XCom): the pull's summary (:class:`echo_connhandler.pull.PullSummary`): output,
-    format, rows, chunks, bytes, seconds, retries, chunks_resumed, source_ids, files.
+    format, rows, chunks, bytes, seconds, retries, chunks_resumed, source_ids,
+    source_versions, columns, files.
+
+    Each :class:`~airflow.sdk.Asset` of ``outlets`` gets :func:`asset_extra` of the summary in
+    its asset event's ``extra``; with Airflow's OpenLineage provider configured, the task
+    reports what it read and wrote (docs/airflow/lineage-and-assets.md).
     """
 
     #: The pull source (:mod:`echo_connhandler.pull`) whose arguments this operator gives.
     source_class: ClassVar[type[Source]]
+    #: How the summary's ``source_ids`` name the inputs in lineage: ids of the service, or
+    #: endpoints under the connection's base URL (:func:`~echo_connhandler_provider._lineage.
+    #: pull_lineage`).
+    lineage_inputs: ClassVar[InputKind] = "ids"
     template_fields: Sequence[str] = ("conn_id", "output_path", "format")
     ui_color = "#e8f4ea"
 
@@ -119,6 +164,11 @@ class PullOperator(BaseOperator):
         self.concurrency = concurrency
         self.deferrable = deferrable
         self.progress_every = progress_every
+        # Set in the worker when the pull is done (execute or execute_complete): what lineage
+        # reports once the task has succeeded. No secret: the summary, and the connection's
+        # base URL reduced to scheme, host, port and path.
+        self._pull_summary: dict[str, Any] | None = None
+        self._lineage_base_url: str | None = None
 
     @property
     def conn_type(self) -> str:
@@ -192,7 +242,7 @@ class PullOperator(BaseOperator):
                 progress_every=self.progress_every,
             )
         )
-        return dict(summary)
+        return self._done(context, dict(summary))
 
     def execute_complete(
         self, context: Context, event: Mapping[str, Any] | None = None
@@ -205,7 +255,8 @@ class PullOperator(BaseOperator):
             raise rebuild_error(event)
         fetched = dict(event["summary"])
         if fetched.get("stage") != "fetched":
-            return fetched  # a trigger that did the whole pull (an earlier provider version)
+            # A trigger that did the whole pull (an earlier provider version).
+            return self._done(context, fetched)
         self.log.info(
             "The triggerer fetched %d chunks (%d bytes as delivered) in %s s: decoding and "
             "writing them here",
@@ -236,7 +287,35 @@ class PullOperator(BaseOperator):
         # this task are not resumed), unless this task had to pull afresh.
         if not any(p["phase"] == "fetch" for p in summary["phases"]):
             result["chunks_resumed"] = int(fetched["chunks_resumed"])
-        return result
+        return self._done(context, result)
+
+    def _done(self, context: Context, summary: dict[str, Any]) -> dict[str, Any]:
+        """The pull is done, in the worker: keep its summary for lineage and give it to the
+        events of the ``outlets`` assets. Returns the summary (the task's XCom)."""
+        self._pull_summary = summary
+        if lineage_enabled():
+            # Read now, in the task's process: the OpenLineage listener may extract lineage in
+            # a forked process, which must not ask the supervisor for a connection.
+            self._lineage_base_url = connection_base_url(self.conn_type, self.conn_id)
+        outlets = [o for o in self.outlets if isinstance(o, Asset)]
+        if outlets:
+            # An AssetAlias names no asset by itself: its events are the DAG author's to add.
+            extra = asset_extra(summary)
+            outlet_events = context["outlet_events"]
+            for asset in outlets:
+                outlet_events[asset].extra.update(extra)
+        return summary
+
+    def get_openlineage_facets_on_complete(
+        self, task_instance: Any
+    ) -> OperatorLineage[Any, Any] | None:
+        """What the pull read and wrote (Airflow's OpenLineage provider calls this in the
+        worker once the task has succeeded, after ``execute`` or ``execute_complete``)."""
+        if self._pull_summary is None:
+            return None
+        return pull_lineage(
+            self._pull_summary, base_url=self._lineage_base_url, inputs=self.lineage_inputs
+        )
 
 
 class CceeDatastoreOperator(PullOperator):
@@ -419,6 +498,8 @@ class _OnsFilesOperator(PullOperator):
     """
 
     template_fields: Sequence[str] = (*PullOperator.template_fields, "start", "end")
+    # Inputs are the export's endpoint (its URL's path), not ids.
+    lineage_inputs: ClassVar[InputKind] = "endpoint"
 
     def __init__(
         self,

@@ -50,6 +50,7 @@ def test_every_example_dag_succeeds(demo_run: dict[str, Any]) -> None:
     assert {t["dag_id"] for t in tasks} == {
         "bazefield_site_timeseries",
         "ccee_on_publication",
+        "ccee_pld_horario_check",
         "ccee_pld_horario_yearly",
         "ccee_wait_then_pull",
         "echo_http_request",
@@ -90,6 +91,10 @@ def test_outputs_hold_what_the_summaries_say(demo_run: dict[str, Any]) -> None:
     published = by_task[("ccee_on_publication", "pull_published")]
     waited = by_task[("ccee_wait_then_pull", "pull_published")]
     assert published["rows"] == waited["rows"] == yearly["rows"]
+    # The asset-scheduled check ran because the yearly pull produced: it read the file that
+    # the pull's asset event named and found the rows the pull wrote.
+    checked = by_task[("ccee_pld_horario_check", "check_pulled_files")]
+    assert (checked["output"], checked["rows"]) == (yearly["output"], yearly["rows"])
     for key in (
         ("ons_sager_monthly_report", "export_sager_report"),
         ("ons_sinapse_export", "export_sinapse_requests"),

@@ -60,6 +60,8 @@ SUMMARY_KEYS = {
     "retries",
     "chunks_resumed",
     "source_ids",
+    "source_versions",
+    "columns",
     "files",
     "tolerated",
     "stage",
