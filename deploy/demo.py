@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -244,33 +244,50 @@ def integrity_drill(
         faults.behave("ignore_offset")
     log = deployment.task_log(dag_id, run_id, task_id, try_number=1) if task_id else []
     error = exception_message(log, "DataConsistencyError")
-    output = Path(deployment.data_lake) / "ccee" / "pld_horario" / f"{year}.parquet"
+    # Through the lake's own storage: a local folder, or S3 in the scale-out mode.
+    storage, output = deployment.lake(f"ccee/pld_horario/{year}.parquet")
+    folder, name = storage.parent(output), output.rsplit("/", 1)[-1]
+    written = storage.exists(output)
     # The failed pull kept its checkpoint for a retry; the drill's run is over: clean up.
-    checkpoints = sorted(output.parent.glob(f"{output.name}.parts-*"))
-    for folder in checkpoints:
-        shutil.rmtree(folder, ignore_errors=True)
+    checkpoints = [n for n in storage.list_names(folder) if n.startswith(f"{name}.parts-")]
+    for checkpoint in checkpoints:
+        storage.remove_tree(storage.join(folder, checkpoint))
     return {
         "dag_id": dag_id,
         "run_id": run_id,
         "state": state,
         "error": error[:300],
-        "output_written": output.exists(),
+        "output_written": written,
         "checkpoint_kept": bool(checkpoints),
         "ok": state in ("up_for_retry", "failed")
         and "does not follow the page before it" in error
-        and not output.exists(),
+        and not written,
     }
 
 
 def ui_checks(deployment: Deployment) -> dict[str, Any]:
     """What the UI shows of the provider and the connections, read through the REST API while
     the deployment runs: the Test button of every connection (the UI's own request body), each
-    stored connection, and the provider's entry of the Providers page."""
+    stored connection, the provider's entry of the Providers page, and the Assets view's events
+    (name, URI, extra, the task that produced each and the DAG runs it started)."""
     api = deployment.api
     providers = api.call("GET", "providers", params={"limit": 100}).get("providers", [])
     connections = api.call("GET", "connections", params={"limit": 100})
     docs = api.client.get(DOCS_PATH)
+    # The Assets view's events of this start (an AIRFLOW_HOME is reused), with their extra (a
+    # pull's summary), as the UI reads them. No source task: an asset watcher's event.
+    since = datetime.fromtimestamp(deployment.started_at, UTC).isoformat()
+    events = api.call(
+        "GET",
+        "assets/events",
+        params={"limit": 100, "order_by": "timestamp", "timestamp_gte": since},
+    )
     return {
+        "asset_events": [
+            {k: e.get(k) for k in ("name", "uri", "extra", "source_dag_id", "source_task_id")}
+            | {"created_dagruns": [r.get("dag_id") for r in e.get("created_dagruns") or []]}
+            for e in events.get("asset_events", [])
+        ],
         "docs": {"path": DOCS_PATH, "status_code": docs.status_code, "text": docs.text[:2000]},
         "connection_tests": api.test_as_the_ui_does(),
         "connections": {c["connection_id"]: c for c in connections.get("connections", [])},
@@ -344,6 +361,18 @@ def run_demo(
     for conn_id, test in sorted(tests.items()):
         if conn_id not in tests_ok:
             say(f"  {conn_id}: {test['status_code']} {json.dumps(test['body'])[:200]}")
+    for event in ui["asset_events"]:
+        extra, started = event["extra"] or {}, ", ".join(event["created_dagruns"])
+        source = (
+            f"{event['source_dag_id']}.{event['source_task_id']}"
+            if event["source_task_id"]
+            else "its watcher"
+        )
+        say(
+            f"asset event {event['name']}: from {source}"
+            + (f" ({extra['rows']:,} rows)" if isinstance(extra.get("rows"), int) else "")
+            + (f", started {started}" if started else "")
+        )
     say(
         "integrity drill (CCEE ignoring offset): "
         + (

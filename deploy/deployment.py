@@ -23,6 +23,7 @@ from deploy.rest_api import Api
 from deploy.sandbox_connections import connections_for
 from deploy.scale_out import EXECUTOR, ScaleOut, ScaleSettings
 from deploy.secret_scan import ScanReport, read_trigger_rows, scan_for_secrets, secret_values
+from echo_connhandler.pull import FsspecStorage, Storage, storage_for
 from echo_connhandler.sandbox import Sandbox, SandboxConfig
 
 __all__ = ["DEFERRED_EVENT", "RUN_TIMEOUT_S", "TERMINAL_RUN_STATES", "Deployment", "say"]
@@ -110,6 +111,14 @@ class Deployment:
     @property
     def url(self) -> str:
         return f"http://localhost:{self.api_port}"
+
+    def lake(self, relative: str) -> tuple[Storage, str]:
+        """The storage of the data lake and the path of ``relative`` in it, as this process
+        reaches it: a local folder, or the scale-out mode's S3 bucket (moto's server)."""
+        url = f"{self.data_lake.rstrip('/')}/{relative.lstrip('/')}"
+        if self.scale is None:
+            return storage_for(url)
+        return FsspecStorage(self.scale.s3.filesystem(), "s3"), url.removeprefix("s3://")
 
     def __enter__(self) -> Deployment:
         try:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -229,12 +230,17 @@ class _Backend(httpcore.AsyncNetworkBackend):
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
+                # Happy eyeballs only between several addresses: Python 3.11's race
+                # (asyncio.staggered) can leave a socket unclosed when the connect is cancelled
+                # (a pull that fails cancels its fetches in flight), and one address needs no race.
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                single = len(infos) == 1
                 transport, protocol = await loop.create_connection(
                     _Protocol,
-                    host,
+                    infos[0][4][0] if single else host,
                     port,
                     local_addr=(local_address, 0) if local_address else None,
-                    happy_eyeballs_delay=_HAPPY_EYEBALLS_DELAY,
+                    happy_eyeballs_delay=None if single else _HAPPY_EYEBALLS_DELAY,
                 )
         except TimeoutError:
             raise httpcore.ConnectTimeout(f"timed out connecting to {host}:{port}") from None

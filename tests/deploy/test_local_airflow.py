@@ -95,6 +95,17 @@ def test_outputs_hold_what_the_summaries_say(demo_run: dict[str, Any]) -> None:
     # the pull's asset event named and found the rows the pull wrote.
     checked = by_task[("ccee_pld_horario_check", "check_pulled_files")]
     assert (checked["output"], checked["rows"]) == (yearly["output"], yearly["rows"])
+    # The Assets view shows the pull's event with its summary, and the run it started.
+    events = [
+        e for e in demo_run["ui"]["asset_events"] if e["name"] == "ccee_pld_horario_yearly_parquet"
+    ]
+    assert events, demo_run["ui"]["asset_events"]
+    assert events[-1]["source_task_id"] == "pull_pld_horario"
+    assert (events[-1]["extra"]["output"], events[-1]["extra"]["rows"]) == (
+        yearly["output"],
+        yearly["rows"],
+    )
+    assert "ccee_pld_horario_check" in events[-1]["created_dagruns"]
     for key in (
         ("ons_sager_monthly_report", "export_sager_report"),
         ("ons_sinapse_export", "export_sinapse_requests"),

@@ -310,3 +310,28 @@ async def test_unsupported_scheme() -> None:
     transport._pool = pool  # type: ignore[assignment]
     with pytest.raises(httpx.UnsupportedProtocol):
         await transport.handle_async_request(request)
+
+
+async def test_one_address_connects_without_the_happy_eyeballs_race(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Python 3.11's happy-eyeballs race (``asyncio.staggered``) can leave a socket unclosed
+    when the connect is cancelled: seen as a ResourceWarning when a failing pull cancelled its
+    fetches in flight. One address needs no race, so it is not used for one."""
+    import asyncio.staggered
+
+    from echo_connhandler._pool import _BACKEND
+
+    def no_race(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the happy-eyeballs race was used for a single address")
+
+    monkeypatch.setattr(asyncio.staggered, "staggered_race", no_race)
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        stream = await _BACKEND.connect_tcp("127.0.0.1", port, timeout=5)
+        assert stream.get_extra_info("server_addr")[1] == port
+        await stream.aclose()
+    finally:
+        server.close()
+        await server.wait_closed()
