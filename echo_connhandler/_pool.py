@@ -237,7 +237,7 @@ class _Backend(httpcore.AsyncNetworkBackend):
                 single = len(infos) == 1
                 transport, protocol = await loop.create_connection(
                     _Protocol,
-                    infos[0][4][0] if single else host,
+                    str(infos[0][4][0]) if single else host,
                     port,
                     local_addr=(local_address, 0) if local_address else None,
                     happy_eyeballs_delay=None if single else _HAPPY_EYEBALLS_DELAY,
