@@ -351,6 +351,19 @@ class Deadline:
 
 
 # -- the drills ----------------------------------------------------------------------------------
+def _kill_mid_pull(deployment: Deployment, lake: Lake, check: PullCheck, victim: str) -> float:
+    """SIGKILL ``victim`` (its whole tree), then note in ``check`` the plan and the chunks the
+    checkpoint recorded at that moment. Returns the moment of the kill (``time.monotonic``)."""
+    _kill_tree(deployment, victim)
+    killed_at = time.monotonic()
+    manifest = lake.manifests(check.output)
+    assert manifest is not None, "the checkpoint vanished at the kill"
+    check.killed = True
+    check.plan = _plan(manifest)
+    check.done_at_kill = sorted(int(i) for i in manifest["done"])
+    return killed_at
+
+
 def drill_triggerer(deployment: Deployment, lake: Lake) -> dict[str, Any]:
     scale = _scale(deployment)
     dag_id = "scale_drill_triggerer"
@@ -371,13 +384,7 @@ def drill_triggerer(deployment: Deployment, lake: Lake) -> dict[str, Any]:
     try_at_kill = int(ti[2])
     victim_job = scale.trigger_assignments().get(trigger_id)
     victim = scale.label_of_job(victim_job)
-    _kill_tree(deployment, victim)
-    killed_at = time.monotonic()
-    manifest = lake.manifests(check.output)
-    assert manifest is not None, "the checkpoint vanished at the kill"
-    check.killed = True
-    check.plan = _plan(manifest)
-    check.done_at_kill = sorted(int(i) for i in manifest["done"])
+    killed_at = _kill_mid_pull(deployment, lake, check, victim)
     done_at_kill = len(check.done_at_kill)
     say(f"  killed {victim} (job {victim_job}) at {done_at_kill}/{len(check.plan)} chunks")
     taken_over_s = resumed_s = None
@@ -434,13 +441,7 @@ def drill_worker(deployment: Deployment, lake: Lake) -> dict[str, Any]:
         if victim is None:
             time.sleep(0.2)
     try_at_kill = int(ti[2]) if ti else 0
-    _kill_tree(deployment, victim)
-    killed_at = time.monotonic()
-    manifest = lake.manifests(check.output)
-    assert manifest is not None, "the checkpoint vanished at the kill"
-    check.killed = True
-    check.plan = _plan(manifest)
-    check.done_at_kill = sorted(int(i) for i in manifest["done"])
+    killed_at = _kill_mid_pull(deployment, lake, check, victim)
     done_at_kill = len(check.done_at_kill)
     say(
         f"  killed {victim} (its whole tree) at {done_at_kill}/{len(check.plan)} chunks, "
