@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import os
 import pwd
 import shutil
@@ -23,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -222,6 +224,20 @@ class Service:
         process.wait()
 
 
+def searchable_by_others(folder: Path) -> bool:
+    """Whether every existing parent of ``folder`` lets other users through (``o+x``)."""
+    return all(
+        parent.stat().st_mode & 0o001 for parent in folder.resolve().parents if parent.exists()
+    )
+
+
+def cluster_folder_outside(home_folder: Path) -> Path:
+    """A PostgreSQL folder for ``home_folder`` in the system's temporary folder (one per home:
+    its path's hash in the name)."""
+    digest = hashlib.sha256(str(home_folder.resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"echo-connhandler-postgres-{digest}"
+
+
 class Postgres(Service):
     """A PostgreSQL cluster in ``folder`` (initialised once, reused), on ``127.0.0.1:port``
     only (no Unix socket), password authentication for the ``airflow`` superuser."""
@@ -241,8 +257,13 @@ class Postgres(Service):
     ) -> None:
         super().__init__(log_dir)
         self.binaries = binaries
-        self.folder = folder
-        self.data = folder / "data"
+        #: Whether the cluster lives outside ``folder`` (removed at the stop, then).
+        self.outside_home = account is not None and not searchable_by_others(folder)
+        # The unprivileged user must reach the cluster through every parent folder: a home
+        # under a private folder (a 0700 temporary directory, as a CI checkout may be) gets
+        # its cluster in the system's temporary folder instead, one per home.
+        self.folder = cluster_folder_outside(folder) if self.outside_home else folder
+        self.data = self.folder / "data"
         self.port = port
         self.password = password
         self.account = account
@@ -300,6 +321,11 @@ class Postgres(Service):
     def _own(self, path: Path) -> None:
         if self.account is not None:
             os.chown(path, self.account.pw_uid, self.account.pw_gid)
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        super().stop(grace_s)
+        if self.outside_home:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def _check_reachable(self) -> None:
         """The unprivileged user must reach the folder through every parent folder."""

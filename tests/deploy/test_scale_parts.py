@@ -4,7 +4,9 @@ processes' environment, the drills' verdict on a pull, the secret scan of Postgr
 from __future__ import annotations
 
 import ast
+import shutil
 import stat
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -40,6 +42,7 @@ from deploy.services import (
     find_binary,
     missing_packages,
     postgres_account,
+    searchable_by_others,
 )
 
 BINARIES = Binaries(initdb="/pg/bin/initdb", postgres="/pg/bin/postgres", redis_server="/r/redis")
@@ -265,3 +268,25 @@ def test_scale_out_reads_nothing_before_its_start(tmp_path: Path) -> None:
     assert scale.label_of_job(42) == "job 42"
     scale.triggerer_jobs["triggerer-a"] = 42
     assert scale.label_of_job(42) == "triggerer-a"
+
+
+def test_postgres_cluster_moves_out_of_a_private_home(tmp_path: Path) -> None:
+    """Found in CI's checkout (a 0700 temporary folder): the unprivileged user could not reach
+    a cluster under it. Such a home gets its cluster in the system's temporary folder, removed
+    at the stop; a home others can search keeps it."""
+    account = postgres_account(euid=0)
+    assert account is not None
+    tmp_path.chmod(0o700)
+    private = Postgres(BINARIES, tmp_path / "pg", 5999, "pw", tmp_path / "logs", account)
+    assert private.outside_home
+    assert private.folder.parent == Path(tempfile.gettempdir())
+    assert searchable_by_others(private.folder)
+    assert private.command()[2] == str(private.folder / "data")
+    open_home = Path(tempfile.mkdtemp())
+    try:
+        open_home.chmod(0o755)
+        public = Postgres(BINARIES, open_home / "pg", 5999, "pw", tmp_path / "logs", account)
+        assert not public.outside_home
+        assert public.folder == open_home / "pg"
+    finally:
+        shutil.rmtree(open_home)
