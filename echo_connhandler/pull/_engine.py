@@ -479,13 +479,14 @@ async def run_pull(
         for record in ordered:
             for kind, count in record.counts.items():
                 tolerated[kind] = tolerated.get(kind, 0) + int(count)
-        if stage == "fetch":
-            summary = PullSummary(
+
+        def summarise(stage_reached: str, size: int) -> PullSummary:
+            return PullSummary(
                 output=storage.url(path),
                 format=fmt or "files",
                 rows=sum(r.rows for r in ordered),
                 chunks=len(plan.chunks),
-                bytes=sum(r.bytes for r in ordered),
+                bytes=size,
                 seconds=round(time.monotonic() - started, 3),
                 retries=handler.retry_count - retries_before,
                 chunks_resumed=chunks_resumed,
@@ -494,9 +495,12 @@ async def run_pull(
                 columns=[[c.name, c.type] for c in plan.columns],
                 files=[r.file for r in ordered if r.file is not None],
                 tolerated=tolerated,
-                stage="fetched",
+                stage=stage_reached,
                 phases=phases,
             )
+
+        if stage == "fetch":
+            summary = summarise("fetched", sum(r.bytes for r in ordered))
             say.info(
                 "%s: every chunk fetched (%s kept as delivered, %s): the output is written "
                 "when the pull is finished",
@@ -525,24 +529,7 @@ async def run_pull(
                 "chunks": len(plan.chunks),
             }
         )
-        ordered = [done[c.index] for c in plan.chunks]
-        summary = PullSummary(
-            output=storage.url(path),
-            format=fmt or "files",
-            rows=sum(r.rows for r in ordered),
-            chunks=len(plan.chunks),
-            bytes=size,
-            seconds=round(time.monotonic() - started, 3),
-            retries=handler.retry_count - retries_before,
-            chunks_resumed=chunks_resumed,
-            source_ids=list(plan.source_ids),
-            source_versions=_source_versions(plan),
-            columns=[[c.name, c.type] for c in plan.columns],
-            files=[r.file for r in ordered if r.file is not None],
-            tolerated=tolerated,
-            stage="done",
-            phases=phases,
-        )
+        summary = summarise("done", size)
         say.info("%s: done, %s", name, summary_line(summary))
         return summary
 
