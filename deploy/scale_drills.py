@@ -263,6 +263,14 @@ class Lake:
         path = f"{self.root}/{output}"
         return bytes(self.fs.cat_file(path)) if self.fs.exists(path) else None
 
+    def written(self, output: str) -> bool:
+        return bool(self.fs.exists(f"{self.root}/{output}"))
+
+    def progressed(self, output: str, done_at_kill: int) -> bool:
+        """Whether the pull went on after a kill: its output is there, or its checkpoint
+        records more chunks than at the kill."""
+        return self.written(output) or _done(self.manifests(output)) > done_at_kill
+
     def siblings(self, output: str) -> list[str]:
         """What is next to ``output`` whose name starts with it (checkpoints, temporary
         files)."""
@@ -373,7 +381,7 @@ def drill_triggerer(deployment: Deployment, lake: Lake) -> dict[str, Any]:
     deadline = Deadline(DRILL_TIMEOUT_S, "the triggerer drill")
     while True:
         deadline.check(deployment)
-        if lake.read(check.output) is not None:
+        if lake.written(check.output):
             raise AssertionError("the pull ended before the kill")
         manifest = lake.manifests(check.output)
         ti = _ti_row(scale, dag_id, run_id, "pull")
@@ -395,8 +403,7 @@ def drill_triggerer(deployment: Deployment, lake: Lake) -> dict[str, Any]:
         if taken_over_s is None and owner is not None and owner != victim_job:
             taken_over_s = time.monotonic() - killed_at
             new_owner = scale.label_of_job(owner)
-        output = lake.read(check.output)
-        if output is not None or _done(lake.manifests(check.output)) > done_at_kill:
+        if lake.progressed(check.output, done_at_kill):
             resumed_s = time.monotonic() - killed_at
         time.sleep(0.2)
     say(
@@ -432,7 +439,7 @@ def drill_worker(deployment: Deployment, lake: Lake) -> dict[str, Any]:
     victim = None
     while victim is None:
         deadline.check(deployment)
-        if lake.read(check.output) is not None:
+        if lake.written(check.output):
             raise AssertionError("the pull ended before the kill")
         manifest = lake.manifests(check.output)
         ti = _ti_row(scale, dag_id, run_id, "pull")
@@ -456,8 +463,7 @@ def drill_worker(deployment: Deployment, lake: Lake) -> dict[str, Any]:
             failed_s = time.monotonic() - killed_at
         if ti is not None and retry_worker is None and int(ti[2]) > try_at_kill:
             retry_worker = _worker_of(deployment, str(ti[0]))
-        output = lake.read(check.output)
-        if output is not None or _done(lake.manifests(check.output)) > done_at_kill:
+        if lake.progressed(check.output, done_at_kill):
             resumed_s = time.monotonic() - killed_at
         time.sleep(0.2)
     say(

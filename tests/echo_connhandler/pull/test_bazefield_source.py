@@ -63,13 +63,6 @@ def sandbox() -> Iterator[Sandbox]:
         yield running
 
 
-@pytest.fixture
-def sb(sandbox: Sandbox) -> Iterator[Sandbox]:
-    sandbox.reset()
-    yield sandbox
-    sandbox.reset()
-
-
 def _baze(sb: Sandbox, host: str | None = None) -> BazeHttpHandler:
     props = HttpConnProperties(
         host=host or sb.urls.bazefield, api_key=DEMO_CREDENTIALS["bazefield"]["api_key"]

@@ -46,13 +46,6 @@ def sandbox() -> Iterator[Sandbox]:
         yield running
 
 
-@pytest.fixture
-def sb(sandbox: Sandbox) -> Iterator[Sandbox]:
-    sandbox.reset()
-    yield sandbox
-    sandbox.reset()
-
-
 def _handler(sb: Sandbox, target: str) -> OnsHttpHandler:
     props = OnsHttpConnProperties(
         host=sb.urls.ons_sager if target == "SAGER" else sb.urls.ons_sinapse,

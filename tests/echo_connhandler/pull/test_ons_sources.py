@@ -38,13 +38,6 @@ def sandbox() -> Iterator[Sandbox]:
         yield running
 
 
-@pytest.fixture
-def sb(sandbox: Sandbox) -> Iterator[Sandbox]:
-    sandbox.reset()
-    yield sandbox
-    sandbox.reset()
-
-
 def _sager(sb: Sandbox) -> OnsHttpHandler:
     props = OnsHttpConnProperties(
         host=sb.urls.ons_sager,

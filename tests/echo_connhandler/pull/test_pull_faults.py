@@ -36,13 +36,6 @@ def sandbox() -> Iterator[Sandbox]:
         yield running
 
 
-@pytest.fixture
-def sb(sandbox: Sandbox) -> Iterator[Sandbox]:
-    sandbox.reset()
-    yield sandbox
-    sandbox.reset()
-
-
 def _faulty(sb: Sandbox, service: str) -> None:
     sb.faults(service).configure(
         error_rate=0.2,

@@ -47,13 +47,6 @@ def sandbox() -> Iterator[Sandbox]:
         yield running
 
 
-@pytest.fixture
-def sb(sandbox: Sandbox) -> Iterator[Sandbox]:
-    sandbox.reset()
-    yield sandbox
-    sandbox.reset()
-
-
 def _ccee(sb: Sandbox, **settings: Any) -> CceeHttpHandler:
     return CceeHttpHandler(
         HttpConnProperties(host=sb.urls.ccee), skip_connect=True, **{**FAST, **settings}

@@ -40,13 +40,6 @@ def sandbox() -> Iterator[Sandbox]:
         yield running
 
 
-@pytest.fixture
-def sb(sandbox: Sandbox) -> Iterator[Sandbox]:
-    sandbox.reset()
-    yield sandbox
-    sandbox.reset()
-
-
 def _ccee(sb: Sandbox) -> CceeHttpHandler:
     return CceeHttpHandler(HttpConnProperties(host=sb.urls.ccee), skip_connect=True, **FAST)
 
