@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -38,6 +39,9 @@ BLOCKED_MARK = "async thread was blocked for"
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 #: The services started after ``db migrate``, in this order.
 SERVICES = ("log-server", "scheduler", "dag-processor", "triggerer")
+#: Seconds between two reads of the trigger rows by the watcher thread (a row lives at least
+#: from its deferral until the scheduler has resumed its task: seconds).
+TRIGGER_WATCH_S = 0.5
 
 
 def say(text: str) -> None:
@@ -101,8 +105,12 @@ class Deployment:
         self.processes = Processes(self.home, self.env)
         self.sandbox = Sandbox(sandbox_config or SandboxConfig(seed=42))
         self.api = Api(f"http://127.0.0.1:{self.api_port}", self.secrets.admin_password)
-        #: Trigger rows seen while the deployment ran, for the secret scan (``capture_triggers``).
-        self.trigger_rows: dict[int, str] = {}
+        # Trigger rows seen while the deployment ran, for the secret scan (``capture_triggers``);
+        # a watcher thread reads them every TRIGGER_WATCH_S while it runs.
+        self._trigger_rows: dict[str, str] = {}
+        self._trigger_lock = threading.Lock()
+        self._trigger_watch_stop = threading.Event()
+        self._trigger_watch: threading.Thread | None = None
         self.started_at = time.time()
         #: Seconds the start's phases took (``migrate``: the services and ``db migrate``;
         #: ``start``: everything until the API answers and every component heartbeated).
@@ -138,6 +146,10 @@ class Deployment:
             self.scale.start_services()
         self.processes.run("db", "migrate")
         self.timings["migrate"] = time.monotonic() - t0
+        self._trigger_watch = threading.Thread(
+            target=self._watch_triggers, name="trigger-watch", daemon=True
+        )
+        self._trigger_watch.start()
         self.sandbox.start()
         urls = self.sandbox.urls
         say("sandbox up (emulators on loopback):")
@@ -173,6 +185,9 @@ class Deployment:
         )
 
     def stop(self) -> None:
+        self._trigger_watch_stop.set()
+        if self._trigger_watch is not None:
+            self._trigger_watch.join(timeout=30)
         self.capture_triggers()
         try:
             self.processes.stop_all()
@@ -184,15 +199,40 @@ class Deployment:
                 self.scale.stop_services()
 
     # -- reading the deployment's state ----------------------------------------------------------
+    @property
+    def trigger_rows(self) -> dict[str, str]:
+        """The trigger rows seen so far, a copy: label -> kwargs as stored (encrypted). The
+        label is the row's id, ``id.n`` for the n-th row seen with that id: SQLite gives the id
+        of a deleted newest row to the next one, so the id alone would merge two triggers."""
+        with self._trigger_lock:
+            return dict(self._trigger_rows)
+
     def capture_triggers(self) -> None:
         """Keep a copy of the trigger rows now in the database, for the secret scan (the rows
         go once their task resumes). A busy or not yet created database is tried next time."""
+        rows: dict[int, str] = {}
         if self.scale:
             with contextlib.suppress(Exception):  # PostgreSQL not (or no longer) up
-                self.trigger_rows.update(self.scale.trigger_rows())
-            return
-        with contextlib.suppress(sqlite3.Error):
-            self.trigger_rows.update(read_trigger_rows(self.home))
+                rows = self.scale.trigger_rows()
+        else:
+            with contextlib.suppress(sqlite3.Error):
+                rows = read_trigger_rows(self.home)
+        with self._trigger_lock:
+            seen = set(self._trigger_rows.values())  # Fernet tokens: unique per row
+            for trigger_id, kwargs in rows.items():
+                if kwargs in seen:
+                    continue
+                label, n = str(trigger_id), 1
+                while label in self._trigger_rows:
+                    n += 1
+                    label = f"{trigger_id}.{n}"
+                self._trigger_rows[label] = kwargs
+
+    def _watch_triggers(self) -> None:
+        # A trigger row lives from the deferral until its task resumes, which can be a second
+        # or two: polling from the main loop alone (between REST calls) missed some of them.
+        while not self._trigger_watch_stop.wait(TRIGGER_WATCH_S):
+            self.capture_triggers()
 
     def wait_for_dags(
         self, expected: int, bundle: str | None = None, timeout: float = 180.0

@@ -71,7 +71,7 @@ def scan_for_secrets(
     secret_values: Iterable[str],
     *,
     fernet_key: str,
-    trigger_rows: Mapping[int, str] | None = None,
+    trigger_rows: Mapping[str, str] | None = None,
     extra_texts: Mapping[str, str] | None = None,
     skip_files: Iterable[Path] = (),
     tables: Iterable[tuple[str, Sequence[str], Iterable[Sequence[Any]]]] | None = None,
