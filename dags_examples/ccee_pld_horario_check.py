@@ -5,9 +5,10 @@ Scheduled on the asset ``ccee_pld_horario_yearly_parquet``, the outlet of
 DAG. The event's ``extra`` is the pull's summary: the output (a path, or an ``s3://`` URL), its
 format, rows and bytes, and the CCEE resources read with their versions. The task reads the file
 named there, through the same storage as the pull (a local path or any fsspec URL), and fails
-if it is missing, is not that size, or holds another number of rows than the pull wrote; else it
-logs it and returns what it checked (its XCom: the last file's ``output``, ``format``, ``rows``
-and ``bytes``, as a pull's summary names them, and ``checked``, every file of the run).
+if it is not Parquet, is missing, is not that size, or holds another number of rows than the
+pull wrote; else it logs it and returns what it checked (its XCom: the last file's ``output``,
+``format``, ``rows`` and ``bytes``, as a pull's summary names them, and ``resources``, the
+event's ``source_ids``; and ``checked``, every file of the run).
 
 Nothing to configure: no connection (the file is reached as the pull reached it) and no
 Variable (the path is in the event).

@@ -21,7 +21,12 @@ from echo_connhandler._exceptions import (
     UnsafeRedirectError,
     WafBlockedError,
 )
-from echo_connhandler._handler import AttemptDeadlineExceeded, HttpHandler, expect_json
+from echo_connhandler._handler import (
+    AttemptDeadlineExceeded,
+    HttpHandler,
+    endpoint_url,
+    expect_json,
+)
 from echo_connhandler._ons import OnsHttpHandler, OnsOAuth2, profile_header_value
 from echo_connhandler._properties import HttpConnProperties, OnsHttpConnProperties
 from echo_connhandler._publications import (
@@ -80,6 +85,7 @@ __all__ = [
     "add_secret_hook",
     "bazefield_api_root",
     "dated_resources",
+    "endpoint_url",
     "expect_json",
     "find_publication",
     "is_sensitive_name",

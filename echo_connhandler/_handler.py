@@ -423,6 +423,14 @@ def _close_async_elsewhere(slot: _Slot[httpx.AsyncClient]) -> None:
             asyncio.run_coroutine_threadsafe(slot.client.aclose(), loop)
 
 
+def endpoint_url(base_url: str, endpoint: str) -> str:
+    """The URL a request to ``endpoint`` goes to: an absolute ``http(s)://`` endpoint as it is,
+    any other appended to ``base_url`` (a connection's ``host``) with one slash between."""
+    if endpoint[:8].lower().startswith(("http://", "https://")):
+        return endpoint
+    return f"{base_url.rstrip('/')}/{endpoint.lstrip('/')}"
+
+
 class HttpHandler:
     """HTTP handler for any REST API: sync and async verbs, retries, typed errors.
 
@@ -628,9 +636,7 @@ class HttpHandler:
         }
 
     def _url(self, endpoint: str) -> str:
-        if endpoint[:8].lower().startswith(("http://", "https://")):
-            return endpoint
-        return f"{self.props.host}/{endpoint.lstrip('/')}"
+        return endpoint_url(self.props.host, endpoint)
 
     def _merge_payload(self, method: str, kwargs: dict[str, Any]) -> None:
         payload = self.props.payload_kwargs

@@ -32,12 +32,14 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
+from echo_connhandler import endpoint_url
 from echo_connhandler_provider._jobs import hook_for
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
 __all__ = [
+    "LineageOnSuccess",
     "connection_base_url",
     "lineage_enabled",
     "pull_lineage",
@@ -50,6 +52,18 @@ __all__ = [
 #: How a pull's ``source_ids`` name its inputs: ids of the service (CKAN resources, Bazefield
 #: objects), or endpoints under the connection's base URL (ONS exports).
 InputKind = Literal["ids", "endpoint"]
+
+
+class LineageOnSuccess:
+    """Mixin of the operators that report lineage: datasets only for a task that succeeded."""
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> None:
+        """Nothing of the operator's own for a failed task. Without this method Airflow's
+        extractor calls ``get_openlineage_facets_on_complete`` on a failure too, which would
+        name an output the task did not write (a request whose ``response_check`` failed, a
+        pull whose output failed its checks); None makes Airflow fall back to the task's
+        ``inlets`` and ``outlets``, as for any operator."""
+        return None
 
 
 def lineage_enabled() -> bool:
@@ -123,13 +137,6 @@ def storage_dataset(location: str) -> tuple[str, str]:
     return f"{parts.scheme}://{parts.netloc}", parts.path.lstrip("/")
 
 
-def _endpoint_url(base_url: str, endpoint: str) -> str:
-    """The URL a handler sends ``endpoint`` to (as ``HttpHandler._url`` builds it)."""
-    if endpoint[:8].lower().startswith(("http://", "https://")):
-        return endpoint
-    return f"{base_url.rstrip('/')}/{endpoint.lstrip('/')}"
-
-
 def pull_lineage(
     summary: Mapping[str, Any], *, base_url: str | None, inputs: InputKind = "ids"
 ) -> OperatorLineage[Any, Any]:
@@ -161,8 +168,8 @@ def pull_lineage(
     if base_url and namespace:
         for source_id in source_ids:
             if inputs == "endpoint":
-                endpoint_url = _endpoint_url(base_url, source_id)
-                ns, name = service_namespace(endpoint_url) or namespace, url_path(endpoint_url)
+                url = endpoint_url(base_url, source_id)
+                ns, name = service_namespace(url) or namespace, url_path(url)
             else:
                 ns, name = namespace, source_id
             facets: dict[str, Any] = {}

@@ -45,7 +45,7 @@ from airflow.sdk.exceptions import AirflowException
 from echo_connhandler_provider._checks import check_path_text
 from echo_connhandler_provider._defaults import default_deferrable
 from echo_connhandler_provider._jobs import rebuild_error, request_job, run_job
-from echo_connhandler_provider._lineage import request_lineage
+from echo_connhandler_provider._lineage import LineageOnSuccess, request_lineage
 from echo_connhandler_provider._requests import (
     HttpRequestArguments,
     http_method,
@@ -63,7 +63,7 @@ ResponseCheck = Callable[[httpx.Response], bool]
 ResponseFilter = Callable[[httpx.Response], Any]
 
 
-class EchoHttpOperator(HttpRequestArguments):
+class EchoHttpOperator(LineageOnSuccess, HttpRequestArguments):
     """One HTTP request through an ``echo_http`` (or other provider) connection.
 
     The request's arguments (``endpoint``, ``conn_id``, ``conn_type``, ``method``, ``query``,

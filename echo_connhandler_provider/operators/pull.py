@@ -7,8 +7,8 @@ Each operator names a source of :mod:`echo_connhandler.pull` and its arguments; 
   pull.PullTrigger` that fetches the **whole** pull in the triggerer (one login, every chunk
   into the checkpoint as delivered: the triggerer only waits on the network), then resumes in
   ``execute_complete``, which decodes, checks, encodes and assembles those pages in the worker
-  and returns the pull's summary (the task's XCom;
-  ``phases`` says where each phase ran and how long it took), or raises the library's error
+  (decoding in worker processes for a large pull) and returns the pull's summary (the task's
+  XCom; ``phases`` says where each phase ran and how long it took), or raises the library's error
   again, with its type and message. The output must be a path or URL both the triggerer and
   the workers reach.
 * ``deferrable=False`` (default: ``[operators] default_deferrable``): the same engine runs in
@@ -58,6 +58,7 @@ from echo_connhandler_provider._jobs import (
 )
 from echo_connhandler_provider._lineage import (
     InputKind,
+    LineageOnSuccess,
     connection_base_url,
     lineage_enabled,
     pull_lineage,
@@ -103,7 +104,7 @@ def asset_extra(summary: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-class PullOperator(BaseOperator):
+class PullOperator(LineageOnSuccess, BaseOperator):
     """Base of the pull operators: a source of :mod:`echo_connhandler.pull` into ``output``.
 
     Args:
@@ -120,7 +121,7 @@ class PullOperator(BaseOperator):
 
     Returns (XCom): the pull's summary (:class:`echo_connhandler.pull.PullSummary`): output,
     format, rows, chunks, bytes, seconds, retries, chunks_resumed, source_ids,
-    source_versions, columns, files.
+    source_versions, columns, files, tolerated, stage, phases.
 
     Each :class:`~airflow.sdk.Asset` of ``outlets`` gets :func:`asset_extra` of the summary in
     its asset event's ``extra``; with Airflow's OpenLineage provider configured, the task

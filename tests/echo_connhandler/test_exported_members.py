@@ -42,6 +42,7 @@ EXPECTED = [
     "add_secret_hook",
     "bazefield_api_root",
     "dated_resources",
+    "endpoint_url",
     "expect_json",
     "find_publication",
     "is_sensitive_name",

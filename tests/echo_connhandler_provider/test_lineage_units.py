@@ -12,10 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pendulum
 import pytest
 from airflow.sdk import Asset, AssetAlias
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.sdk.exceptions import AirflowException, TaskDeferred
 from airflow.sdk.execution_time.context import OutletEventAccessors
 from airflow.sdk.serde import deserialize, serialize
 from openlineage.client.serde import Serde
@@ -209,6 +210,28 @@ def test_nothing_to_report_before_the_task_ran() -> None:
     assert request.get_openlineage_facets_on_complete(None) is None
     assert OnsSagerReportOperator.lineage_inputs == "endpoint"
     assert CceeDatastoreOperator.lineage_inputs == "ids"
+
+
+def test_a_failed_task_reports_none_of_its_datasets(tmp_path: Path) -> None:
+    """A request whose ``response_check`` failed had its answer and would name its output:
+    Airflow's extractor, asked on the failure, gets nothing of the operator's own."""
+    from airflow.providers.openlineage.extractors.base import DefaultExtractor
+
+    request = EchoHttpOperator(task_id="r", endpoint="x", response_check=lambda response: False)
+    payload = {
+        "method": "GET",
+        "url": "https://api.example/x",
+        "status_code": 200,
+        "bytes": 2,
+        "output": str(tmp_path / "x.json"),
+    }
+    with pytest.raises(AirflowException, match="Response check"):
+        request._finish(payload, httpx.Response(200, content=b"{}"))
+    assert request.get_openlineage_facets_on_complete(None) is not None  # what it would say
+    assert DefaultExtractor(request).extract_on_failure(None) is None
+    pull = CceeDatastoreOperator(task_id="p", dataset="d", output="/x.csv")
+    pull._pull_summary = SUMMARY
+    assert DefaultExtractor(pull).extract_on_failure(None) is None
 
 
 async def _first_event(trigger: Any) -> Any:
