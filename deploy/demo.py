@@ -99,7 +99,6 @@ def publish_when_watched(deployment: Deployment, timeout: float = 150.0) -> None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         deployment.processes.check_alive()
-        deployment.capture_triggers()
         if publication_sensor_waits(deployment) and watcher_ready(deployment):
             break
         time.sleep(1.0)

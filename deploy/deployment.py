@@ -230,7 +230,7 @@ class Deployment:
 
     def _watch_triggers(self) -> None:
         # A trigger row lives from the deferral until its task resumes, which can be a second
-        # or two: polling from the main loop alone (between REST calls) missed some of them.
+        # or two: read at a steady pace, whatever the main thread waits for meanwhile.
         while not self._trigger_watch_stop.wait(TRIGGER_WATCH_S):
             self.capture_triggers()
 
@@ -307,7 +307,6 @@ class Deployment:
         finished: dict[str, dict[str, Any]] = {}
         while len(finished) < len(wanted):
             self.processes.check_alive()
-            self.capture_triggers()
             for dag_id, run_id in wanted.items():
                 if dag_id in finished:
                     continue
