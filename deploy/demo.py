@@ -351,6 +351,7 @@ def run_demo(
         all(r.state == "success" for r in rows)
         and drill["ok"]
         and not scan.leaks
+        and not scan.unread
         and len(tests_ok) == len(tests) > 0
     )
     say("")
@@ -388,6 +389,8 @@ def run_demo(
     for line in warnings:
         say(f"  {line}")
     verdict = "clean" if not scan.leaks else f"{len(scan.leaks)} LEAKS"
+    if scan.unread:
+        verdict += f", NOT READ: {'; '.join(scan.unread)}"
     say(
         f"secret scan: {verdict} ({scan.secrets} secrets; {scan.files} files, "
         f"{scan.tables} tables, {scan.db_rows} rows, {scan.triggers} trigger rows)"

@@ -443,6 +443,7 @@ class Deployment:
             },
             skip_files=[self.home / "deployment.json", self.home / "passwords.json"],
             tables=self.scale.db_tables if self.scale else None,
+            unread=self.scale.capture_errors if self.scale else (),
         )
 
     def _bucket_texts(self) -> dict[str, str]:

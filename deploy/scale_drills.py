@@ -496,7 +496,7 @@ def _worker_args(scale: ScaleOut, label: str) -> tuple[str, ...]:
     return worker_command(ord(label[-1]) - ord("a"), scale.settings.worker_concurrency)
 
 
-def drill_fanout(deployment: Deployment, lake: Lake, *, kill: bool = True) -> dict[str, Any]:
+def drill_fanout(deployment: Deployment, lake: Lake) -> dict[str, Any]:
     scale = _scale(deployment)
     dag_id = "scale_drill_fanout"
     checks = {
@@ -535,7 +535,7 @@ def drill_fanout(deployment: Deployment, lake: Lake, *, kill: bool = True) -> di
                 assigned.setdefault(trigger, scale.label_of_job(owner))
         if all(r[1] in ("success", "failed") for r in tis.values()) and len(tis) == len(checks):
             break
-        if kill and victim is None:
+        if victim is None:
             manifests = {y: lake.manifests(c.output) for y, c in checks.items()}
             done = sum(_done(m) for m in manifests.values())
             if done >= total // 4 and spread:
@@ -576,6 +576,9 @@ def drill_fanout(deployment: Deployment, lake: Lake, *, kill: bool = True) -> di
         time.sleep(0.5)
     if victim is not None:
         scale.start_triggerer(deployment.processes, ord(victim[-1]) - ord("a"))
+    if not any(c.killed for c in checks.values()):
+        # Without a kill the checks below would all pass: they would have drilled nothing.
+        raise AssertionError("the pulls ended before a triggerer holding one of them was killed")
     run = deployment.wait_for_runs({dag_id: run_id})[dag_id]
     states = Counter(
         str(r[0])

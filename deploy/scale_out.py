@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from deploy.airflow_home import ROOT, HomeSecrets, free_port
 from deploy.services import MotoS3, Postgres, Redis, postgres_account, require_binaries
@@ -45,6 +45,8 @@ __all__ = [
     "worker_command",
     "worker_label",
 ]
+
+T = TypeVar("T")
 
 DEFAULT_SCALE_HOME = ROOT / ".local-airflow-scale"
 EXECUTOR = "CeleryExecutor"
@@ -132,6 +134,8 @@ class ScaleOut:
         #: before PostgreSQL and moto stop.
         self.db_tables: list[tuple[str, list[str], list[tuple[Any, ...]]]] = []
         self.bucket_objects: dict[str, bytes] = {}
+        #: What could not be kept for the scan, and why (the scan reports it as unread).
+        self.capture_errors: list[str] = []
         #: Seconds each phase of the start took.
         self.timings: dict[str, float] = {}
 
@@ -185,15 +189,24 @@ class ScaleOut:
     def stop_services(self) -> None:
         """Keep what the secret scan needs of the database and the bucket, then stop the
         services (each tried even when another fails)."""
-        if self.postgres.process is not None:
-            with contextlib.suppress(Exception):
-                self.db_tables = self.read_tables()
-        if self.s3.process is not None:
-            with contextlib.suppress(Exception):
-                self.bucket_objects = self.s3.objects()
+        self.db_tables = (
+            self._keep("the PostgreSQL tables", self.postgres.process, self.read_tables) or []
+        )
+        self.bucket_objects = self._keep("the S3 objects", self.s3.process, self.s3.objects) or {}
         for service in (self.s3, self.redis, self.postgres):
             with contextlib.suppress(Exception):
                 service.stop()
+
+    def _keep(self, what: str, process: object, read: Callable[[], T]) -> T | None:
+        """``read()`` for the scan; None, and the reason in ``capture_errors``, when the
+        service is not running or the read fails (the stop goes on either way)."""
+        try:
+            if process is None:
+                raise RuntimeError("not running")
+            return read()
+        except Exception as exc:
+            self.capture_errors.append(f"{what} ({type(exc).__name__})")
+            return None
 
     # -- the database ----------------------------------------------------------------------------
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

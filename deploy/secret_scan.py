@@ -30,6 +30,8 @@ class ScanReport:
     db_rows: int = 0
     triggers: int = 0
     leaks: list[str] = field(default_factory=list)
+    #: What the scan was to read and could not (a scan that read nothing is not clean).
+    unread: list[str] = field(default_factory=list)
 
 
 def secret_values(sandbox: Sandbox, deployment_secrets: Iterable[str]) -> list[str]:
@@ -75,6 +77,7 @@ def scan_for_secrets(
     extra_texts: Mapping[str, str] | None = None,
     skip_files: Iterable[Path] = (),
     tables: Iterable[tuple[str, Sequence[str], Iterable[Sequence[Any]]]] | None = None,
+    unread: Iterable[str] = (),
 ) -> ScanReport:
     """Look for every secret in what a deployment left.
 
@@ -88,11 +91,14 @@ def scan_for_secrets(
     ``tables`` (name, columns, rows) replaces the SQLite file: the scale-out mode's PostgreSQL
     tables, read before the database stopped. Its cluster's files under ``home`` are scanned as
     files too (as stored: the same rows, still encrypted where Airflow encrypts).
+
+    ``unread``: what the caller could not capture for the scan (it goes into the report's
+    ``unread``, as does a missing ``home/airflow.db`` when ``tables`` is None).
     """
     from cryptography.fernet import Fernet, InvalidToken
 
     needles = _needles(secret_values)
-    report = ScanReport(secrets=len(needles))
+    report = ScanReport(secrets=len(needles), unread=list(unread))
     fernet = Fernet(fernet_key.encode())
 
     def check(where: str, blob: bytes) -> None:
@@ -137,6 +143,8 @@ def scan_for_secrets(
             for table in names:
                 cursor = db.execute(f'SELECT * FROM "{table}"')  # noqa: S608 - names from sqlite_master
                 check_table(table, [c[0] for c in cursor.description], cursor)
+    else:
+        report.unread.append(f"the metadata database ({database.name} is missing)")
     for trigger_id, kwargs in (trigger_rows or {}).items():
         report.triggers += 1
         check(f"trigger {trigger_id} kwargs (captured during the run)", decrypt(kwargs))

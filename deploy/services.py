@@ -6,7 +6,9 @@ PostgreSQL and Redis come from the distribution's packages (``postgresql``, ``re
 the runner finds their binaries on ``PATH`` or in ``/usr/lib/postgresql/<version>/bin`` (Debian
 and Ubuntu keep ``initdb`` and ``postgres`` there, off ``PATH``), and, when one is missing and it
 runs as root, installs the packages with ``apt-get``; otherwise it stops with the packages to
-install. No system service is used or started.
+install. The runner's PostgreSQL and Redis are its own processes, never system services; on a
+host with an init system, installing the packages may also start the distribution's services
+(on their default ports), which the runner neither uses nor stops.
 
 PostgreSQL refuses to run as root: as root, the cluster belongs to the unprivileged user the
 ``postgresql`` package creates (``postgres``), else ``nobody``; its folder is that user's.
@@ -121,7 +123,7 @@ def require_binaries(say: Callable[[str], None] = print) -> Binaries:
     found = find_binaries()
     packages = missing_packages(found)
     if packages and os.geteuid() == 0 and shutil.which("apt-get"):
-        say(f"installing {', '.join(packages)} (apt-get; the services are not started by it)")
+        say(f"installing {', '.join(packages)} (apt-get)")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         for command in (
             ["apt-get", "update", "-qq"],

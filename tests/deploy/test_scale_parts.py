@@ -262,7 +262,26 @@ def test_scan_reads_given_tables_and_decrypts_trigger_kwargs(tmp_path: Path) -> 
     assert "a-secret" not in " ".join(report.leaks)
 
 
-def test_scale_out_reads_nothing_before_its_start(tmp_path: Path) -> None:
+def test_a_scan_without_the_database_or_the_bucket_is_not_clean(tmp_path: Path) -> None:
+    """PostgreSQL or moto gone before the stop read them: the scan reads no table and no object,
+    and says so (``unread``) instead of reporting clean."""
+    scale = ScaleOut(tmp_path, HomeSecrets.load_or_create(tmp_path))
+    scale.stop_services()  # never started
+    assert scale.capture_errors == [
+        "the PostgreSQL tables (RuntimeError)",
+        "the S3 objects (RuntimeError)",
+    ]
+    key = Fernet.generate_key().decode()
+    report = scan_for_secrets(
+        tmp_path, ["a-secret-value-123"], fernet_key=key, tables=[], unread=scale.capture_errors
+    )
+    assert (report.leaks, report.tables, report.unread) == ([], 0, scale.capture_errors)
+    # The SQLite mode: no metadata database under the home is no clean scan either.
+    sqlite = scan_for_secrets(tmp_path / "no-home", ["a-secret-value-123"], fernet_key=key)
+    assert sqlite.unread == ["the metadata database (airflow.db is missing)"]
+
+
+def test_triggerer_jobs_are_named_by_their_label(tmp_path: Path) -> None:
     scale = ScaleOut(tmp_path, HomeSecrets.load_or_create(tmp_path))
     assert scale.label_of_job(None) == "unassigned"
     assert scale.label_of_job(42) == "job 42"
