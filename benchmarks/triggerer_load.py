@@ -22,9 +22,9 @@ Figures, for each mode:
 * the total time, and the peak RSS of the load process (``VmHWM``, /proc/self/status).
 
 Experiments, patched in the load process only (docs/performance.md, "Start-up burst"):
-``--pace`` paces every request of the handler's async path (``pull._offload.pace``),
 ``--freeze-every S`` calls ``gc.freeze()`` every S seconds, ``--pull-threads N`` sets the pulls'
-shared threads, ``--switch-interval S`` the interpreter's GIL switch interval.
+shared threads, ``--switch-interval S`` the interpreter's GIL switch interval. (The handler
+paces its async requests itself, ``echo_connhandler._pace``: there is no switch for it.)
 
 Modes, each in a fresh child process (Airflow imported, as in a triggerer):
 
@@ -70,7 +70,7 @@ not figures). Results: a markdown table on stdout, ``benchmarks/results/triggere
     python benchmarks/triggerer_load.py                  # 200 triggers, every mode
     python benchmarks/triggerer_load.py --triggers 40 --modes warm   # a smoke run
     python benchmarks/triggerer_load.py --slow-callbacks # and what held the loop
-    python benchmarks/triggerer_load.py --modes mix1000 --pace --freeze-every 1  # 1,000 triggers
+    python benchmarks/triggerer_load.py --modes mix1000 --freeze-every 1  # 1,000 triggers
 """
 
 from __future__ import annotations
@@ -487,24 +487,6 @@ def thread_per_pull() -> None:
     _engine.pull_worker = OwnThread  # type: ignore[assignment,misc]
 
 
-def paced_requests() -> None:
-    """The experiment of ``--pace``: every request of the handler's async path paced
-    (``echo_connhandler.pull._offload.pace`` before it is sent and once its answer is in), as
-    proposed for the handler; patched in this benchmark's process only."""
-    from echo_connhandler import _handler
-    from echo_connhandler.pull._offload import pace
-
-    original = _handler.HttpHandler._exchange_async
-
-    async def paced(self: Any, client: Any, call: Any) -> Any:
-        await pace()
-        response = await original(self, client, call)
-        await pace()
-        return response
-
-    _handler.HttpHandler._exchange_async = paced  # type: ignore[method-assign]
-
-
 def mix_specs(args: argparse.Namespace, pulls: int) -> list[dict[str, Any]]:
     """The sensors and timers of ``mix1000`` (``kind`` ``sensor`` or ``timer``); their deadlines
     and moments are set when the load starts (``at`` and ``deadline_s``: seconds from then)."""
@@ -764,8 +746,6 @@ def child_load(args: argparse.Namespace) -> None:
         warm_up()
     if args.mode == "warm_thread_per_pull":
         thread_per_pull()
-    if args.pace:
-        paced_requests()
     if args.mode.endswith("gc_frozen"):
         gc.collect()
         gc.freeze()
@@ -1016,8 +996,6 @@ def main_parent(args: argparse.Namespace) -> int:
             if args.sample_stalls:
                 load_args.append("--sample-stalls")
             load_args += ["--start", args.start, "--pull-threads", str(args.pull_threads)]
-            if args.pace:
-                load_args.append("--pace")
             if args.freeze_every:
                 load_args += ["--freeze-every", str(args.freeze_every)]
             load_args += ["--switch-interval", str(args.switch_interval)]
@@ -1053,7 +1031,6 @@ def main_parent(args: argparse.Namespace) -> int:
             "stall_period_s": STALL_PERIOD_S,
             "modes": modes,
             "start": args.start,
-            "paced_requests": args.pace,
             "sandbox_nice": args.sandbox_nice,
             "freeze_every_s": args.freeze_every,
             "pull_threads": args.pull_threads or "library default",
@@ -1138,11 +1115,6 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=10,
         help="the sandbox process's niceness (0: the same priority as the load)",
-    )
-    parser.add_argument(
-        "--pace",
-        action="store_true",
-        help="an experiment: the handler's async requests paced (pull._offload.pace)",
     )
     parser.add_argument(
         "--freeze-every",

@@ -110,6 +110,25 @@ class _Protocol(asyncio.Protocol):
         return self._drain_waiter
 
 
+async def _wait(
+    waiter: asyncio.Future[None],
+    timeout: float | None,  # noqa: ASYNC109 - httpcore's timeouts, passed on
+    error: type[httpcore.TimeoutException],
+    message: str,
+) -> None:
+    """Wait for ``waiter`` at most ``timeout`` seconds, else raise ``error(message)``."""
+    try:
+        async with asyncio.timeout(timeout):
+            await waiter
+    except TimeoutError:
+        raise error(message) from None
+
+
+def _closed_message(protocol: _Protocol) -> str:
+    """A write's error on a connection that is gone: its cause, or that it closed cleanly."""
+    return str(protocol.error) if protocol.error else "the connection is closed"
+
+
 class _Stream(httpcore.AsyncNetworkStream):
     """httpcore's network stream on an asyncio transport, with anyio's errors and timeouts
     (``ReadTimeout``, ``ReadError``, ``WriteError``, ...; an end of stream reads ``b""``)."""
@@ -121,12 +140,12 @@ class _Stream(httpcore.AsyncNetworkStream):
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
         protocol = self._protocol
         if not protocol.buffer and not protocol.eof and not protocol.lost:
-            waiter = protocol.read_waiter()
-            try:
-                async with asyncio.timeout(timeout):
-                    await waiter
-            except TimeoutError:
-                raise httpcore.ReadTimeout("timed out reading the answer") from None
+            await _wait(
+                protocol.read_waiter(),
+                timeout,
+                httpcore.ReadTimeout,
+                "timed out reading the answer",
+            )
         if protocol.buffer:
             data = bytes(protocol.buffer[:max_bytes])
             del protocol.buffer[:max_bytes]
@@ -145,23 +164,17 @@ class _Stream(httpcore.AsyncNetworkStream):
             return
         protocol = self._protocol
         if protocol.lost or self._transport.is_closing():
-            error = protocol.error
-            raise httpcore.WriteError(
-                str(error) if error else "the connection is closed"
-            ) from error
+            raise httpcore.WriteError(_closed_message(protocol)) from protocol.error
         self._transport.write(buffer)
         if protocol.paused_writing:
-            waiter = protocol.drain_waiter()
-            try:
-                async with asyncio.timeout(timeout):
-                    await waiter
-            except TimeoutError:
-                raise httpcore.WriteTimeout("timed out writing the request") from None
+            await _wait(
+                protocol.drain_waiter(),
+                timeout,
+                httpcore.WriteTimeout,
+                "timed out writing the request",
+            )
             if protocol.lost:
-                error = protocol.error
-                raise httpcore.WriteError(
-                    str(error) if error else "the connection is closed"
-                ) from error
+                raise httpcore.WriteError(_closed_message(protocol)) from protocol.error
 
     async def aclose(self) -> None:
         # As anyio's streams: close (a TLS connection sends its close_notify), let the loop
@@ -227,6 +240,8 @@ class _Backend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
+        # local_address and socket_options are httpcore's interface: the pool's connections
+        # set neither (nor a unix socket: the base class refuses those).
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
@@ -239,43 +254,16 @@ class _Backend(httpcore.AsyncNetworkBackend):
                     _Protocol,
                     str(infos[0][4][0]) if single else host,
                     port,
-                    local_addr=(local_address, 0) if local_address else None,
                     happy_eyeballs_delay=None if single else _HAPPY_EYEBALLS_DELAY,
                 )
         except TimeoutError:
             raise httpcore.ConnectTimeout(f"timed out connecting to {host}:{port}") from None
         except OSError as exc:
             raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
-        _set_options(transport, socket_options)
-        return _Stream(transport, protocol)
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(timeout):
-                transport, protocol = await loop.create_unix_connection(_Protocol, path)
-        except TimeoutError:
-            raise httpcore.ConnectTimeout(f"timed out connecting to {path}") from None
-        except OSError as exc:
-            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
-        _set_options(transport, socket_options)
         return _Stream(transport, protocol)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
-
-
-def _set_options(
-    transport: asyncio.Transport, options: Iterable[httpcore.SOCKET_OPTION] | None
-) -> None:
-    sock = transport.get_extra_info("socket")
-    for option in options or ():
-        sock.setsockopt(*option)
 
 
 _BACKEND = _Backend()
@@ -296,13 +284,11 @@ class _Pool:
         max_connections: int | None,
         max_keepalive_connections: int | None,
         keepalive_expiry: float | None,
-        network_backend: httpcore.AsyncNetworkBackend | None = _BACKEND,
     ) -> None:
         self._ssl_context = ssl_context
         self._max_connections = max_connections
         self._max_idle = max_keepalive_connections
         self._keepalive_expiry = keepalive_expiry
-        self._network_backend = network_backend
         #: Every open connection (idle, busy or connecting): its origin's key.
         self._connections: dict[httpcore.AsyncHTTPConnection, _Key] = {}
         #: Idle connections per origin, the most recently returned last.
@@ -389,7 +375,7 @@ class _Pool:
                 keepalive_expiry=self._keepalive_expiry,
                 http1=True,
                 http2=False,
-                network_backend=self._network_backend,
+                network_backend=_BACKEND,
             )
             self._connections[connection] = key
             return connection

@@ -19,12 +19,6 @@ calls (round robin), so no pull holds a thread for a series of calls.
 The heaviest work, decoding a page and encoding its rows, can run in worker processes instead
 (:func:`offload_to_process`): one pool per process, shared by every pull, started from a fork
 server (a process with threads must not ``fork``).
-
-What stays on the event loop is each request's own handling (building it, parsing the answer,
-the handler's checks): about a millisecond of CPU each, and when hundreds of requests answer in
-the same turn of the loop (a triggerer's 200 pulls, concurrency 2 each) that turn lasts for all
-of them. :func:`pace` lets such work wait for a later turn once a turn has had
-:data:`PACE_BUDGET_S` of it, so the loop's other callbacks (timers, other triggers) run between.
 """
 
 from __future__ import annotations
@@ -34,6 +28,7 @@ import collections
 import contextvars
 import functools
 import multiprocessing
+import multiprocessing.context
 import os
 import sys
 import threading
@@ -42,17 +37,17 @@ import types
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, ParamSpec, TypeVar
+from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from echo_connhandler._pace import PACE_BUDGET_S, pace
+if TYPE_CHECKING:
+    from multiprocessing import popen_forkserver
 
 __all__ = [
     "DECODE_PROCESSES",
-    "PACE_BUDGET_S",
     "PULL_THREADS",
     "offload",
     "offload_to_process",
-    "pace",
     "pull_worker",
 ]
 
@@ -91,9 +86,9 @@ def _forget_after_fork() -> None:
     """In a forked child: the parent's threads and worker processes are not there, and a pool
     that believes it has idle threads would queue work that no thread ever runs. The next pull
     starts its own (the locks too: another thread may have held one at the fork)."""
-    global _threads, _threads_lock, _pool, _pool_started, _pool_lock
+    global _threads, _threads_lock, _pool, _pool_lock, _main_swap_lock
     _threads, _threads_lock = None, threading.Lock()
-    _pool, _pool_started, _pool_lock = None, None, threading.Lock()
+    _pool, _pool_lock, _main_swap_lock = None, threading.Lock(), threading.Lock()
 
 
 async def offload(function: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -204,40 +199,74 @@ class pull_worker:
 
 
 _pool: ProcessPoolExecutor | None = None
-_pool_started: ProcessPoolExecutor | None = None  # the pool once its first call is submitted
 _pool_lock = threading.Lock()
+_main_swap_lock = threading.Lock()
+
+
+class _EmptyMainProcess(multiprocessing.context.ForkServerProcess):
+    """A worker of the decode pool: started with an empty ``__main__``.
+
+    A worker started from a fork server still runs the parent's ``__main__`` again, as
+    ``__mp_main__`` (multiprocessing's rule for spawn and forkserver), and the pool starts a
+    worker on any call that finds none idle, so the swap is made around every start, not only
+    the first. Airflow's task runner's ``__main__`` is its CLI, which imports Airflow without
+    its configuration and fails (docs/airflow/deferrable-pulls.md, "What runs where"); a
+    decode needs nothing of it. This class is pickled with each worker (by name): it must
+    stay importable at module level.
+
+    While a worker starts, the whole process sees the empty ``__main__``: milliseconds for a
+    worker forked by the running server, the server's start (most of a second) for the first.
+    """
+
+    @staticmethod
+    def _Popen(process_obj: BaseProcess) -> popen_forkserver.Popen:
+        # One start at a time: two overlapping swaps would leave the empty module in place.
+        with _main_swap_lock:
+            main = sys.modules.get("__main__")
+            sys.modules["__main__"] = types.ModuleType("__main__")
+            try:
+                return multiprocessing.context.ForkServerProcess._Popen(process_obj)
+            finally:
+                if main is not None:
+                    sys.modules["__main__"] = main
+
+
+class _EmptyMainContext(multiprocessing.context.ForkServerContext):
+    """The forkserver start method, with :class:`_EmptyMainProcess` workers."""
+
+    Process = _EmptyMainProcess
 
 
 def _process_pool() -> ProcessPoolExecutor:
+    """The process's decode pool, started: its fork server runs and has forked a worker.
+
+    Starting it blocks the calling thread until the fork server has imported its preloaded
+    modules and forked the first worker (0.7 s measured, 2 cores): never call it on an event
+    loop's thread (:func:`offload_to_process` calls it in a thread).
+    """
     global _pool
     with _pool_lock:
         if _pool is None:
             # forkserver: a process with threads (the event loop's, the pulls') must not fork,
-            # and spawn would import every module again in each worker. A worker still runs
-            # the parent's __main__ as __mp_main__ (multiprocessing's rule for both): under
-            # Airflow's CLI script, an import of airflow per worker (docs/performance.md).
-            context = multiprocessing.get_context("forkserver")
+            # and spawn would import every module again in each worker.
+            context = _EmptyMainContext()
             context.set_forkserver_preload(
                 ["echo_connhandler.pull._forkserver_watch", "echo_connhandler.pull._engine"]
             )
-            _pool = ProcessPoolExecutor(
+            pool = ProcessPoolExecutor(
                 max_workers=DECODE_PROCESSES,
                 mp_context=context,
                 initializer=_exit_with_parent,
                 initargs=(os.getpid(),),
             )
-            # The workers are started by the first submit, and each would run the parent's
-            # __main__ again: Airflow's task runner's is its CLI, which imports Airflow without
-            # its configuration and fails (docs/performance.md,
-            # "What runs where, and the figures now"). A decode needs nothing of it: the
-            # workers start with an empty __main__.
-            main = sys.modules.get("__main__")
-            sys.modules["__main__"] = types.ModuleType("__main__")
+            # The first submit starts the fork server and waits for its first fork: here, so
+            # that the later calls (on the loop) only ask the running server for a worker.
             try:
-                _pool.submit(os.getpid)
-            finally:
-                if main is not None:
-                    sys.modules["__main__"] = main
+                pool.submit(os.getpid)
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            _pool = pool
         return _pool
 
 
@@ -266,41 +295,28 @@ def _exit_with_parent(owner: int) -> None:
     threading.Thread(target=watch, name=f"exit-with-{owner}", daemon=True).start()
 
 
-def _first_submit(pool: ProcessPoolExecutor, call: Callable[[], T]) -> Future[T]:
-    """In a thread: the pool's first call, which starts the fork server and waits for it to
-    import its preloaded modules and fork the first worker (0.7 s measured, 2 cores)."""
-    global _pool_started
-    future = pool.submit(call)
-    with _pool_lock:
-        if _pool is pool:
-            _pool_started = pool
-    return future
-
-
 async def offload_to_process(function: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     """Run ``function`` (picklable, as are its arguments and result) in the process pool.
 
-    The pool's first call is submitted from a thread: starting the fork server blocks the
-    caller until the server has forked the first worker, which on an event loop's thread is a
-    stall of most of a second (docs/performance.md, "Start-up burst"). Later calls are
-    submitted here (a worker started on demand is one fork of the fork server: milliseconds).
+    The pool is started in a thread: starting the fork server blocks the caller until the
+    server has forked the first worker, which on an event loop's thread is a stall of most of a
+    second (docs/performance.md, "Start-up burst"). Calls are submitted here (a worker started
+    on demand is one fork of the running fork server: milliseconds).
     """
+    global _pool
     if multiprocessing.current_process().daemon:
         # A daemonic process may not start children (multiprocessing's rule), and an Airflow
         # task under Celery's prefork pool is one (it inherits its pool process's flag): the
-        # work runs in this pull's thread instead (docs/airflow/production.md, "Celery").
+        # work runs on the pulls' shared threads instead (docs/airflow/production.md, "Celery").
         return await offload(function, *args, **kwargs)
-    pool = _process_pool()
+    pool = _pool
+    if pool is None:  # started in a thread: starting it blocks (above)
+        pool = await asyncio.to_thread(_process_pool)
     call = functools.partial(function, *args, **kwargs)
     try:
-        if pool is _pool_started:
-            future = pool.submit(call)
-        else:
-            future = await asyncio.to_thread(_first_submit, pool, call)
-        return await asyncio.wrap_future(future)
+        return await asyncio.wrap_future(pool.submit(call))
     except BrokenProcessPool:
         # A worker died (killed, out of memory): the next call gets a new pool.
-        global _pool
         with _pool_lock:
             if _pool is pool:
                 _pool = None

@@ -15,12 +15,13 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpcore
 import httpx
 import pytest
 
 from echo_connhandler import HttpConnProperties, HttpHandler
 from echo_connhandler._handler import ssl_context
-from echo_connhandler._pool import PooledHTTPTransport, _Pool
+from echo_connhandler._pool import _BACKEND, PooledHTTPTransport, _Pool
 
 BIG = 1024 * 1024 + 7  # bytes: several times the backend's read-pause threshold
 
@@ -303,6 +304,42 @@ async def test_a_slow_answer_is_a_read_timeout(raw_server: RawServer) -> None:
         assert (await http.get("/")).status_code == 200
 
 
+async def test_a_write_on_a_closed_connection_is_a_write_error(raw_server: RawServer) -> None:
+    """Closed cleanly: the message says so, and no cause is chained."""
+    port = int(raw_server.url.rsplit(":", 1)[1])
+    stream = await _BACKEND.connect_tcp("127.0.0.1", port, timeout=5)
+    await stream.aclose()
+    with pytest.raises(httpcore.WriteError) as caught:
+        await stream.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+    assert str(caught.value) == "the connection is closed"
+    assert caught.value.__cause__ is None
+    assert caught.value.__suppress_context__
+
+
+async def test_a_request_the_server_does_not_read_is_a_write_timeout() -> None:
+    """More than the socket buffers hold, to a server that never reads: the write waits for
+    the transport to drain, at most the write timeout."""
+    release = asyncio.Event()
+
+    async def never_read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await release.wait()
+        writer.close()
+
+    server = await asyncio.start_server(never_read, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        stream = await _BACKEND.connect_tcp("127.0.0.1", port, timeout=5)
+        with pytest.raises(httpcore.WriteTimeout) as caught:
+            await stream.write(b"x" * (64 * 1024 * 1024), timeout=0.05)
+        assert str(caught.value) == "timed out writing the request"
+        assert caught.value.__cause__ is None
+        await stream.aclose()
+    finally:
+        release.set()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_unsupported_scheme() -> None:
     pool = _Pool(ssl_context(True), 1, 1, 5.0)
     request: Any = httpx.Request("GET", "ftp://127.0.0.1/")
@@ -319,8 +356,6 @@ async def test_one_address_connects_without_the_happy_eyeballs_race(
     when the connect is cancelled: seen as a ResourceWarning when a failing pull cancelled its
     fetches in flight. One address needs no race, so it is not used for one."""
     import asyncio.staggered
-
-    from echo_connhandler._pool import _BACKEND
 
     def no_race(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the happy-eyeballs race was used for a single address")

@@ -10,13 +10,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import json
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import CancelledError, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -319,31 +323,102 @@ async def test_pace_returns_at_once_under_the_budget() -> None:
     turns.stop()
 
 
-# -- the process pool: its first call is not submitted on the event loop --------------------------
-async def test_the_process_pools_first_call_is_submitted_off_the_loop(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Starting the fork server blocks the submitting thread (0.7 s measured): the first call
-    goes through a thread, the later ones not."""
+# -- the process pool: started off the event loop, every worker with an empty __main__ ----------
+async def test_the_process_pool_is_started_off_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Starting the pool (the fork server, its first fork) blocks the starting thread (0.7 s
+    measured): it starts in a thread, once; the calls are submitted on the loop."""
     loop_thread = threading.get_ident()
-    submitted_from: list[int] = []
+    started_on: list[int] = []
+    pool = ThreadPoolExecutor(1)  # stands in for the process pool (same submit contract)
 
-    class Pool(ThreadPoolExecutor):  # stands in for the process pool (same submit contract)
-        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-            submitted_from.append(threading.get_ident())
-            return super().submit(fn, *args, **kwargs)
+    def start() -> ThreadPoolExecutor:
+        started_on.append(threading.get_ident())
+        _offload._pool = pool  # type: ignore[assignment]
+        return pool
 
-    pool = Pool(1)
-    monkeypatch.setattr(_offload, "_pool", pool)
-    monkeypatch.setattr(_offload, "_pool_started", None)
+    monkeypatch.setattr(_offload, "_pool", None)
+    monkeypatch.setattr(_offload, "_process_pool", start)
     try:
         assert await _offload.offload_to_process(pow, 2, 5) == 32
         assert await _offload.offload_to_process(pow, 2, 6) == 64
     finally:
         pool.shutdown()
-    assert submitted_from[0] != loop_thread
-    assert submitted_from[1] == loop_thread
-    assert _offload._pool_started is pool
+    assert loop_thread not in started_on
+    assert len(started_on) == 1  # the second call found the pool started
+
+
+#: Run as a script (its own process, its own decode pool). Imported again in a decode worker
+#: (as ``__mp_main__``), it writes the marker: what Airflow's task runner's ``__main__`` does
+#: there is import Airflow without its configuration, and fail.
+_MAIN_SCRIPT = """
+import asyncio
+import json
+import os
+import sys
+
+if __name__ != "__main__":
+    with open(os.environ["ECHO_TEST_MARKER"], "a") as marker:
+        marker.write(f"{__name__} imported in {os.getpid()}\\n")
+else:
+    import decode_barrier
+    from echo_connhandler.pull import _offload
+
+    _offload.DECODE_PROCESSES = 3  # whatever the cores: several workers
+
+    async def main() -> None:
+        await _offload.offload_to_process(os.getpid)  # the pool started, its first worker
+        # Three calls that all wait for each other: each in a worker of its own.
+        pids = await asyncio.gather(
+            *(_offload.offload_to_process(decode_barrier.meet, sys.argv[1], 3) for _ in range(3))
+        )
+        print(json.dumps(sorted(pids)))
+
+    asyncio.run(main())
+"""
+
+_BARRIER_MODULE = """
+import os
+import time
+
+
+def meet(folder: str, parties: int) -> int:
+    \"\"\"In a worker: wait until ``parties`` workers are here; this worker's pid.\"\"\"
+    open(os.path.join(folder, str(os.getpid())), "w").close()
+    deadline = time.monotonic() + 30  # a guard against a hang, not a measure
+    while len(os.listdir(folder)) < parties:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(os.listdir(folder))} of {parties} workers started")
+        time.sleep(0.01)
+    return os.getpid()
+"""
+
+
+def test_every_worker_of_the_process_pool_starts_with_an_empty_main(tmp_path: Path) -> None:
+    """The pool starts a worker whenever a call finds none idle; each start would run the
+    parent's ``__main__`` again. Found with 6 calls: the first worker started clean, the second
+    imported it."""
+    (tmp_path / "main_script.py").write_text(_MAIN_SCRIPT)
+    (tmp_path / "decode_barrier.py").write_text(_BARRIER_MODULE)
+    (tmp_path / "met").mkdir()
+    marker = tmp_path / "main-imported.txt"
+    root = Path(_offload.__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "ECHO_TEST_MARKER": str(marker),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+    }
+    done = subprocess.run(  # noqa: S603 - our own interpreter, fixed code
+        [sys.executable, str(tmp_path / "main_script.py"), str(tmp_path / "met")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=2 * HANG_GUARD_S,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    pids = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(set(pids)) == 3  # three workers started, not only the first
+    assert not marker.exists(), marker.read_text()
 
 
 # -- a daemonic process (a task under Celery's prefork pool) may not have children ---------------
