@@ -99,6 +99,12 @@ class Processes:
         )
         log.close()
 
+    def log_since_start(self, label: str) -> str:
+        """What the process ``label`` logged since this deployment first started it."""
+        with (self.log_dir / f"{label}.log").open("rb") as log:
+            log.seek(self.log_offsets.get(label, 0))
+            return log.read().decode(errors="replace")
+
     def check_alive(self) -> None:
         """Raise if a process ended on its own (with the end of its log)."""
         for name, process in self.running.items():

@@ -397,11 +397,7 @@ class Deployment:
     def log_lines(self, *marks: str) -> dict[str, int]:
         """How many lines of this deployment's logs (its processes' since they started, and the
         task and trigger logs) hold each mark."""
-        texts = []
-        for name, offset in self.processes.log_offsets.items():
-            with (self.processes.log_dir / f"{name}.log").open("rb") as log:
-                log.seek(offset)
-                texts.append(log.read().decode(errors="replace"))
+        texts = [self.processes.log_since_start(name) for name in self.processes.log_offsets]
         texts += [p.read_text(errors="replace") for p in self.task_log_files()]
         lines = [line for text in texts for line in text.splitlines()]
         return {mark: sum(mark in line for line in lines) for mark in marks}
@@ -409,13 +405,10 @@ class Deployment:
     def blocked_loop_warnings(self) -> list[str]:
         """The triggerers' warnings of a blocked event loop since this deployment started."""
         lines = []
-        for name, offset in sorted(self.processes.log_offsets.items()):
-            if not name.startswith("triggerer"):
-                continue
-            with (self.processes.log_dir / f"{name}.log").open("rb") as log:
-                log.seek(offset)
-                text = log.read().decode(errors="replace")
-            lines += [line.strip() for line in text.splitlines() if BLOCKED_MARK in line]
+        for name in sorted(self.processes.log_offsets):
+            if name.startswith("triggerer"):
+                text = self.processes.log_since_start(name)
+                lines += [line.strip() for line in text.splitlines() if BLOCKED_MARK in line]
         return lines
 
     # -- the secret scan -------------------------------------------------------------------------

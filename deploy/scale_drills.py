@@ -31,29 +31,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import os
 import tempfile
 import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import date
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs
+from typing import Any, TypeVar
 
 from deploy.deployment import Deployment, say
-from deploy.scale_out import ScaleOut, ScaleSettings, worker_command
+from deploy.pull_drills import (
+    DATASET,
+    LATENCY_MS,
+    PAGE_SIZE,
+    TRIGGERER_OUTPUT,
+    TRIGGERER_YEARS,
+    WORKER_OUTPUT,
+    WORKER_YEARS,
+    CountingMiddleware,
+    DatastorePages,
+    chunk_plan,
+    chunks_done,
+    expected_chunks,
+    partial,
+    pull_drill_dags,
+    reference_pull,
+    resource_rows,
+)
+from deploy.scale_out import ScaleOut, ScaleSettings
 from echo_connhandler.sandbox import SandboxConfig
 
 __all__ = [
     "DRILL_BUNDLE",
     "FANOUT_YEARS",
     "SCALE_SANDBOX",
-    "DatastorePages",
     "PullCheck",
     "check_pull",
     "demo_scale",
@@ -61,16 +75,9 @@ __all__ = [
     "run_scale_drills",
 ]
 
+V = TypeVar("V")
+
 DRILL_BUNDLE = "scale-drills"
-DATASET = "pld_media_diaria"
-SUBMARKETS = 4
-PAGE_SIZE = 50
-CONCURRENCY = 2
-LATENCY_MS = 500
-#: Kill once at least this many chunks of a pull are in its manifest (and not all).
-KILL_AT = 12
-TRIGGERER_YEARS = (2022, 2023)
-WORKER_YEARS = (2024, 2025)
 #: One resource per pull: the request counts of the 20 pulls never mix.
 FANOUT_YEARS = tuple(range(2006, 2026))
 #: The sandbox of the mode: one CCEE resource per year and dataset for 20 years (the example
@@ -78,105 +85,20 @@ FANOUT_YEARS = tuple(range(2006, 2026))
 SCALE_SANDBOX = SandboxConfig(seed=42, ccee_years=FANOUT_YEARS)
 DRILL_TIMEOUT_S = 600.0
 
-DAG_FILE = '''
-"""DAGs of the scale-out drills (deploy/scale_drills.py)."""
-
-from datetime import timedelta
-
-import pendulum
-from airflow.sdk import DAG
-
-from echo_connhandler_provider.operators import CceeDatastoreOperator
-
-
-LAKE = "{{ var.value.echo_data_lake }}"
-START = pendulum.datetime(2026, 1, 1, tz="UTC")
-
-
-def pull(task_id, years, output, **kwargs):
-    return CceeDatastoreOperator(
-        task_id=task_id,
-        conn_id="ccee_default",
-        dataset=%(dataset)r,
-        years=years,
-        page_size=%(page_size)d,
-        concurrency=%(concurrency)d,
-        output=LAKE + "/" + output,
-        progress_every=2.0,
-        **kwargs,
-    )
-
-
-with DAG("scale_drill_triggerer", schedule="@daily", start_date=START, catchup=False):
-    pull("pull", %(triggerer_years)r, "drills/triggerer/pull.jsonl", deferrable=True, retries=0)
-
-with DAG("scale_drill_worker", schedule="@daily", start_date=START, catchup=False):
-    pull(
-        "pull",
-        %(worker_years)r,
-        "drills/worker/pull.jsonl",
-        deferrable=False,
-        retries=1,
-        retry_delay=timedelta(seconds=1),
-    )
-
+FANOUT_DAG = """
 with DAG("scale_drill_fanout", schedule="@daily", start_date=START, catchup=False):
     for year in %(fanout_years)r:
         pull(f"pull_{year}", [year], f"drills/fanout/{year}.jsonl", deferrable=True, retries=0)
-'''
+"""
 
 
 def drill_dag_file() -> str:
-    return DAG_FILE % {
-        "dataset": DATASET,
-        "page_size": PAGE_SIZE,
-        "concurrency": CONCURRENCY,
-        "triggerer_years": list(TRIGGERER_YEARS),
-        "worker_years": list(WORKER_YEARS),
-        "fanout_years": list(FANOUT_YEARS),
-    }
-
-
-def resource_rows(year: int) -> int:
-    return (date(year + 1, 1, 1) - date(year, 1, 1)).days * SUBMARKETS
-
-
-def expected_chunks(years: tuple[int, ...]) -> int:
-    return sum(math.ceil(resource_rows(y) / PAGE_SIZE) for y in years)
-
-
-# -- what the service saw ------------------------------------------------------------------------
-@dataclass
-class DatastorePages:
-    """``datastore_search`` page requests the sandbox's CCEE app received, by ``(resource_id,
-    offset)``, while ``counting`` (planning probes, ``limit=0`` or ``fields=_id``, apart)."""
-
-    pages: Counter[tuple[str, int]] = field(default_factory=Counter)
-    probes: Counter[str] = field(default_factory=Counter)
-    counting: bool = False
-
-    def count(self, path: str, query_string: bytes) -> None:
-        if not (self.counting and path.endswith("/datastore_search")):
-            return
-        query = parse_qs(query_string.decode("latin-1"))
-        resource = query.get("resource_id", [""])[0]
-        if int(query.get("limit", ["0"])[0]) > 0 and "fields" not in query:
-            self.pages[(resource, int(query.get("offset", ["0"])[0]))] += 1
-        else:
-            self.probes[resource] += 1
-
-
-class CountingMiddleware:
-    """``app.add_middleware(CountingMiddleware, counter=...)`` (Starlette builds it)."""
-
-    def __init__(self, app: Any, counter: DatastorePages) -> None:
-        self.app = app
-        self.counter = counter
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            self.counter.count(scope["path"], scope.get("query_string", b""))
-        await self.app(scope, receive, send)
+    return pull_drill_dags(
+        "scale-out drills (deploy/scale_drills.py)",
+        triggerer_dag="scale_drill_triggerer",
+        worker_dag="scale_drill_worker",
+        more=FANOUT_DAG % {"fanout_years": list(FANOUT_YEARS)},
+    )
 
 
 # -- one pull's verdict --------------------------------------------------------------------------
@@ -243,58 +165,47 @@ def check_pull(
 
 # -- reading the deployment ----------------------------------------------------------------------
 class Lake:
-    """The S3 data lake as the drills read it (no cache: every read goes to the server)."""
+    """The data lake as the drills read it: the deployment's storage (the S3 bucket, through a
+    filesystem that caches no listing: every read goes to the server)."""
 
-    def __init__(self, scale: ScaleOut, url: str) -> None:
-        self.fs = scale.s3.filesystem()
-        self.root = url.removeprefix("s3://").rstrip("/")
+    def __init__(self, deployment: Deployment) -> None:
+        self.storage, root = deployment.lake("")
+        self.root = root.rstrip("/")
+
+    def _folder_and_name(self, output: str) -> tuple[str, str]:
+        folder, name = f"{self.root}/{output}".rsplit("/", 1)
+        return folder, name
 
     def manifests(self, output: str) -> dict[str, Any] | None:
         """The checkpoint manifest of ``output`` now (None: none, or being removed)."""
-        from echo_connhandler.pull import FsspecStorage, read_checkpoint
+        from echo_connhandler.pull import read_checkpoint
 
-        storage = FsspecStorage(self.fs, "s3")
-        for path in sorted(self.fs.glob(f"{self.root}/{output}.parts-*/manifest.json")):
-            with contextlib.suppress(OSError, ValueError):
-                return read_checkpoint(storage, path.rsplit("/", 1)[0])
+        folder, name = self._folder_and_name(output)
+        for entry in self.storage.list_names(folder):
+            if entry.startswith(f"{name}.parts-"):
+                with contextlib.suppress(OSError, ValueError):
+                    found = read_checkpoint(self.storage, f"{folder}/{entry}")
+                    if found is not None:
+                        return found
         return None
 
     def read(self, output: str) -> bytes | None:
         path = f"{self.root}/{output}"
-        return bytes(self.fs.cat_file(path)) if self.fs.exists(path) else None
+        return self.storage.read_bytes(path) if self.storage.exists(path) else None
 
     def written(self, output: str) -> bool:
-        return bool(self.fs.exists(f"{self.root}/{output}"))
+        return self.storage.exists(f"{self.root}/{output}")
 
     def progressed(self, output: str, done_at_kill: int) -> bool:
         """Whether the pull went on after a kill: its output is there, or its checkpoint
         records more chunks than at the kill."""
-        return self.written(output) or _done(self.manifests(output)) > done_at_kill
+        return self.written(output) or chunks_done(self.manifests(output)) > done_at_kill
 
     def siblings(self, output: str) -> list[str]:
         """What is next to ``output`` whose name starts with it (checkpoints, temporary
         files)."""
-        folder, name = f"{self.root}/{output}".rsplit("/", 1)
-        with contextlib.suppress(FileNotFoundError):
-            return sorted(
-                p.rsplit("/", 1)[1]
-                for p in self.fs.ls(folder, detail=False, refresh=True)
-                if p.rsplit("/", 1)[1].startswith(name) and p.rsplit("/", 1)[1] != name
-            )
-        return []
-
-
-def _done(manifest: dict[str, Any] | None) -> int:
-    return len((manifest or {}).get("done") or {})
-
-
-def _plan(manifest: dict[str, Any]) -> list[tuple[str, int]]:
-    chunks = sorted(manifest["plan"]["chunks"], key=lambda c: int(c["index"]))
-    return [(str(c["params"]["resource_id"]), int(c["params"]["offset"])) for c in chunks]
-
-
-def _partial(manifest: dict[str, Any] | None) -> bool:
-    return manifest is not None and KILL_AT <= _done(manifest) < len(manifest["plan"]["chunks"])
+        folder, name = self._folder_and_name(output)
+        return [n for n in self.storage.list_names(folder) if n.startswith(name) and n != name]
 
 
 def _tree(pid: int) -> list[Any]:
@@ -367,60 +278,94 @@ def _kill_mid_pull(deployment: Deployment, lake: Lake, check: PullCheck, victim:
     manifest = lake.manifests(check.output)
     assert manifest is not None, "the checkpoint vanished at the kill"
     check.killed = True
-    check.plan = _plan(manifest)
+    check.plan = chunk_plan(manifest)
     check.done_at_kill = sorted(int(i) for i in manifest["done"])
     return killed_at
 
 
-def drill_triggerer(deployment: Deployment, lake: Lake) -> dict[str, Any]:
+def _wait_for_kill_moment(
+    deployment: Deployment,
+    lake: Lake,
+    check: PullCheck,
+    run: tuple[str, str],
+    deadline: Deadline,
+    pick: Callable[[tuple[Any, ...]], V | None],
+) -> tuple[tuple[Any, ...], V]:
+    """Until the pull of ``run`` (dag id, run id) is at its kill moment (:func:`partial`) and
+    ``pick`` finds what to kill in its task instance row; the row and what was picked."""
     scale = _scale(deployment)
-    dag_id = "scale_drill_triggerer"
-    check = PullCheck("triggerer", TRIGGERER_YEARS, "drills/triggerer/pull.jsonl")
-    t0 = time.monotonic()
-    run_id = deployment.start_run(dag_id)
-    deadline = Deadline(DRILL_TIMEOUT_S, "the triggerer drill")
     while True:
         deadline.check(deployment)
         if lake.written(check.output):
             raise AssertionError("the pull ended before the kill")
         manifest = lake.manifests(check.output)
-        ti = _ti_row(scale, dag_id, run_id, "pull")
-        if _partial(manifest) and ti is not None and ti[3] is not None:
-            break
+        ti = _ti_row(scale, *run, "pull")
+        if partial(manifest) and ti is not None:
+            picked = pick(ti)
+            if picked is not None:
+                return ti, picked
         time.sleep(0.2)
-    trigger_id = int(ti[3])
+
+
+def _until_progressed(
+    deployment: Deployment,
+    lake: Lake,
+    check: PullCheck,
+    deadline: Deadline,
+    killed_at: float,
+    watch: Callable[[], None],
+) -> float:
+    """Seconds from the kill until the pull recorded more chunks than at the kill (or wrote
+    its output); ``watch`` is called before each look, for the drill's own observations."""
+    while True:
+        deadline.check(deployment)
+        watch()
+        if lake.progressed(check.output, len(check.done_at_kill)):
+            return time.monotonic() - killed_at
+        time.sleep(0.2)
+
+
+def drill_triggerer(deployment: Deployment, lake: Lake) -> dict[str, Any]:
+    scale = _scale(deployment)
+    dag_id = "scale_drill_triggerer"
+    check = PullCheck("triggerer", TRIGGERER_YEARS, TRIGGERER_OUTPUT)
+    t0 = time.monotonic()
+    run_id = deployment.start_run(dag_id)
+    deadline = Deadline(DRILL_TIMEOUT_S, "the triggerer drill")
+    ti, trigger_id = _wait_for_kill_moment(
+        deployment, lake, check, (dag_id, run_id), deadline, lambda row: row[3]
+    )
     try_at_kill = int(ti[2])
-    victim_job = scale.trigger_assignments().get(trigger_id)
+    victim_job = scale.trigger_assignments().get(int(trigger_id))
     victim = scale.label_of_job(victim_job)
     killed_at = _kill_mid_pull(deployment, lake, check, victim)
     done_at_kill = len(check.done_at_kill)
     say(f"  killed {victim} (job {victim_job}) at {done_at_kill}/{len(check.plan)} chunks")
-    taken_over_s = resumed_s = None
+    taken_over_s = None
     new_owner = None
-    while resumed_s is None:
-        deadline.check(deployment)
-        owner = scale.trigger_assignments().get(trigger_id)
+
+    def watch_takeover() -> None:
+        nonlocal taken_over_s, new_owner
+        owner = scale.trigger_assignments().get(int(trigger_id))
         if taken_over_s is None and owner is not None and owner != victim_job:
             taken_over_s = time.monotonic() - killed_at
             new_owner = scale.label_of_job(owner)
-        if lake.progressed(check.output, done_at_kill):
-            resumed_s = time.monotonic() - killed_at
-        time.sleep(0.2)
+
+    resumed_s = _until_progressed(deployment, lake, check, deadline, killed_at, watch_takeover)
     say(
         f"  {new_owner} took the trigger over after {taken_over_s or 0:.1f} s; "
         f"resumed at {resumed_s:.1f} s"
     )
-    index = ord(victim[-1]) - ord("a")
-    scale.start_triggerer(deployment.processes, index)  # two triggerers again
+    scale.restart(deployment.processes, victim)  # two triggerers again
     run = deployment.wait_for_runs({dag_id: run_id})[dag_id]
-    ti = _ti_row(scale, dag_id, run_id, "pull")
+    final = _ti_row(scale, dag_id, run_id, "pull")
     return {
         "check": check,
         "run_state": run["state"],
         "try_at_kill": try_at_kill,
-        "try_number": ti[2] if ti else None,
+        "try_number": final[2] if final else None,
         # A triggerer's death costs no task try: the same try resumes from the checkpoint.
-        "same_try": ti is not None and int(ti[2]) == try_at_kill,
+        "same_try": final is not None and int(final[2]) == try_at_kill,
         "killed": victim,
         "taken_over_by": new_owner,
         "taken_over_s": taken_over_s,
@@ -432,68 +377,57 @@ def drill_triggerer(deployment: Deployment, lake: Lake) -> dict[str, Any]:
 def drill_worker(deployment: Deployment, lake: Lake) -> dict[str, Any]:
     scale = _scale(deployment)
     dag_id = "scale_drill_worker"
-    check = PullCheck("worker", WORKER_YEARS, "drills/worker/pull.jsonl")
+    check = PullCheck("worker", WORKER_YEARS, WORKER_OUTPUT)
     t0 = time.monotonic()
     run_id = deployment.start_run(dag_id)
     deadline = Deadline(DRILL_TIMEOUT_S, "the worker drill")
-    victim = None
-    while victim is None:
-        deadline.check(deployment)
-        if lake.written(check.output):
-            raise AssertionError("the pull ended before the kill")
-        manifest = lake.manifests(check.output)
-        ti = _ti_row(scale, dag_id, run_id, "pull")
-        if _partial(manifest) and ti is not None:
-            victim = _worker_of(deployment, str(ti[0]))
-        if victim is None:
-            time.sleep(0.2)
-    try_at_kill = int(ti[2]) if ti else 0
+    ti, victim = _wait_for_kill_moment(
+        deployment,
+        lake,
+        check,
+        (dag_id, run_id),
+        deadline,
+        lambda row: _worker_of(deployment, str(row[0])),
+    )
+    try_at_kill = int(ti[2])
     killed_at = _kill_mid_pull(deployment, lake, check, victim)
     done_at_kill = len(check.done_at_kill)
     say(
         f"  killed {victim} (its whole tree) at {done_at_kill}/{len(check.plan)} chunks, "
         f"try {try_at_kill}"
     )
-    failed_s = resumed_s = None
+    failed_s = None
     retry_worker = None
-    while resumed_s is None:
-        deadline.check(deployment)
+
+    def watch_retry() -> None:
+        nonlocal failed_s, retry_worker
         ti = _ti_row(scale, dag_id, run_id, "pull")
         if failed_s is None and ti is not None and (ti[1] != "running" or int(ti[2]) > try_at_kill):
             failed_s = time.monotonic() - killed_at
         if ti is not None and retry_worker is None and int(ti[2]) > try_at_kill:
             retry_worker = _worker_of(deployment, str(ti[0]))
-        if lake.progressed(check.output, done_at_kill):
-            resumed_s = time.monotonic() - killed_at
-        time.sleep(0.2)
+
+    resumed_s = _until_progressed(deployment, lake, check, deadline, killed_at, watch_retry)
     say(
         f"  task failed over after {failed_s or 0:.1f} s; the retry ({retry_worker}) "
         f"resumed at {resumed_s:.1f} s"
     )
-    deployment.processes.start(
-        "celery worker",
-        *_worker_args(scale, victim),
-        label=victim,
-    )
+    scale.restart(deployment.processes, victim)  # two workers again
     run = deployment.wait_for_runs({dag_id: run_id})[dag_id]
-    ti = _ti_row(scale, dag_id, run_id, "pull")
+    final = _ti_row(scale, dag_id, run_id, "pull")
     return {
         "check": check,
         "run_state": run["state"],
         "try_at_kill": try_at_kill,
-        "try_number": ti[2] if ti else None,
+        "try_number": final[2] if final else None,
         # A worker's death costs one try: the retry, on the other worker, resumes.
-        "one_retry": ti is not None and int(ti[2]) == try_at_kill + 1,
+        "one_retry": final is not None and int(final[2]) == try_at_kill + 1,
         "retry_on": retry_worker,
         "killed": victim,
         "detected_s": failed_s,
         "failover_s": resumed_s,
         "seconds": time.monotonic() - t0,
     }
-
-
-def _worker_args(scale: ScaleOut, label: str) -> tuple[str, ...]:
-    return worker_command(ord(label[-1]) - ord("a"), scale.settings.worker_concurrency)
 
 
 def drill_fanout(deployment: Deployment, lake: Lake) -> dict[str, Any]:
@@ -537,7 +471,7 @@ def drill_fanout(deployment: Deployment, lake: Lake) -> dict[str, Any]:
             break
         if victim is None:
             manifests = {y: lake.manifests(c.output) for y, c in checks.items()}
-            done = sum(_done(m) for m in manifests.values())
+            done = sum(chunks_done(m) for m in manifests.values())
             if done >= total // 4 and spread:
                 victim = max(spread, key=lambda k: spread[k])
                 victim_job = scale.triggerer_jobs[victim]
@@ -556,7 +490,7 @@ def drill_fanout(deployment: Deployment, lake: Lake) -> dict[str, Any]:
                     check = checks[year]
                     manifest = lake.manifests(check.output)
                     if manifest is not None:
-                        check.plan = _plan(manifest)
+                        check.plan = chunk_plan(manifest)
                         check.done_at_kill = sorted(int(i) for i in manifest["done"])
                     check.killed = year in on_victim
                 say(
@@ -575,7 +509,7 @@ def drill_fanout(deployment: Deployment, lake: Lake) -> dict[str, Any]:
             taken_over_s = time.monotonic() - killed_at
         time.sleep(0.5)
     if victim is not None:
-        scale.start_triggerer(deployment.processes, ord(victim[-1]) - ord("a"))
+        scale.restart(deployment.processes, victim)
     if not any(c.killed for c in checks.values()):
         # Without a kill the checks below would all pass: they would have drilled nothing.
         raise AssertionError("the pulls ended before a triggerer holding one of them was killed")
@@ -606,17 +540,6 @@ def _scale(deployment: Deployment) -> ScaleOut:
     return deployment.scale
 
 
-async def _reference(url: str, years: tuple[int, ...], output: Path) -> bytes:
-    """An uninterrupted pull of the same source to a local file."""
-    from echo_connhandler import CceeHttpHandler, HttpConnProperties
-    from echo_connhandler.pull import CceeDatastoreSource, run_pull
-
-    async with CceeHttpHandler(HttpConnProperties(host=url), skip_connect=True) as ccee:
-        source = CceeDatastoreSource(dataset=DATASET, years=list(years), page_size=PAGE_SIZE)
-        await run_pull(ccee, source, str(output), concurrency=16)
-    return await asyncio.to_thread(output.read_bytes)
-
-
 def _finish_checks(
     deployment: Deployment,
     lake: Lake,
@@ -633,7 +556,7 @@ def _finish_checks(
             output = lake.read(check.output)
             check.leftovers = lake.siblings(check.output)
             name = Path(folder) / f"{'-'.join(map(str, check.years))}.jsonl"
-            reference = asyncio.run(_reference(deployment.sandbox.urls.ccee, check.years, name))
+            reference = asyncio.run(reference_pull(deployment.sandbox.urls.ccee, check.years, name))
             check_pull(check, counts, output, reference)
             resources = {r for r, _ in check.plan}
             check.probes = sum(n for r, n in probes.items() if r in resources)
@@ -653,8 +576,8 @@ def _reference_plan(years: tuple[int, ...]) -> list[tuple[str, int]]:
 
 def run_scale_drills(deployment: Deployment, counter: DatastorePages) -> dict[str, Any]:
     """The three drills on the running scale-out deployment; their report."""
-    scale = _scale(deployment)
-    lake = Lake(scale, deployment.data_lake)
+    _scale(deployment)  # the scale-out mode, or a clear error
+    lake = Lake(deployment)
     ccee = deployment.sandbox.faults("ccee")
     results: dict[str, Any] = {}
     deployment.wait_for_dags(3, bundle=DRILL_BUNDLE)

@@ -277,11 +277,26 @@ class ScaleOut:
 
     def start_workers(self, processes: Processes) -> None:
         for index in range(self.settings.workers):
-            processes.start(
-                "celery worker",
-                *worker_command(index, self.settings.worker_concurrency),
-                label=worker_label(index),
-            )
+            self.start_worker(processes, index)
+
+    def start_worker(self, processes: Processes, index: int) -> None:
+        processes.start(
+            "celery worker",
+            *worker_command(index, self.settings.worker_concurrency),
+            label=worker_label(index),
+        )
+
+    def restart(self, processes: Processes, label: str) -> None:
+        """Start again the triggerer or worker ``label`` (``triggerer-a``, ``worker-b``...)
+        after a drill killed it."""
+        kind, letter = label.rsplit("-", 1)
+        index = ord(letter) - ord("a")
+        if kind == "triggerer":
+            self.start_triggerer(processes, index)
+        elif kind == "worker":
+            self.start_worker(processes, index)
+        else:
+            raise ValueError(f"not a triggerer or worker label: {label!r}")
 
     def wait_for_workers(self, processes: Processes, timeout: float = 180.0) -> None:
         """Until every worker's log says it is ready (connected to the broker, consuming)."""
@@ -290,10 +305,8 @@ class ScaleOut:
         while waiting:
             processes.check_alive()
             for label in list(waiting):
-                with (processes.log_dir / f"{label}.log").open("rb") as log:
-                    log.seek(processes.log_offsets.get(label, 0))
-                    if f"{label}@127.0.0.1 {WORKER_READY_MARK}".encode() in log.read():
-                        waiting.remove(label)
+                if f"{label}@127.0.0.1 {WORKER_READY_MARK}" in processes.log_since_start(label):
+                    waiting.remove(label)
             if waiting and time.monotonic() > deadline:
                 raise TimeoutError(f"Celery workers not ready in {timeout:.0f} s: {waiting}")
             time.sleep(0.3)

@@ -226,11 +226,18 @@ class Service:
         process.wait()
 
 
+def unreachable_parent(folder: Path) -> Path | None:
+    """The first existing parent of ``folder`` that does not let other users through (no
+    ``o+x``), or None."""
+    for parent in reversed(folder.resolve().parents):
+        if parent.exists() and not parent.stat().st_mode & 0o001:
+            return parent
+    return None
+
+
 def searchable_by_others(folder: Path) -> bool:
     """Whether every existing parent of ``folder`` lets other users through (``o+x``)."""
-    return all(
-        parent.stat().st_mode & 0o001 for parent in folder.resolve().parents if parent.exists()
-    )
+    return unreachable_parent(folder) is None
 
 
 def cluster_folder_outside(home_folder: Path) -> Path:
@@ -333,14 +340,15 @@ class Postgres(Service):
         """The unprivileged user must reach the folder through every parent folder."""
         if self.account is None:
             return
-        for parent in self.folder.resolve().parents:
-            mode = parent.stat().st_mode
-            if not mode & 0o001:
-                raise RuntimeError(
-                    f"{parent} is not searchable by other users: the PostgreSQL cluster "
-                    f"(run as {self.account.pw_name}) cannot live under it; use --home "
-                    "elsewhere"
-                )
+        parent = unreachable_parent(self.folder)
+        if parent is not None:
+            # The cluster is already outside a private home (ScaleOut): this parent is above
+            # both, e.g. a private TMPDIR.
+            raise RuntimeError(
+                f"{parent} is not searchable by other users: the PostgreSQL cluster "
+                f"(run as {self.account.pw_name}) cannot live under it; make it searchable "
+                "(chmod o+x) or set TMPDIR and --home under folders that are"
+            )
 
     def initialise(self) -> bool:
         """``initdb`` once (True when it ran)."""

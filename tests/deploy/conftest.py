@@ -29,7 +29,9 @@ The restart drills (``test_restart_drills.py`` asserts on what they saw):
    (The trigger level, a POST with ``idempotent=True`` run twice, is in
    ``tests/reliability/test_post_replay.py``.)
 
-What the service saw is counted by an ASGI middleware on the sandbox's CCEE app: every
+The pulls, their DAGs, the counting and the reference pull are the scale-out drills' too
+(``deploy/pull_drills.py``). What the service saw is counted by an ASGI middleware on the
+sandbox's CCEE app: every
 ``datastore_search`` page request by ``(resource_id, offset)`` (the planning probes, ``limit=0``
 or ``fields=_id``, apart), counted from the start of the drills. Each pull's output is compared
 byte for byte with an uninterrupted ``run_pull`` of the same source run afterwards in this
@@ -43,29 +45,38 @@ import asyncio
 import contextlib
 import io
 import json
-import math
 import os
 import signal
 import subprocess
 import time
 import traceback
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qs
 
 import psutil  # type: ignore[import-untyped]
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from deploy.demo import run_demo
 from deploy.deployment import Deployment
-from echo_connhandler import CceeHttpHandler, HttpConnProperties
-from echo_connhandler.pull import CceeDatastoreSource, LocalStorage, read_checkpoint, run_pull
+from deploy.pull_drills import (
+    LATENCY_MS,
+    TRIGGERER_OUTPUT,
+    TRIGGERER_YEARS,
+    WORKER_OUTPUT,
+    WORKER_YEARS,
+    CountingMiddleware,
+    DatastorePages,
+    chunk_plan,
+    expected_chunks,
+    partial,
+    pull_drill_dags,
+    reference_pull,
+    resource_rows,
+)
+from echo_connhandler.pull import LocalStorage, read_checkpoint
 
 T = TypeVar("T")
 
@@ -86,21 +97,6 @@ def pytest_configure(config: pytest.Config) -> None:
 # -- the restart drills' settings ----------------------------------------------------------------
 #: The drills' DAG bundle (a temporary folder): apart from the example DAGs in the REST API.
 DRILL_BUNDLE = "restart-drills"
-#: A daily CCEE dataset (4 submarkets x 365 or 366 days a year): about 60 pages per pull.
-DRILL_DATASET = "pld_media_diaria"
-#: One year pair per pull, so that the request counts of the two pulls never mix.
-TRIGGERER_YEARS = (2022, 2023)
-WORKER_YEARS = (2024, 2025)
-#: Each pull's output, relative to the data lake (a folder each: nothing else may be left there).
-TRIGGERER_OUTPUT = "drills/triggerer/pull.jsonl"
-WORKER_OUTPUT = "drills/worker/pull.jsonl"
-PAGE_SIZE = 50
-SUBMARKETS = 4
-#: Added to every CCEE request during the drills: with 2 pages in flight a pull lasts ~15 s.
-LATENCY_MS = 500
-CONCURRENCY = 2
-#: Kill once at least this many chunks are recorded in the manifest (and not all of them).
-KILL_AT = 12
 #: Seconds the drills may take before the fixture gives up (not an assertion on time).
 DRILL_TIMEOUT_S = 420.0
 #: Settings of the shared deployment the drills need (harmless to the demo).
@@ -116,46 +112,7 @@ DRILL_ENV = {
 
 POST_PATH = "/bazefield.services/api/objects/timeseries/aggregated"
 
-DAG_FILE = '''
-"""DAGs of the restart drills (tests/deploy/conftest.py)."""
-
-from datetime import timedelta
-
-import pendulum
-from airflow.sdk import DAG
-
-from echo_connhandler_provider.operators import CceeDatastoreOperator, EchoHttpOperator
-
-LAKE = "{{ var.value.echo_data_lake }}"
-START = pendulum.datetime(2026, 1, 1, tz="UTC")
-
-
-def pull(years, output, **kwargs):
-    return CceeDatastoreOperator(
-        task_id="pull",
-        conn_id="ccee_default",
-        dataset=%(dataset)r,
-        years=years,
-        page_size=%(page_size)d,
-        concurrency=%(concurrency)d,
-        output=LAKE + "/" + output,
-        progress_every=2.0,
-        **kwargs,
-    )
-
-
-with DAG("drill_triggerer_restart", schedule="@daily", start_date=START, catchup=False):
-    pull(%(years1)r, "%(out1)s", deferrable=True, retries=0)
-
-with DAG("drill_worker_kill", schedule="@daily", start_date=START, catchup=False):
-    pull(
-        %(years2)r,
-        "%(out2)s",
-        deferrable=False,
-        retries=1,
-        retry_delay=timedelta(seconds=1),
-    )
-
+POST_DAG = """
 with DAG("drill_post_not_idempotent", schedule="@daily", start_date=START, catchup=False):
     EchoHttpOperator(
         task_id="post",
@@ -173,51 +130,7 @@ with DAG("drill_post_not_idempotent", schedule="@daily", start_date=START, catch
         deferrable=True,
         retries=0,
     )
-'''
-
-
-def resource_rows(year: int) -> int:
-    """Rows of a year's resource of the daily dataset (the sandbox's natural size)."""
-    return (date(year + 1, 1, 1) - date(year, 1, 1)).days * SUBMARKETS
-
-
-# -- what the service saw ------------------------------------------------------------------------
-@dataclass
-class DatastoreRequests:
-    """``datastore_search`` requests received by the sandbox's CCEE app, faulted ones included,
-    while ``counting``."""
-
-    pages: Counter[tuple[str, int]] = field(default_factory=Counter)
-    probes: Counter[str] = field(default_factory=Counter)
-    counting: bool = False
-
-    def middleware(self, app: ASGIApp) -> ASGIApp:
-        async def count(scope: Scope, receive: Receive, send: Send) -> None:
-            if (
-                self.counting
-                and scope["type"] == "http"
-                and scope["path"].endswith("/datastore_search")
-            ):
-                query = parse_qs(scope["query_string"].decode("latin-1"))
-                resource = query.get("resource_id", [""])[0]
-                limit = int(query.get("limit", ["0"])[0])
-                if limit > 0 and "fields" not in query:
-                    self.pages[(resource, int(query.get("offset", ["0"])[0]))] += 1
-                else:
-                    self.probes[resource] += 1
-            await app(scope, receive, send)
-
-        return count
-
-
-class _Counting:
-    """``app.add_middleware(_Counting, counter=...)``: Starlette builds it with the app."""
-
-    def __init__(self, app: ASGIApp, counter: DatastoreRequests) -> None:
-        self._call = counter.middleware(app)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._call(scope, receive, send)
+"""
 
 
 # -- one drill -----------------------------------------------------------------------------------
@@ -247,8 +160,7 @@ class Drill:
 
     @property
     def expected_chunks(self) -> int:
-        """One chunk per page of each resource."""
-        return sum(math.ceil(resource_rows(year) / PAGE_SIZE) for year in self.years)
+        return expected_chunks(self.years)
 
     def manifest(self, lake: Path) -> dict[str, Any] | None:
         """The checkpoint's manifest now (None when there is none, or it is being removed)."""
@@ -260,21 +172,12 @@ class Drill:
     def record_kill(self, what: str, manifest: dict[str, Any] | None) -> None:
         assert manifest is not None, f"{self.dag_id}: the checkpoint vanished at the kill"
         self.killed = what
-        self.plan = [
-            (str(c["params"]["resource_id"]), int(c["params"]["offset"]))
-            for c in sorted(manifest["plan"]["chunks"], key=lambda c: int(c["index"]))
-        ]
+        self.plan = chunk_plan(manifest)
         self.done_at_kill = {int(i) for i in manifest["done"]}
         assert 0 < len(self.done_at_kill) < len(self.plan), (
             f"{self.dag_id}: the kill came too late or too early "
             f"({len(self.done_at_kill)}/{len(self.plan)} chunks done)"
         )
-
-
-def _partial(manifest: dict[str, Any] | None) -> bool:
-    if manifest is None:
-        return False
-    return KILL_AT <= len(manifest.get("done") or {}) < len(manifest["plan"]["chunks"])
 
 
 def _wait_group_gone(pgid: int, timeout: float = 30.0) -> None:
@@ -340,17 +243,8 @@ def _decrypt(fernet: Fernet, value: str) -> str:
         return value
 
 
-async def _reference(url: str, years: tuple[int, ...], output: Path) -> bytes:
-    """An uninterrupted pull of the same source (another output, so another checkpoint)."""
-    props = HttpConnProperties(host=url)
-    async with CceeHttpHandler(props, skip_connect=True) as ccee:
-        source = CceeDatastoreSource(dataset=DRILL_DATASET, years=list(years), page_size=PAGE_SIZE)
-        await run_pull(ccee, source, str(output), concurrency=16)
-    return output.read_bytes()
-
-
 def run_restart_drills(
-    deployment: Deployment, counter: DatastoreRequests, reference_dir: Path
+    deployment: Deployment, counter: DatastorePages, reference_dir: Path
 ) -> dict[str, Any]:
     """The three drills on the running deployment; what they saw (``test_restart_drills.py``)."""
     triggerer_drill = Drill("drill_triggerer_restart", TRIGGERER_YEARS, TRIGGERER_OUTPUT)
@@ -380,13 +274,13 @@ def run_restart_drills(
             for drill in (triggerer_drill, worker_drill):
                 if not drill.killed and (lake / drill.output).is_file():
                     raise AssertionError(f"{drill.dag_id}: the pull ended before the kill")
-            if not triggerer_drill.killed and _partial(triggerer_drill.manifest(lake)):
+            if not triggerer_drill.killed and partial(triggerer_drill.manifest(lake)):
                 pgid = deployment.processes.running["triggerer"].pid
                 deployment.processes.kill("triggerer")  # SIGKILL, the whole process group
                 _wait_group_gone(pgid)  # the trigger runner subprocess included
                 triggerer_drill.record_kill("triggerer", triggerer_drill.manifest(lake))
                 deployment.processes.start("triggerer")
-            if not worker_drill.killed and _partial(worker_drill.manifest(lake)):
+            if not worker_drill.killed and partial(worker_drill.manifest(lake)):
                 ti = _task_instance(deployment, worker_drill)
                 proc = _task_process(str(ti["id"]))
                 if proc is not None:
@@ -429,7 +323,7 @@ def run_restart_drills(
             str(p.relative_to(lake)) for p in output.parent.iterdir() if p != output
         )
         drill.reference_bytes = asyncio.run(
-            _reference(
+            reference_pull(
                 deployment.sandbox.urls.ccee,
                 drill.years,
                 reference_dir / f"{drill.dag_id}-{Path(drill.output).name}",
@@ -476,25 +370,22 @@ def shared_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shar
     reference_dir = tmp_path_factory.mktemp("restart-drills-reference")
     report_path = home.parent / "report.json"
     (drill_dags / "restart_drills.py").write_text(
-        DAG_FILE
-        % {
-            "dataset": DRILL_DATASET,
-            "page_size": PAGE_SIZE,
-            "concurrency": CONCURRENCY,
-            "years1": list(TRIGGERER_YEARS),
-            "years2": list(WORKER_YEARS),
-            "out1": TRIGGERER_OUTPUT,
-            "out2": WORKER_OUTPUT,
-        },
+        pull_drill_dags(
+            "restart drills (tests/deploy/conftest.py)",
+            triggerer_dag="drill_triggerer_restart",
+            worker_dag="drill_worker_kill",
+            more=POST_DAG,
+            operators=("EchoHttpOperator",),
+        ),
         encoding="utf-8",
     )
     deployment = Deployment(home, extra_dag_bundles={DRILL_BUNDLE: drill_dags}, extra_env=DRILL_ENV)
     # The Airflow processes are not pytest's: a test's variables would change their logging.
     for key in [k for k in deployment.processes.env if k.startswith("PYTEST")]:
         del deployment.processes.env[key]
-    counter = DatastoreRequests()
+    counter = DatastorePages()
     # Before the start: Starlette takes no middleware once its app runs.
-    deployment.sandbox.app("ccee").add_middleware(_Counting, counter=counter)
+    deployment.sandbox.app("ccee").add_middleware(CountingMiddleware, counter=counter)
 
     drills: dict[str, Any] = {}
     drills_error: list[str] = []

@@ -14,15 +14,14 @@ import pytest
 from cryptography.fernet import Fernet
 
 from deploy.airflow_home import HomeSecrets, airflow_env
-from deploy.airflow_processes import SERVICE_ARGS
+from deploy.airflow_processes import SERVICE_ARGS, Processes
 from deploy.deployment import Deployment
+from deploy.pull_drills import DatastorePages, expected_chunks
 from deploy.scale_drills import (
     FANOUT_YEARS,
-    DatastorePages,
     PullCheck,
     check_pull,
     drill_dag_file,
-    expected_chunks,
 )
 from deploy.scale_out import (
     EXECUTOR,
@@ -309,3 +308,9 @@ def test_postgres_cluster_moves_out_of_a_private_home(tmp_path: Path) -> None:
         assert public.folder == open_home / "pg"
     finally:
         shutil.rmtree(open_home)
+
+
+def test_restart_takes_only_a_triggerer_or_worker_label(tmp_path: Path) -> None:
+    scale = ScaleOut(tmp_path, HomeSecrets.load_or_create(tmp_path))
+    with pytest.raises(ValueError, match="not a triggerer or worker label: 'postgres-a'"):
+        scale.restart(Processes(tmp_path, {}), "postgres-a")
