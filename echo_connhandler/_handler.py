@@ -35,7 +35,6 @@ import logging
 import ssl
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.cookiejar import CookieJar
@@ -54,7 +53,7 @@ from echo_connhandler._exceptions import (
     UnsafeRedirectError,
 )
 from echo_connhandler._pace import pace
-from echo_connhandler._pool import PooledHTTPTransport
+from echo_connhandler._pool import PooledHTTPTransport, environment_proxies
 from echo_connhandler._properties import HttpConnProperties, is_sensitive_name
 from echo_connhandler._retry import (
     DEFAULT_RETRY_AFTER_CAP,
@@ -211,12 +210,6 @@ class _Client(_HandlerCookies, httpx.Client):
 
 class _AsyncClient(_HandlerCookies, httpx.AsyncClient):
     """``httpx.AsyncClient`` with :class:`_Cookies`."""
-
-
-def _environment_proxies() -> bool:
-    """Whether httpx would mount proxies from the environment (HTTP(S)_PROXY, ALL_PROXY)."""
-    found = urllib.request.getproxies()
-    return any(found.get(scheme) for scheme in ("http", "https", "all"))
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
@@ -675,7 +668,7 @@ class HttpHandler:
             return
         merged = httpx.QueryParams(payload or {})
         if in_url:
-            merged = merged.merge(httpx.URL(url).params)
+            merged = merged.merge(self._parsed_url(url).params)
         kwargs["params"] = merged.merge(given) if given is not None else merged
 
     def _prepare(
@@ -1004,16 +997,7 @@ class HttpHandler:
             settings.setdefault("transport", self._async_transport)
         elif "transport" in settings:
             pass  # a subclass's own
-        elif self._aiohttp_transport is None:
-            if not _environment_proxies():
-                # httpx's transport over a pool that finds a connection in constant time
-                # (httpcore's walks them all on every request; docs/performance.md,
-                # "Async throughput"). With proxies in the environment, httpx's stock transport:
-                # httpx mounts them only on a client that builds its own transport.
-                settings["transport"] = PooledHTTPTransport(
-                    settings["verify"], limits=settings["limits"]
-                )
-        else:
+        elif self._aiohttp_transport is not None:
             # One pool per client, as httpx's own transport: a retry's fresh client gets a
             # fresh pool. Same SSL context, same size (POOL_SIZE) and idle expiry.
             limits: httpx.Limits = settings["limits"]
@@ -1021,6 +1005,14 @@ class HttpHandler:
                 settings["verify"],
                 max_connections=limits.max_connections,
                 keepalive_expiry=limits.keepalive_expiry,
+            )
+        elif not environment_proxies():
+            # httpx's transport over a pool that finds a connection in constant time
+            # (httpcore's walks them all on every request; docs/performance.md,
+            # "Async throughput"). With proxies in the environment, httpx's stock transport:
+            # httpx mounts them only on a client that builds its own transport.
+            settings["transport"] = PooledHTTPTransport(
+                settings["verify"], limits=settings["limits"]
             )
         return _AsyncClient(cookies=cookies, event_hooks=hooks, **settings)
 

@@ -30,13 +30,14 @@ import contextlib
 import socket
 import ssl
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterable
 
 import anyio
 import httpcore
 import httpx
 
-__all__ = ["PooledHTTPTransport"]
+__all__ = ["PooledHTTPTransport", "environment_proxies"]
 
 #: Seconds between two sweeps of the idle connections for expired or server-closed ones.
 _SWEEP_INTERVAL = 1.0
@@ -267,6 +268,14 @@ class _Backend(httpcore.AsyncNetworkBackend):
 
 
 _BACKEND = _Backend()
+
+
+def environment_proxies() -> bool:
+    """Whether httpx would mount proxies from the environment (HTTP(S)_PROXY, ALL_PROXY): the
+    handler then keeps httpx's stock transport, and the aiohttp transport reads them too."""
+    found = urllib.request.getproxies()
+    return any(found.get(scheme) for scheme in ("http", "https", "all"))
+
 
 _Key = tuple[bytes, bytes, int]
 

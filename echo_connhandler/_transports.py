@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any, NoReturn
 
 import httpx
+
+from echo_connhandler._pool import environment_proxies
 
 try:
     import aiohttp
@@ -134,7 +135,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         # httpx reads HTTP(S)_PROXY/ALL_PROXY/NO_PROXY for its own transport; read them here
         # too (once, as httpx does), but not ``.netrc`` credentials for the target host, which
         # aiohttp's ``trust_env`` would add and httpx never sends.
-        self._env_proxies = bool(urllib.request.getproxies())
+        self._env_proxies = environment_proxies()
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
