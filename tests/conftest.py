@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
+import json
 import os
 import shutil
 import socket
@@ -537,3 +538,20 @@ def s3_bucket(s3_server: S3Bucket, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     s3fs.S3FileSystem.clear_instance_cache()
     yield s3_server.child(f"t-{uuid.uuid4().hex[:12]}")
     s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture
+def assert_no_secret(sb: Any) -> Callable[[Any], None]:
+    """``assert_no_secret(value)``: none of the sandbox's credentials, nor any token or session
+    id it has issued so far, appears in ``value`` as JSON (a trigger's kwargs, an asset event's
+    extra, lineage events). ``sb`` is the requesting suite's sandbox fixture."""
+    from echo_connhandler.sandbox import DEMO_CREDENTIALS
+
+    def check(value: Any) -> None:
+        secrets = {v for service in DEMO_CREDENTIALS.values() for v in service.values()}
+        secrets.update(sb.issued_secrets())
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        leaked = sorted(f"secret #{i}" for i, v in enumerate(sorted(secrets)) if v in text)
+        assert not leaked, f"{leaked} in {sorted(value) if isinstance(value, dict) else '...'}"
+
+    return check

@@ -125,21 +125,6 @@ def lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-@pytest.fixture
-def assert_no_secret(sb: Sandbox) -> Callable[[Any], None]:
-    """``assert_no_secret(value)``: none of the sandbox's credentials, nor any token or session
-    id it has issued so far, appears in ``value`` as JSON (e.g. a trigger's kwargs)."""
-
-    def check(value: Any) -> None:
-        secrets = {v for service in DEMO_CREDENTIALS.values() for v in service.values()}
-        secrets.update(sb.issued_secrets())
-        text = json.dumps(value, default=str)
-        leaked = sorted(f"secret #{i}" for i, v in enumerate(sorted(secrets)) if v in text)
-        assert not leaked, f"{leaked} in {sorted(value) if isinstance(value, dict) else '...'}"
-
-    return check
-
-
 # -- parsing -------------------------------------------------------------------------------------
 @pytest.fixture
 def load_dag() -> Callable[[str], Any]:
