@@ -20,6 +20,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import CancelledError, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -345,6 +346,34 @@ async def test_the_process_pool_is_started_off_the_loop(monkeypatch: pytest.Monk
         pool.shutdown()
     assert loop_thread not in started_on
     assert len(started_on) == 1  # the second call found the pool started
+
+
+def test_a_dead_decode_worker_fails_its_call_and_the_next_call_gets_a_new_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker killed mid-call (out of memory, a signal) fails that call with
+    BrokenProcessPool, never a made-up result; the pool is dropped and the next call runs in a
+    new one."""
+    monkeypatch.setattr(_offload, "_pool", None)  # this test's own pool, whatever ran before
+
+    async def calls() -> tuple[int, int]:
+        assert await _offload.offload_to_process(pow, 2, 5) == 32
+        broken = _offload._pool
+        with pytest.raises(BrokenProcessPool):
+            await _offload.offload_to_process(os._exit, 3)
+        assert _offload._pool is None
+        result = await _offload.offload_to_process(pow, 2, 6)
+        assert _offload._pool is not None
+        assert _offload._pool is not broken
+        return result, len(_offload._pool._processes or {})
+
+    try:
+        result, workers = asyncio.run(calls())
+    finally:
+        if _offload._pool is not None:
+            _offload._pool.shutdown(wait=True)
+    assert result == 64
+    assert workers >= 1
 
 
 #: Run as a script (its own process, its own decode pool). Imported again in a decode worker
